@@ -1,0 +1,266 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.28;
+
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {Ownable2Step, Ownable} from "@openzeppelin/contracts/access/Ownable2Step.sol";
+import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
+
+/// @notice The part of an ERC-8004 identity registry the escrow reads to find an agent's payout address.
+interface IAgentIdentity {
+    function ownerOf(uint256 agentId) external view returns (address);
+    function getAgentWallet(uint256 agentId) external view returns (address);
+}
+
+/// @title Agentripe
+/// @notice Escrow for agent-to-agent purchases. A buyer's x402 payment lands here as a plain token transfer;
+///         the operator then records it as a deposit keyed by the settlement transaction hash, and later
+///         either releases it to the vendor agent or refunds it to the buyer. Credits are pulled with
+///         `withdraw`.
+/// @dev    What the operator key can never do, even when stolen (see contracts/SECURITY.md):
+///         - record a deposit the contract's balance does not back (balance >= every liability + amount);
+///         - pay a deposit anywhere but the agent's payout address (its agentWallet, else its owner) or
+///           back to the recorded buyer;
+///         - move a deposit twice, or out of a terminal state;
+///         - keep a buyer from reclaiming a deposit after its expiry.
+///         The owner can only appoint the operator; it has no path to the funds.
+contract Agentripe is Ownable2Step, ReentrancyGuardTransient {
+    using SafeERC20 for IERC20;
+
+    /// @notice Lifecycle of a deposit; the numbering is part of the public interface (`getDeposit`).
+    enum Status {
+        NONE,
+        DEPOSITED,
+        RELEASED,
+        REFUNDED
+    }
+
+    /// @dev Two storage slots: (buyer, amount) and (agentId, expiresAt, status).
+    struct Deposit {
+        address buyer;
+        uint96 amount;
+        uint208 agentId;
+        uint40 expiresAt;
+        Status status;
+    }
+
+    /// @notice The escrowed token (USDC).
+    IERC20 public immutable token;
+
+    /// @notice The ERC-8004 identity registry that names each agent's payout address.
+    IAgentIdentity public immutable identityRegistry;
+
+    /// @notice How long after recording a deposit may still be released; after that only refunds remain.
+    uint256 public immutable depositTimeout;
+
+    /// @notice The key that records, releases and refunds deposits (the marketplace server).
+    address public operator;
+
+    /// @notice Tokens owed: the sum of all DEPOSITED amounts plus all withdrawable balances.
+    uint256 public totalLiabilities;
+
+    mapping(bytes32 depositId => Deposit) private _deposits;
+    mapping(address account => uint256) private _withdrawable;
+
+    /// @notice `amount` from `buyer` is held for agent `agentId` under `depositId` (the x402 settlement tx hash).
+    event DepositRecorded(bytes32 indexed depositId, uint256 indexed agentId, address indexed buyer, uint256 amount);
+
+    /// @notice The deposit was credited to the agent's payout address `agentWallet`.
+    event DepositReleased(bytes32 indexed depositId, address indexed agentWallet, uint256 amount);
+
+    /// @notice The deposit was credited back to `buyer`.
+    event DepositRefunded(bytes32 indexed depositId, address indexed buyer, uint256 amount);
+
+    /// @notice `account` pulled `amount` of its credit.
+    event Withdrawn(address indexed account, uint256 amount);
+
+    /// @notice The operator key changed.
+    event OperatorChanged(address indexed previousOperator, address indexed newOperator);
+
+    /// @notice Only the operator may do this; `caller` is not it.
+    error NotOperator(address caller);
+
+    /// @notice An address that must be set was zero.
+    error ZeroAddress();
+
+    /// @notice A deposit id must be a transaction hash, never zero.
+    error ZeroDepositId();
+
+    /// @notice A deposit must hold something.
+    error ZeroAmount();
+
+    /// @notice The amount does not fit the 96 bits a deposit stores (more than all USDC in existence).
+    error AmountTooLarge(uint256 amount);
+
+    /// @notice The agent id does not fit the 208 bits a deposit stores.
+    error AgentIdTooLarge(uint256 agentId);
+
+    /// @notice The deposit timeout must be positive and fit a timestamp.
+    error InvalidDepositTimeout(uint256 timeout);
+
+    /// @notice `depositId` is already recorded (ids are never reused, even after payout).
+    error DepositAlreadyRecorded(bytes32 depositId);
+
+    /// @notice Recording would leave liabilities unbacked: the balance is `balance`, `required` is needed.
+    error InsufficientBacking(uint256 balance, uint256 required);
+
+    /// @notice `depositId` is not DEPOSITED; it is `status`.
+    error DepositNotActive(bytes32 depositId, Status status);
+
+    /// @notice `depositId` expired at `expiresAt`; it can only be refunded now.
+    error DepositExpired(bytes32 depositId, uint256 expiresAt);
+
+    /// @notice `depositId` does not expire until `expiresAt`.
+    error DepositNotExpired(bytes32 depositId, uint256 expiresAt);
+
+    /// @notice `account` has nothing to withdraw.
+    error NothingToWithdraw(address account);
+
+    modifier onlyOperator() {
+        if (msg.sender != operator) revert NotOperator(msg.sender);
+        _;
+    }
+
+    /// @param token_ the escrowed token (USDC)
+    /// @param identityRegistry_ the ERC-8004 identity registry of the agents paid here
+    /// @param operator_ the marketplace server's key
+    /// @param owner_ the admin who may replace the operator (a multisig in production)
+    /// @param depositTimeout_ seconds from recording until the buyer may reclaim alone
+    constructor(address token_, address identityRegistry_, address operator_, address owner_, uint256 depositTimeout_)
+        Ownable(owner_)
+    {
+        if (token_ == address(0) || identityRegistry_ == address(0) || operator_ == address(0)) revert ZeroAddress();
+        if (depositTimeout_ == 0 || depositTimeout_ > type(uint32).max) revert InvalidDepositTimeout(depositTimeout_);
+        token = IERC20(token_);
+        identityRegistry = IAgentIdentity(identityRegistry_);
+        depositTimeout = depositTimeout_;
+        operator = operator_;
+        emit OperatorChanged(address(0), operator_);
+    }
+
+    // ---------------------------------------------------------------- operator
+
+    /// @notice Records a payment that has already landed in this contract as a deposit for `agentId`.
+    /// @param depositId the x402 settlement transaction hash (also the task id)
+    /// @param agentId the vendor agent the payment is for; it must exist in the identity registry
+    /// @param buyer the payer, who gets the money back on refund
+    /// @param amount the payment, in token units
+    function recordDeposit(bytes32 depositId, uint256 agentId, address buyer, uint256 amount)
+        external
+        onlyOperator
+        nonReentrant
+    {
+        if (depositId == bytes32(0)) revert ZeroDepositId();
+        if (buyer == address(0)) revert ZeroAddress();
+        if (amount == 0) revert ZeroAmount();
+        if (amount > type(uint96).max) revert AmountTooLarge(amount);
+        if (agentId > type(uint208).max) revert AgentIdTooLarge(agentId);
+        Deposit storage deposit = _deposits[depositId];
+        if (deposit.status != Status.NONE) revert DepositAlreadyRecorded(depositId);
+        // Reverts for an unknown agent, so no deposit can be locked for nobody.
+        identityRegistry.ownerOf(agentId);
+
+        uint256 required = totalLiabilities + amount;
+        uint256 balance = token.balanceOf(address(this));
+        if (balance < required) revert InsufficientBacking(balance, required);
+        totalLiabilities = required;
+
+        uint40 expiresAt = uint40(block.timestamp + depositTimeout);
+        _deposits[depositId] = Deposit({
+            buyer: buyer,
+            amount: uint96(amount),
+            agentId: uint208(agentId),
+            expiresAt: expiresAt,
+            status: Status.DEPOSITED
+        });
+        emit DepositRecorded(depositId, agentId, buyer, amount);
+    }
+
+    /// @notice Credits a deposit to the agent's payout address: its agentWallet, or its owner when unset.
+    /// @dev    The payout address is read now, not at recording, so a wallet change before approval is honoured.
+    function releaseToVendor(bytes32 depositId) external onlyOperator nonReentrant {
+        Deposit storage deposit = _activeDeposit(depositId);
+        uint256 expiresAt = deposit.expiresAt;
+        if (block.timestamp >= expiresAt) revert DepositExpired(depositId, expiresAt);
+        deposit.status = Status.RELEASED;
+
+        uint256 agentId = deposit.agentId;
+        address payee = identityRegistry.getAgentWallet(agentId);
+        if (payee == address(0)) payee = identityRegistry.ownerOf(agentId);
+        uint256 amount = deposit.amount;
+        _withdrawable[payee] += amount;
+        emit DepositReleased(depositId, payee, amount);
+    }
+
+    /// @notice Credits a deposit back to its buyer.
+    function refundToBuyer(bytes32 depositId) external onlyOperator nonReentrant {
+        _refund(depositId, _activeDeposit(depositId));
+    }
+
+    // ---------------------------------------------------------------- anyone
+
+    /// @notice After its expiry, credits a deposit back to its buyer. Anyone may call: the money can only
+    ///         go to the buyer, and no operator, owner or vendor can stop it.
+    function reclaimExpired(bytes32 depositId) external nonReentrant {
+        Deposit storage deposit = _activeDeposit(depositId);
+        uint256 expiresAt = deposit.expiresAt;
+        if (block.timestamp < expiresAt) revert DepositNotExpired(depositId, expiresAt);
+        _refund(depositId, deposit);
+    }
+
+    /// @notice Sends the caller all of its credit.
+    function withdraw() external nonReentrant {
+        uint256 amount = _withdrawable[msg.sender];
+        if (amount == 0) revert NothingToWithdraw(msg.sender);
+        _withdrawable[msg.sender] = 0;
+        totalLiabilities -= amount;
+        emit Withdrawn(msg.sender, amount);
+        token.safeTransfer(msg.sender, amount);
+    }
+
+    // ---------------------------------------------------------------- owner
+
+    /// @notice Appoints a new operator key (for rotation after a leak). Cannot touch funds.
+    function setOperator(address newOperator) external onlyOwner {
+        if (newOperator == address(0)) revert ZeroAddress();
+        emit OperatorChanged(operator, newOperator);
+        operator = newOperator;
+    }
+
+    // ---------------------------------------------------------------- views
+
+    /// @notice A deposit as Agentripe exposes it: status 0 NONE, 1 DEPOSITED, 2 RELEASED, 3 REFUNDED.
+    function getDeposit(bytes32 depositId)
+        external
+        view
+        returns (uint256 agentId, address buyer, uint256 amount, uint8 status)
+    {
+        Deposit storage deposit = _deposits[depositId];
+        return (deposit.agentId, deposit.buyer, deposit.amount, uint8(deposit.status));
+    }
+
+    /// @notice When a deposit stops being releasable and its buyer may reclaim it (0 when unknown).
+    function depositExpiresAt(bytes32 depositId) external view returns (uint256) {
+        return _deposits[depositId].expiresAt;
+    }
+
+    /// @notice The credit `account` can pull with `withdraw`.
+    function withdrawableBalance(address account) external view returns (uint256) {
+        return _withdrawable[account];
+    }
+
+    // ---------------------------------------------------------------- internals
+
+    function _activeDeposit(bytes32 depositId) private view returns (Deposit storage deposit) {
+        deposit = _deposits[depositId];
+        if (deposit.status != Status.DEPOSITED) revert DepositNotActive(depositId, deposit.status);
+    }
+
+    function _refund(bytes32 depositId, Deposit storage deposit) private {
+        deposit.status = Status.REFUNDED;
+        address buyer = deposit.buyer;
+        uint256 amount = deposit.amount;
+        _withdrawable[buyer] += amount;
+        emit DepositRefunded(depositId, buyer, amount);
+    }
+}
