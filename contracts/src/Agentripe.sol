@@ -57,7 +57,9 @@ contract Agentripe is Ownable2Step, ReentrancyGuardTransient {
     address public operator;
 
     /// @notice Tokens owed: the sum of all DEPOSITED amounts plus all withdrawable balances.
-    uint256 public totalLiabilities;
+    /// @dev    96 bits (more than all USDC in existence), sharing the operator's slot so that
+    ///         `recordDeposit` reads both for one cold storage access.
+    uint96 public totalLiabilities;
 
     mapping(bytes32 depositId => Deposit) private _deposits;
     mapping(address account => uint256) private _withdrawable;
@@ -89,7 +91,7 @@ contract Agentripe is Ownable2Step, ReentrancyGuardTransient {
     /// @notice A deposit must hold something.
     error ZeroAmount();
 
-    /// @notice The amount does not fit the 96 bits a deposit stores (more than all USDC in existence).
+    /// @notice The amount, or the total owed with it, does not fit 96 bits (more than all USDC in existence).
     error AmountTooLarge(uint256 amount);
 
     /// @notice The agent id does not fit the 208 bits a deposit stores.
@@ -153,17 +155,18 @@ contract Agentripe is Ownable2Step, ReentrancyGuardTransient {
         if (depositId == bytes32(0)) revert ZeroDepositId();
         if (buyer == address(0)) revert ZeroAddress();
         if (amount == 0) revert ZeroAmount();
-        if (amount > type(uint96).max) revert AmountTooLarge(amount);
         if (agentId > type(uint208).max) revert AgentIdTooLarge(agentId);
         Deposit storage deposit = _deposits[depositId];
         if (deposit.status != Status.NONE) revert DepositAlreadyRecorded(depositId);
         // Reverts for an unknown agent, so no deposit can be locked for nobody.
         identityRegistry.ownerOf(agentId);
 
-        uint256 required = totalLiabilities + amount;
+        uint256 required = uint256(totalLiabilities) + amount;
+        // Bounds the amount and the running total alike, so neither cast below truncates.
+        if (required > type(uint96).max) revert AmountTooLarge(amount);
         uint256 balance = token.balanceOf(address(this));
         if (balance < required) revert InsufficientBacking(balance, required);
-        totalLiabilities = required;
+        totalLiabilities = uint96(required);
 
         uint40 expiresAt = uint40(block.timestamp + depositTimeout);
         _deposits[depositId] = Deposit({
@@ -213,7 +216,8 @@ contract Agentripe is Ownable2Step, ReentrancyGuardTransient {
         uint256 amount = _withdrawable[msg.sender];
         if (amount == 0) revert NothingToWithdraw(msg.sender);
         _withdrawable[msg.sender] = 0;
-        totalLiabilities -= amount;
+        // Every credit is part of the liabilities, so this cannot underflow.
+        totalLiabilities -= uint96(amount);
         emit Withdrawn(msg.sender, amount);
         token.safeTransfer(msg.sender, amount);
     }

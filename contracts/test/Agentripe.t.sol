@@ -1,0 +1,472 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.28;
+
+import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
+import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
+import {IERC721Errors} from "@openzeppelin/contracts/interfaces/draft-IERC6093.sol";
+import {Agentripe} from "../src/Agentripe.sol";
+import {Fixture} from "./utils/Fixture.sol";
+import {HostileToken} from "./utils/Mocks.sol";
+
+contract AgentripeTest is Fixture {
+    bytes32 internal constant ID = keccak256("x402 settlement tx");
+
+    event DepositRecorded(bytes32 indexed depositId, uint256 indexed agentId, address indexed buyer, uint256 amount);
+    event DepositReleased(bytes32 indexed depositId, address indexed agentWallet, uint256 amount);
+    event DepositRefunded(bytes32 indexed depositId, address indexed buyer, uint256 amount);
+    event Withdrawn(address indexed account, uint256 amount);
+    event OperatorChanged(address indexed previousOperator, address indexed newOperator);
+
+    // ------------------------------------------------------------ constructor
+
+    function test_constructor_setsConfiguration() public view {
+        assertEq(address(escrow.token()), address(usdc));
+        assertEq(address(escrow.identityRegistry()), address(identity));
+        assertEq(escrow.operator(), operator);
+        assertEq(escrow.owner(), admin);
+        assertEq(escrow.depositTimeout(), DEPOSIT_TIMEOUT);
+    }
+
+    function test_constructor_revertsOnZeroAddresses() public {
+        vm.expectRevert(Agentripe.ZeroAddress.selector);
+        new Agentripe(address(0), address(identity), operator, admin, 1 days);
+        vm.expectRevert(Agentripe.ZeroAddress.selector);
+        new Agentripe(address(usdc), address(0), operator, admin, 1 days);
+        vm.expectRevert(Agentripe.ZeroAddress.selector);
+        new Agentripe(address(usdc), address(identity), address(0), admin, 1 days);
+        vm.expectRevert(abi.encodeWithSelector(Ownable.OwnableInvalidOwner.selector, address(0)));
+        new Agentripe(address(usdc), address(identity), operator, address(0), 1 days);
+    }
+
+    function test_constructor_revertsOnBadTimeout() public {
+        vm.expectRevert(abi.encodeWithSelector(Agentripe.InvalidDepositTimeout.selector, 0));
+        new Agentripe(address(usdc), address(identity), operator, admin, 0);
+        uint256 tooLong = uint256(type(uint32).max) + 1;
+        vm.expectRevert(abi.encodeWithSelector(Agentripe.InvalidDepositTimeout.selector, tooLong));
+        new Agentripe(address(usdc), address(identity), operator, admin, tooLong);
+    }
+
+    // ------------------------------------------------------------ recordDeposit
+
+    function test_recordDeposit_locksPayment() public {
+        _payIntoEscrow(buyer, buyerKey, PRICE, ID);
+        vm.expectEmit(address(escrow));
+        emit DepositRecorded(ID, agentId, buyer, PRICE);
+        vm.prank(operator);
+        escrow.recordDeposit(ID, agentId, buyer, PRICE);
+
+        (uint256 gotAgent, address gotBuyer, uint256 gotAmount, uint8 status) = escrow.getDeposit(ID);
+        assertEq(gotAgent, agentId);
+        assertEq(gotBuyer, buyer);
+        assertEq(gotAmount, PRICE);
+        assertEq(status, 1);
+        assertEq(escrow.totalLiabilities(), PRICE);
+        assertEq(escrow.depositExpiresAt(ID), block.timestamp + DEPOSIT_TIMEOUT);
+    }
+
+    function test_getDeposit_unknownIsNone() public view {
+        (uint256 gotAgent, address gotBuyer, uint256 gotAmount, uint8 status) = escrow.getDeposit(ID);
+        assertEq(gotAgent, 0);
+        assertEq(gotBuyer, address(0));
+        assertEq(gotAmount, 0);
+        assertEq(status, 0);
+        assertEq(escrow.depositExpiresAt(ID), 0);
+    }
+
+    function test_recordDeposit_revertsForNonOperator() public {
+        _payIntoEscrow(buyer, buyerKey, PRICE, ID);
+        vm.expectRevert(abi.encodeWithSelector(Agentripe.NotOperator.selector, buyer));
+        vm.prank(buyer);
+        escrow.recordDeposit(ID, agentId, buyer, PRICE);
+    }
+
+    function test_recordDeposit_revertsWhenUnbacked() public {
+        vm.expectRevert(abi.encodeWithSelector(Agentripe.InsufficientBacking.selector, 0, PRICE));
+        vm.prank(operator);
+        escrow.recordDeposit(ID, agentId, buyer, PRICE);
+    }
+
+    function test_recordDeposit_cannotDoubleCountOnePayment() public {
+        _deposit(ID, PRICE);
+        // The same tokens cannot back a second deposit under another id.
+        vm.expectRevert(abi.encodeWithSelector(Agentripe.InsufficientBacking.selector, PRICE, 2 * PRICE));
+        vm.prank(operator);
+        escrow.recordDeposit(keccak256("another"), agentId, buyer, PRICE);
+    }
+
+    function test_recordDeposit_cannotCountWithdrawableCredit() public {
+        _deposit(ID, PRICE);
+        vm.prank(operator);
+        escrow.releaseToVendor(ID);
+        // Released but not yet withdrawn: still owed to the vendor, so it backs nothing new.
+        vm.expectRevert(abi.encodeWithSelector(Agentripe.InsufficientBacking.selector, PRICE, 2 * PRICE));
+        vm.prank(operator);
+        escrow.recordDeposit(keccak256("another"), agentId, buyer, PRICE);
+    }
+
+    function test_recordDeposit_revertsOnDuplicateId() public {
+        _deposit(ID, PRICE);
+        _payIntoEscrow(buyer, buyerKey, PRICE, keccak256("second payment"));
+        vm.expectRevert(abi.encodeWithSelector(Agentripe.DepositAlreadyRecorded.selector, ID));
+        vm.prank(operator);
+        escrow.recordDeposit(ID, agentId, buyer, PRICE);
+    }
+
+    function test_recordDeposit_idNeverReusedAfterPayout() public {
+        _deposit(ID, PRICE);
+        vm.prank(operator);
+        escrow.refundToBuyer(ID);
+        _payIntoEscrow(buyer, buyerKey, PRICE, keccak256("second payment"));
+        vm.expectRevert(abi.encodeWithSelector(Agentripe.DepositAlreadyRecorded.selector, ID));
+        vm.prank(operator);
+        escrow.recordDeposit(ID, agentId, buyer, PRICE);
+    }
+
+    function test_recordDeposit_revertsOnBadInput() public {
+        _payIntoEscrow(buyer, buyerKey, PRICE, ID);
+        vm.startPrank(operator);
+        vm.expectRevert(Agentripe.ZeroDepositId.selector);
+        escrow.recordDeposit(bytes32(0), agentId, buyer, PRICE);
+        vm.expectRevert(Agentripe.ZeroAddress.selector);
+        escrow.recordDeposit(ID, agentId, address(0), PRICE);
+        vm.expectRevert(Agentripe.ZeroAmount.selector);
+        escrow.recordDeposit(ID, agentId, buyer, 0);
+        uint256 huge = uint256(type(uint96).max) + 1;
+        vm.expectRevert(abi.encodeWithSelector(Agentripe.AmountTooLarge.selector, huge));
+        escrow.recordDeposit(ID, agentId, buyer, huge);
+        uint256 hugeId = uint256(type(uint208).max) + 1;
+        vm.expectRevert(abi.encodeWithSelector(Agentripe.AgentIdTooLarge.selector, hugeId));
+        escrow.recordDeposit(ID, hugeId, buyer, PRICE);
+        vm.expectRevert(abi.encodeWithSelector(IERC721Errors.ERC721NonexistentToken.selector, 999));
+        escrow.recordDeposit(ID, 999, buyer, PRICE);
+        vm.stopPrank();
+    }
+
+    // ------------------------------------------------------------ releaseToVendor
+
+    function test_releaseToVendor_creditsOwnerWhenNoWallet() public {
+        _deposit(ID, PRICE);
+        vm.prank(vendor);
+        identity.unsetAgentWallet(agentId);
+
+        vm.expectEmit(address(escrow));
+        emit DepositReleased(ID, vendor, PRICE);
+        vm.prank(operator);
+        escrow.releaseToVendor(ID);
+
+        assertEq(escrow.withdrawableBalance(vendor), PRICE);
+        (,,, uint8 status) = escrow.getDeposit(ID);
+        assertEq(status, 2);
+        assertEq(escrow.totalLiabilities(), PRICE);
+    }
+
+    function test_releaseToVendor_creditsAgentWalletChosenAfterRecording() public {
+        _deposit(ID, PRICE);
+        (address wallet, uint256 walletKey) = makeAddrAndKey("vendor payout wallet");
+        uint256 deadline = block.timestamp + 60;
+        bytes memory consent = _sign(walletKey, _walletConsentDigest(agentId, wallet, vendor, deadline));
+        vm.prank(vendor);
+        identity.setAgentWallet(agentId, wallet, deadline, consent);
+
+        vm.prank(operator);
+        escrow.releaseToVendor(ID);
+        assertEq(escrow.withdrawableBalance(wallet), PRICE);
+        assertEq(escrow.withdrawableBalance(vendor), 0);
+    }
+
+    function test_releaseToVendor_followsTokenTransfer() public {
+        _deposit(ID, PRICE);
+        address newOwner = makeAddr("new owner");
+        vm.prank(vendor);
+        identity.transferFrom(vendor, newOwner, agentId);
+        vm.prank(operator);
+        escrow.releaseToVendor(ID);
+        assertEq(escrow.withdrawableBalance(newOwner), PRICE);
+        assertEq(escrow.withdrawableBalance(vendor), 0);
+    }
+
+    function test_releaseToVendor_revertsForNonOperator() public {
+        _deposit(ID, PRICE);
+        vm.expectRevert(abi.encodeWithSelector(Agentripe.NotOperator.selector, vendor));
+        vm.prank(vendor);
+        escrow.releaseToVendor(ID);
+    }
+
+    function test_releaseToVendor_revertsForUnknownDeposit() public {
+        vm.expectRevert(abi.encodeWithSelector(Agentripe.DepositNotActive.selector, ID, Agentripe.Status.NONE));
+        vm.prank(operator);
+        escrow.releaseToVendor(ID);
+    }
+
+    function test_releaseToVendor_onlyOnce() public {
+        _deposit(ID, PRICE);
+        vm.startPrank(operator);
+        escrow.releaseToVendor(ID);
+        vm.expectRevert(abi.encodeWithSelector(Agentripe.DepositNotActive.selector, ID, Agentripe.Status.RELEASED));
+        escrow.releaseToVendor(ID);
+        vm.expectRevert(abi.encodeWithSelector(Agentripe.DepositNotActive.selector, ID, Agentripe.Status.RELEASED));
+        escrow.refundToBuyer(ID);
+        vm.stopPrank();
+        assertEq(escrow.withdrawableBalance(vendor), PRICE);
+        assertEq(escrow.withdrawableBalance(buyer), 0);
+    }
+
+    function test_releaseToVendor_revertsAfterExpiry() public {
+        _deposit(ID, PRICE);
+        uint256 expiresAt = escrow.depositExpiresAt(ID);
+        vm.warp(expiresAt);
+        vm.expectRevert(abi.encodeWithSelector(Agentripe.DepositExpired.selector, ID, expiresAt));
+        vm.prank(operator);
+        escrow.releaseToVendor(ID);
+    }
+
+    // ------------------------------------------------------------ refundToBuyer
+
+    function test_refundToBuyer_creditsBuyer() public {
+        _deposit(ID, PRICE);
+        vm.expectEmit(address(escrow));
+        emit DepositRefunded(ID, buyer, PRICE);
+        vm.prank(operator);
+        escrow.refundToBuyer(ID);
+        assertEq(escrow.withdrawableBalance(buyer), PRICE);
+        (,,, uint8 status) = escrow.getDeposit(ID);
+        assertEq(status, 3);
+    }
+
+    function test_refundToBuyer_allowedAfterExpiry() public {
+        _deposit(ID, PRICE);
+        vm.warp(block.timestamp + DEPOSIT_TIMEOUT + 1);
+        vm.prank(operator);
+        escrow.refundToBuyer(ID);
+        assertEq(escrow.withdrawableBalance(buyer), PRICE);
+    }
+
+    function test_refundToBuyer_revertsForNonOperator() public {
+        _deposit(ID, PRICE);
+        vm.expectRevert(abi.encodeWithSelector(Agentripe.NotOperator.selector, buyer));
+        vm.prank(buyer);
+        escrow.refundToBuyer(ID);
+    }
+
+    function test_refundToBuyer_onlyOnce() public {
+        _deposit(ID, PRICE);
+        vm.startPrank(operator);
+        escrow.refundToBuyer(ID);
+        vm.expectRevert(abi.encodeWithSelector(Agentripe.DepositNotActive.selector, ID, Agentripe.Status.REFUNDED));
+        escrow.refundToBuyer(ID);
+        vm.expectRevert(abi.encodeWithSelector(Agentripe.DepositNotActive.selector, ID, Agentripe.Status.REFUNDED));
+        escrow.releaseToVendor(ID);
+        vm.stopPrank();
+    }
+
+    // ------------------------------------------------------------ reclaimExpired
+
+    function test_reclaimExpired_anyoneCanRefundBuyerAfterExpiry() public {
+        _deposit(ID, PRICE);
+        vm.warp(escrow.depositExpiresAt(ID));
+        vm.expectEmit(address(escrow));
+        emit DepositRefunded(ID, buyer, PRICE);
+        vm.prank(makeAddr("keeper"));
+        escrow.reclaimExpired(ID);
+        assertEq(escrow.withdrawableBalance(buyer), PRICE);
+
+        vm.prank(buyer);
+        escrow.withdraw();
+        assertEq(usdc.balanceOf(buyer), PRICE);
+    }
+
+    function test_reclaimExpired_revertsBeforeExpiry() public {
+        _deposit(ID, PRICE);
+        uint256 expiresAt = escrow.depositExpiresAt(ID);
+        vm.warp(expiresAt - 1);
+        vm.expectRevert(abi.encodeWithSelector(Agentripe.DepositNotExpired.selector, ID, expiresAt));
+        vm.prank(buyer);
+        escrow.reclaimExpired(ID);
+    }
+
+    function test_reclaimExpired_revertsAfterRelease() public {
+        _deposit(ID, PRICE);
+        vm.prank(operator);
+        escrow.releaseToVendor(ID);
+        vm.warp(block.timestamp + DEPOSIT_TIMEOUT);
+        vm.expectRevert(abi.encodeWithSelector(Agentripe.DepositNotActive.selector, ID, Agentripe.Status.RELEASED));
+        vm.prank(buyer);
+        escrow.reclaimExpired(ID);
+    }
+
+    function test_reclaimExpired_worksWithOperatorGone() public {
+        _deposit(ID, PRICE);
+        // Even a hostile owner swapping the operator cannot stop the buyer.
+        vm.prank(admin);
+        escrow.setOperator(makeAddr("somebody else"));
+        vm.warp(block.timestamp + DEPOSIT_TIMEOUT);
+        vm.prank(buyer);
+        escrow.reclaimExpired(ID);
+        assertEq(escrow.withdrawableBalance(buyer), PRICE);
+    }
+
+    // ------------------------------------------------------------ withdraw
+
+    function test_withdraw_paysCreditOnce() public {
+        _deposit(ID, PRICE);
+        vm.prank(operator);
+        escrow.releaseToVendor(ID);
+
+        vm.expectEmit(address(escrow));
+        emit Withdrawn(vendor, PRICE);
+        vm.prank(vendor);
+        escrow.withdraw();
+        assertEq(usdc.balanceOf(vendor), PRICE);
+        assertEq(usdc.balanceOf(address(escrow)), 0);
+        assertEq(escrow.withdrawableBalance(vendor), 0);
+        assertEq(escrow.totalLiabilities(), 0);
+
+        vm.expectRevert(abi.encodeWithSelector(Agentripe.NothingToWithdraw.selector, vendor));
+        vm.prank(vendor);
+        escrow.withdraw();
+    }
+
+    function test_withdraw_accumulatesSeveralDeposits() public {
+        _deposit(ID, PRICE);
+        _deposit(keccak256("second"), 3 * PRICE);
+        vm.startPrank(operator);
+        escrow.releaseToVendor(ID);
+        escrow.releaseToVendor(keccak256("second"));
+        vm.stopPrank();
+        assertEq(escrow.withdrawableBalance(vendor), 4 * PRICE);
+        vm.prank(vendor);
+        escrow.withdraw();
+        assertEq(usdc.balanceOf(vendor), 4 * PRICE);
+    }
+
+    function test_withdraw_revertsWithNothing() public {
+        vm.expectRevert(abi.encodeWithSelector(Agentripe.NothingToWithdraw.selector, buyer));
+        vm.prank(buyer);
+        escrow.withdraw();
+    }
+
+    function test_withdraw_reentrancyThroughHostileTokenIsBlocked() public {
+        HostileToken hostile = new HostileToken();
+        Agentripe victim = new Agentripe(address(hostile), address(identity), operator, admin, DEPOSIT_TIMEOUT);
+        bytes32 first = keccak256("first");
+        bytes32 second = keccak256("second");
+        hostile.mint(address(victim), 2 * PRICE);
+        vm.startPrank(operator);
+        victim.recordDeposit(first, agentId, buyer, PRICE);
+        victim.recordDeposit(second, agentId, buyer, PRICE);
+        victim.refundToBuyer(first);
+        vm.stopPrank();
+        vm.warp(block.timestamp + DEPOSIT_TIMEOUT);
+
+        // During the buyer's withdrawal the token re-enters with a call that would succeed on its own.
+        hostile.arm(address(victim), abi.encodeCall(Agentripe.reclaimExpired, (second)));
+        vm.prank(buyer);
+        victim.withdraw();
+
+        assertFalse(hostile.lastReentrySucceeded());
+        assertEq(
+            hostile.lastReentryError(),
+            abi.encodeWithSelector(ReentrancyGuardTransient.ReentrancyGuardReentrantCall.selector)
+        );
+        (,,, uint8 status) = victim.getDeposit(second);
+        assertEq(status, 1);
+        assertEq(hostile.balanceOf(buyer), PRICE);
+    }
+
+    // ------------------------------------------------------------ operator rotation
+
+    function test_setOperator_rotatesKey() public {
+        address next = makeAddr("next operator");
+        vm.expectEmit(address(escrow));
+        emit OperatorChanged(operator, next);
+        vm.prank(admin);
+        escrow.setOperator(next);
+        assertEq(escrow.operator(), next);
+
+        _payIntoEscrow(buyer, buyerKey, PRICE, ID);
+        vm.expectRevert(abi.encodeWithSelector(Agentripe.NotOperator.selector, operator));
+        vm.prank(operator);
+        escrow.recordDeposit(ID, agentId, buyer, PRICE);
+        vm.prank(next);
+        escrow.recordDeposit(ID, agentId, buyer, PRICE);
+    }
+
+    function test_setOperator_onlyOwnerAndNonZero() public {
+        vm.expectRevert(abi.encodeWithSelector(Ownable.OwnableUnauthorizedAccount.selector, operator));
+        vm.prank(operator);
+        escrow.setOperator(operator);
+        vm.expectRevert(Agentripe.ZeroAddress.selector);
+        vm.prank(admin);
+        escrow.setOperator(address(0));
+    }
+
+    function test_ownership_transferIsTwoStep() public {
+        address next = makeAddr("next admin");
+        vm.prank(admin);
+        escrow.transferOwnership(next);
+        assertEq(escrow.owner(), admin);
+        vm.prank(next);
+        escrow.acceptOwnership();
+        assertEq(escrow.owner(), next);
+    }
+
+    // ------------------------------------------------------------ fuzz
+
+    /// Whatever the amount and the path, each deposit pays out exactly once, to the right party.
+    function testFuzz_depositPaysOutExactlyOnce(uint96 amount, bool approve, uint32 delay) public {
+        amount = uint96(bound(amount, 1, type(uint96).max));
+        _deposit(ID, amount);
+        vm.warp(block.timestamp + delay);
+        bool expired = uint256(delay) >= DEPOSIT_TIMEOUT;
+
+        vm.startPrank(operator);
+        if (approve && !expired) {
+            escrow.releaseToVendor(ID);
+        } else {
+            escrow.refundToBuyer(ID);
+        }
+        vm.expectRevert();
+        escrow.refundToBuyer(ID);
+        vm.expectRevert();
+        escrow.releaseToVendor(ID);
+        vm.stopPrank();
+        vm.expectRevert();
+        escrow.reclaimExpired(ID);
+
+        address payee = approve && !expired ? vendor : buyer;
+        vm.prank(payee);
+        escrow.withdraw();
+        assertEq(usdc.balanceOf(payee), amount);
+        assertEq(usdc.balanceOf(address(escrow)), 0);
+        assertEq(escrow.totalLiabilities(), 0);
+    }
+
+    /// Recording never succeeds for more than the unowed part of the balance.
+    function testFuzz_recordDepositRequiresFullBacking(uint96 paid, uint96 claimed) public {
+        paid = uint96(bound(paid, 1, type(uint96).max));
+        claimed = uint96(bound(claimed, 1, type(uint96).max));
+        _payIntoEscrow(buyer, buyerKey, paid, ID);
+        vm.prank(operator);
+        if (claimed > paid) {
+            vm.expectRevert(abi.encodeWithSelector(Agentripe.InsufficientBacking.selector, paid, claimed));
+            escrow.recordDeposit(ID, agentId, buyer, claimed);
+        } else {
+            escrow.recordDeposit(ID, agentId, buyer, claimed);
+            assertLe(escrow.totalLiabilities(), usdc.balanceOf(address(escrow)));
+        }
+    }
+
+    /// No caller other than the operator moves a deposit.
+    function testFuzz_onlyOperatorMovesDeposits(address caller) public {
+        vm.assume(caller != operator);
+        _deposit(ID, PRICE);
+        vm.startPrank(caller);
+        vm.expectRevert(abi.encodeWithSelector(Agentripe.NotOperator.selector, caller));
+        escrow.releaseToVendor(ID);
+        vm.expectRevert(abi.encodeWithSelector(Agentripe.NotOperator.selector, caller));
+        escrow.refundToBuyer(ID);
+        vm.expectRevert(abi.encodeWithSelector(Agentripe.NotOperator.selector, caller));
+        escrow.recordDeposit(keccak256("x"), agentId, caller, 1);
+        vm.stopPrank();
+    }
+}

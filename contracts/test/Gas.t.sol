@@ -1,0 +1,69 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.28;
+
+import {Fixture} from "./utils/Fixture.sol";
+
+/// @notice Execution gas of the money path (the call frame's own gas: no 21,000 intrinsic cost, no calldata),
+///         recorded with forge's gas snapshot cheatcodes into snapshots/Agentripe.json and checked in CI.
+///         Each figure is for a fresh transaction: every account and slot it touches starts cold, as on a
+///         real chain.
+/// @dev    The budgets of the foundation issue are asserted too, so a regression fails loudly.
+contract GasTest is Fixture {
+    bytes32 internal constant ID = keccak256("x402 settlement tx");
+    bytes32 internal constant NONCE = keccak256("buyer nonce");
+
+    function setUp() public override {
+        super.setUp();
+        vm.prank(admin);
+        usdc.mint(buyer, 10 * PRICE);
+        // An unrelated earlier deposit, so that the liability counter is not being written for the first time.
+        _deposit(keccak256("earlier"), PRICE);
+    }
+
+    function test_gas_buyerToVendorPath() public {
+        (uint8 v, bytes32 r, bytes32 s) = _signTransfer(buyerKey, buyer, address(escrow), PRICE, 0, block.timestamp + 600, NONCE);
+
+        _coolAll();
+        usdc.transferWithAuthorization(buyer, address(escrow), PRICE, 0, block.timestamp + 600, NONCE, v, r, s);
+        uint256 transferGas = vm.snapshotGasLastCall("Agentripe", "1_transferWithAuthorization");
+
+        _coolAll();
+        vm.prank(operator);
+        escrow.recordDeposit(ID, agentId, buyer, PRICE);
+        uint256 recordGas = vm.snapshotGasLastCall("Agentripe", "2_recordDeposit");
+
+        _coolAll();
+        vm.prank(operator);
+        escrow.releaseToVendor(ID);
+        uint256 releaseGas = vm.snapshotGasLastCall("Agentripe", "3_releaseToVendor_newPayee");
+
+        _coolAll();
+        vm.prank(vendor);
+        escrow.withdraw();
+        uint256 withdrawGas = vm.snapshotGasLastCall("Agentripe", "4_withdraw_newHolder");
+
+        uint256 path = transferGas + recordGas + releaseGas + withdrawGas;
+        vm.snapshotValue("Agentripe", "5_buyerToVendorPath", path);
+
+        assertLe(recordGas, 70_000, "recordDeposit budget");
+        assertLe(releaseGas, 50_000, "releaseToVendor budget");
+        assertLe(withdrawGas, 45_000, "withdraw budget");
+        assertLe(path, 200_000, "buyer-to-vendor path budget");
+        assertEq(usdc.balanceOf(vendor), PRICE);
+    }
+
+    function test_gas_refundToBuyer() public {
+        _deposit(ID, PRICE);
+        _coolAll();
+        vm.prank(operator);
+        escrow.refundToBuyer(ID);
+        uint256 refundGas = vm.snapshotGasLastCall("Agentripe", "refundToBuyer");
+        assertLe(refundGas, 50_000, "refundToBuyer budget");
+    }
+
+    function _coolAll() private {
+        vm.cool(address(usdc));
+        vm.cool(address(escrow));
+        vm.cool(address(identity));
+    }
+}
