@@ -142,6 +142,16 @@ contract AgentripeTest is Fixture {
         vm.stopPrank();
     }
 
+    function test_recordDeposit_revertsWhenTotalOwedOverflows96Bits() public {
+        uint256 max = type(uint96).max;
+        _deposit(ID, max);
+        bytes32 second = keccak256("second");
+        _payIntoEscrow(buyer, buyerKey, 1, second);
+        vm.expectRevert(abi.encodeWithSelector(Agentripe.AmountTooLarge.selector, 1));
+        vm.prank(operator);
+        escrow.recordDeposit(second, agentId, buyer, 1);
+    }
+
     // ------------------------------------------------------------ releaseToVendor
 
     function test_releaseToVendor_creditsOwnerWhenNoWallet() public {
