@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Every test in the repository, from a fresh clone:
-#   1. forge: unit, fuzz and invariant tests of the contracts; the gas snapshots (snapshots/*.json from the
+#   1. formatting and lints: forge fmt, cargo fmt, clippy (warnings are errors)
+#   2. forge: unit, fuzz and invariant tests of the contracts; the gas snapshots (snapshots/*.json from the
 #      gas test's cheatcodes, and .gas-snapshot) must match what is committed
-#   2. the ERC-8004 ABI conformance check
-#   3. the demo, end to end on a fresh anvil
+#   3. the ERC-8004 ABI conformance check
+#   4. cargo: the Rust unit and integration tests (these start their own anvil)
+#   5. the demo, end to end on a fresh anvil
 # Ends with one plain "N passed, N failed" line per runner. Set UPDATE_GAS_SNAPSHOTS=1 to rewrite the
 # snapshots after an intended gas change (then commit them).
 set -euo pipefail
@@ -13,6 +15,15 @@ cd "$ROOT"
 
 summary=()
 status=0
+
+# Runs a named check; records "name: 1 passed, 0 failed" or the failure.
+check() {
+  local name="$1"; shift
+  echo "== $name"
+  if "$@"; then summary+=("$name: 1 passed, 0 failed"); else summary+=("$name: 0 passed, 1 failed"); status=1; fi
+}
+
+check lint bash -c 'forge fmt --check && cargo fmt --all -- --check && cargo clippy --workspace --all-targets --locked -- -D warnings'
 
 echo "== forge build"
 forge build
@@ -43,11 +54,16 @@ if [ "${UPDATE_GAS_SNAPSHOTS:-0}" != 1 ]; then
   fi
 fi
 
-echo "== ERC-8004 ABI conformance"
-if node scripts/check-abi.js; then summary+=("abi: 1 passed, 0 failed"); else summary+=("abi: 0 passed, 1 failed"); status=1; fi
+check abi node scripts/check-abi.js
 
-echo "== demo (end to end on anvil)"
-if scripts/demo.sh; then summary+=("demo: 1 passed, 0 failed"); else summary+=("demo: 0 passed, 1 failed"); status=1; fi
+echo "== cargo test"
+cargo_log="$(mktemp)"
+cargo test --workspace --locked 2>&1 | tee "$cargo_log" || status=1
+read -r passed failed < <(awk '/^test result:/ { p += $4; f += $6 } END { print p + 0, f + 0 }' "$cargo_log")
+if ! grep -q '^test result:' "$cargo_log"; then failed=1; status=1; fi
+summary+=("cargo: $passed passed, $failed failed")
+
+check demo scripts/demo.sh
 
 echo
 printf '%s\n' "${summary[@]}"

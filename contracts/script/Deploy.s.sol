@@ -26,8 +26,7 @@ contract Deploy is Script {
         address operator = vm.envOr("OPERATOR_ADDRESS", deployer);
         address owner = vm.envOr("ESCROW_OWNER", deployer);
         uint256 timeout = vm.envOr("DEPOSIT_TIMEOUT_SECONDS", uint256(7 days));
-        string memory out =
-            vm.envOr("DEPLOYMENTS_FILE", string.concat("deployments/", vm.toString(chainId), ".json"));
+        string memory out = vm.envOr("DEPLOYMENTS_FILE", string.concat("deployments/", vm.toString(chainId), ".json"));
 
         address usdc = vm.envOr("USDC_ADDRESS", address(0));
         address identity = vm.envOr("IDENTITY_REGISTRY_ADDRESS", address(0));

@@ -47,7 +47,9 @@ contract IdentityRegistry is ERC721, EIP712, IERC4906 {
     event URIUpdated(uint256 indexed agentId, string newURI, address indexed updatedBy);
 
     /// @notice A metadata value changed (including the reserved `agentWallet` key).
-    event MetadataSet(uint256 indexed agentId, string indexed indexedMetadataKey, string metadataKey, bytes metadataValue);
+    event MetadataSet(
+        uint256 indexed agentId, string indexed indexedMetadataKey, string metadataKey, bytes metadataValue
+    );
 
     /// @notice `caller` may not manage agent `agentId`.
     error NotAuthorized(address caller, uint256 agentId);

@@ -29,9 +29,12 @@ contract ReputationRegistry {
     mapping(uint256 agentId => mapping(address client => uint64)) private _lastIndex;
     mapping(uint256 agentId => address[]) private _clients;
     mapping(uint256 agentId => mapping(address client => bool)) private _isClient;
-    mapping(uint256 agentId => mapping(address client => mapping(uint64 feedbackIndex => address[]))) private _responders;
-    mapping(uint256 agentId => mapping(address client => mapping(uint64 feedbackIndex => mapping(address responder => uint64))))
-        private _responseCount;
+    mapping(uint256 agentId => mapping(address client => mapping(uint64 feedbackIndex => address[]))) private
+        _responders;
+    mapping(
+        uint256 agentId
+            => mapping(address client => mapping(uint64 feedbackIndex => mapping(address responder => uint64)))
+    ) private _responseCount;
 
     /// @notice `clientAddress` left feedback number `feedbackIndex` on `agentId`.
     event NewFeedback(
@@ -106,7 +109,9 @@ contract ReputationRegistry {
         string calldata feedbackURI,
         bytes32 feedbackHash
     ) external {
-        if (valueDecimals > MAX_VALUE_DECIMALS) revert ValueDecimalsTooLarge(valueDecimals);
+        if (valueDecimals > MAX_VALUE_DECIMALS) {
+            revert ValueDecimalsTooLarge(valueDecimals);
+        }
         _requireNotSelf(agentId);
 
         uint64 feedbackIndex = ++_lastIndex[agentId][msg.sender];
@@ -117,7 +122,17 @@ contract ReputationRegistry {
             _clients[agentId].push(msg.sender);
         }
         emit NewFeedback(
-            agentId, msg.sender, feedbackIndex, value, valueDecimals, tag1, tag1, tag2, endpoint, feedbackURI, feedbackHash
+            agentId,
+            msg.sender,
+            feedbackIndex,
+            value,
+            valueDecimals,
+            tag1,
+            tag1,
+            tag2,
+            endpoint,
+            feedbackURI,
+            feedbackHash
         );
     }
 
@@ -257,11 +272,12 @@ contract ReputationRegistry {
 
     /// @notice Number of responses. A zero `clientAddress` counts over all clients of the agent; a zero
     ///         `feedbackIndex` over all of the client's feedback; an empty `responders` over all responders.
-    function getResponseCount(uint256 agentId, address clientAddress, uint64 feedbackIndex, address[] calldata responders)
-        external
-        view
-        returns (uint64 count)
-    {
+    function getResponseCount(
+        uint256 agentId,
+        address clientAddress,
+        uint64 feedbackIndex,
+        address[] calldata responders
+    ) external view returns (uint64 count) {
         if (clientAddress == address(0)) {
             address[] storage clients = _clients[agentId];
             for (uint256 i; i < clients.length; ++i) {

@@ -86,7 +86,14 @@ contract TestUSDC is ERC20, EIP712, Ownable {
         bytes32 s
     ) external {
         _transferWithAuthorization(
-            TRANSFER_WITH_AUTHORIZATION_TYPEHASH, from, to, value, validAfter, validBefore, nonce, abi.encodePacked(r, s, v)
+            TRANSFER_WITH_AUTHORIZATION_TYPEHASH,
+            from,
+            to,
+            value,
+            validAfter,
+            validBefore,
+            nonce,
+            abi.encodePacked(r, s, v)
         );
     }
 
@@ -119,7 +126,14 @@ contract TestUSDC is ERC20, EIP712, Ownable {
     ) external {
         if (msg.sender != to) revert CallerMustBePayee(msg.sender, to);
         _transferWithAuthorization(
-            RECEIVE_WITH_AUTHORIZATION_TYPEHASH, from, to, value, validAfter, validBefore, nonce, abi.encodePacked(r, s, v)
+            RECEIVE_WITH_AUTHORIZATION_TYPEHASH,
+            from,
+            to,
+            value,
+            validAfter,
+            validBefore,
+            nonce,
+            abi.encodePacked(r, s, v)
         );
     }
 
@@ -159,7 +173,9 @@ contract TestUSDC is ERC20, EIP712, Ownable {
         bytes32 nonce,
         bytes memory signature
     ) private {
-        if (block.timestamp <= validAfter) revert AuthorizationNotYetValid(validAfter, block.timestamp);
+        if (block.timestamp <= validAfter) {
+            revert AuthorizationNotYetValid(validAfter, block.timestamp);
+        }
         if (block.timestamp >= validBefore) revert AuthorizationExpired(validBefore, block.timestamp);
         _useNonce(from, nonce);
         bytes32 structHash = keccak256(abi.encode(typehash, from, to, value, validAfter, validBefore, nonce));

@@ -156,7 +156,8 @@ contract EscrowHandler is Test {
         uint256 walletKey = uint256(keccak256(abi.encode("wallet", walletSeed % 3))) % (2 ** 160) + 1;
         address wallet = vm.addr(walletKey);
         uint256 deadline = block.timestamp + 60;
-        bytes32 structHash = keccak256(abi.encode(identity.AGENT_WALLET_SET_TYPEHASH(), agentId, wallet, owner, deadline));
+        bytes32 structHash =
+            keccak256(abi.encode(identity.AGENT_WALLET_SET_TYPEHASH(), agentId, wallet, owner, deadline));
         (, string memory name, string memory version, uint256 chainId, address verifyingContract,,) =
             identity.eip712Domain();
         bytes32 domain = keccak256(
@@ -168,7 +169,8 @@ contract EscrowHandler is Test {
                 verifyingContract
             )
         );
-        (uint8 v, bytes32 r, bytes32 s) = vm.sign(walletKey, keccak256(abi.encodePacked("\x19\x01", domain, structHash)));
+        (uint8 v, bytes32 r, bytes32 s) =
+            vm.sign(walletKey, keccak256(abi.encodePacked("\x19\x01", domain, structHash)));
         vm.prank(owner);
         identity.setAgentWallet(agentId, wallet, deadline, abi.encodePacked(r, s, v));
     }

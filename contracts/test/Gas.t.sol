@@ -21,7 +21,8 @@ contract GasTest is Fixture {
     }
 
     function test_gas_buyerToVendorPath() public {
-        (uint8 v, bytes32 r, bytes32 s) = _signTransfer(buyerKey, buyer, address(escrow), PRICE, 0, block.timestamp + 600, NONCE);
+        (uint8 v, bytes32 r, bytes32 s) =
+            _signTransfer(buyerKey, buyer, address(escrow), PRICE, 0, block.timestamp + 600, NONCE);
 
         _coolAll();
         usdc.transferWithAuthorization(buyer, address(escrow), PRICE, 0, block.timestamp + 600, NONCE, v, r, s);

@@ -9,7 +9,9 @@ import {ERC1271Wallet} from "./utils/Mocks.sol";
 contract IdentityRegistryTest is Fixture {
     event Registered(uint256 indexed agentId, string agentURI, address indexed owner);
     event URIUpdated(uint256 indexed agentId, string newURI, address indexed updatedBy);
-    event MetadataSet(uint256 indexed agentId, string indexed indexedMetadataKey, string metadataKey, bytes metadataValue);
+    event MetadataSet(
+        uint256 indexed agentId, string indexed indexedMetadataKey, string metadataKey, bytes metadataValue
+    );
     event MetadataUpdate(uint256 _tokenId);
 
     // secp256k1 group order, to build the high-s twin of a signature.
@@ -202,7 +204,9 @@ contract IdentityRegistryTest is Fixture {
         uint256 deadline = block.timestamp + 60;
         bytes memory sig = _sign(walletKey, _walletConsentDigest(agentId, wallet, vendor, deadline));
         vm.warp(deadline + 1);
-        vm.expectRevert(abi.encodeWithSelector(IdentityRegistry.WalletSignatureExpired.selector, deadline, deadline + 1));
+        vm.expectRevert(
+            abi.encodeWithSelector(IdentityRegistry.WalletSignatureExpired.selector, deadline, deadline + 1)
+        );
         vm.prank(vendor);
         identity.setAgentWallet(agentId, wallet, deadline, sig);
     }
@@ -211,7 +215,9 @@ contract IdentityRegistryTest is Fixture {
         uint256 deadline = block.timestamp + 5 minutes + 1;
         bytes memory sig = _sign(walletKey, _walletConsentDigest(agentId, wallet, vendor, deadline));
         vm.expectRevert(
-            abi.encodeWithSelector(IdentityRegistry.WalletDeadlineTooFar.selector, deadline, block.timestamp + 5 minutes)
+            abi.encodeWithSelector(
+                IdentityRegistry.WalletDeadlineTooFar.selector, deadline, block.timestamp + 5 minutes
+            )
         );
         vm.prank(vendor);
         identity.setAgentWallet(agentId, wallet, deadline, sig);

@@ -50,7 +50,9 @@ contract ReputationRegistryTest is Fixture {
 
     function test_giveFeedback_storesAndEmits() public {
         vm.expectEmit(address(reputation));
-        emit NewFeedback(agentId, client1, 1, 9977, 2, "quality", "quality", "speed", "/translate", "ipfs://f", bytes32("h"));
+        emit NewFeedback(
+            agentId, client1, 1, 9977, 2, "quality", "quality", "speed", "/translate", "ipfs://f", bytes32("h")
+        );
         vm.prank(client1);
         reputation.giveFeedback(agentId, 9977, 2, "quality", "speed", "/translate", "ipfs://f", bytes32("h"));
 

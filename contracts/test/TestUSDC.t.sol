@@ -118,9 +118,8 @@ contract TestUSDCTest is Fixture {
     }
 
     function test_transferWithAuthorization_wrongChainIdReverts() public {
-        bytes32 structHash = keccak256(
-            abi.encode(usdc.TRANSFER_WITH_AUTHORIZATION_TYPEHASH(), buyer, payee, 1, 0, validBefore, NONCE)
-        );
+        bytes32 structHash =
+            keccak256(abi.encode(usdc.TRANSFER_WITH_AUTHORIZATION_TYPEHASH(), buyer, payee, 1, 0, validBefore, NONCE));
         bytes32 foreignDomain = keccak256(
             abi.encode(
                 keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"),
@@ -146,8 +145,11 @@ contract TestUSDCTest is Fixture {
         ERC1271Wallet smartWallet = new ERC1271Wallet(buyer);
         vm.prank(admin);
         usdc.mint(address(smartWallet), 10);
-        (uint8 v, bytes32 r, bytes32 s) = _signTransfer(buyerKey, address(smartWallet), payee, 10, 0, validBefore, NONCE);
-        usdc.transferWithAuthorization(address(smartWallet), payee, 10, 0, validBefore, NONCE, abi.encodePacked(r, s, v));
+        (uint8 v, bytes32 r, bytes32 s) =
+            _signTransfer(buyerKey, address(smartWallet), payee, 10, 0, validBefore, NONCE);
+        usdc.transferWithAuthorization(
+            address(smartWallet), payee, 10, 0, validBefore, NONCE, abi.encodePacked(r, s, v)
+        );
         assertEq(usdc.balanceOf(payee), 10);
 
         (v, r, s) = _signTransfer(vendorKey, address(smartWallet), payee, 10, 0, validBefore, keccak256("other"));

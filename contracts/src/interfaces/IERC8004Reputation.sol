@@ -75,9 +75,11 @@ interface IERC8004Reputation {
             string[] memory tag2s,
             bool[] memory revokedStatuses
         );
-    function getResponseCount(uint256 agentId, address clientAddress, uint64 feedbackIndex, address[] calldata responders)
-        external
-        view
-        returns (uint64 count);
+    function getResponseCount(
+        uint256 agentId,
+        address clientAddress,
+        uint64 feedbackIndex,
+        address[] calldata responders
+    ) external view returns (uint64 count);
     function getVersion() external pure returns (string memory);
 }

@@ -41,7 +41,8 @@ abstract contract Fixture is Test {
     function _payIntoEscrow(address from, uint256 fromKey, uint256 amount, bytes32 nonce) internal {
         vm.prank(admin);
         usdc.mint(from, amount);
-        (uint8 v, bytes32 r, bytes32 s) = _signTransfer(fromKey, from, address(escrow), amount, 0, block.timestamp + 1 hours, nonce);
+        (uint8 v, bytes32 r, bytes32 s) =
+            _signTransfer(fromKey, from, address(escrow), amount, 0, block.timestamp + 1 hours, nonce);
         usdc.transferWithAuthorization(from, address(escrow), amount, 0, block.timestamp + 1 hours, nonce, v, r, s);
     }
 

@@ -15,7 +15,8 @@ contract ERC1271Wallet is IERC1271 {
 
     function isValidSignature(bytes32 digest, bytes calldata signature) external view returns (bytes4) {
         (address recovered, ECDSA.RecoverError error,) = ECDSA.tryRecover(digest, signature);
-        return error == ECDSA.RecoverError.NoError && recovered == signer ? IERC1271.isValidSignature.selector : bytes4(0);
+        return
+            error == ECDSA.RecoverError.NoError && recovered == signer ? IERC1271.isValidSignature.selector : bytes4(0);
     }
 }
 

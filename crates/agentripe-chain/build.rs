@@ -1,0 +1,26 @@
+//! Compiles the contracts with forge before the bindings are generated from its artifacts, so that a
+//! changed contract can never leave stale bindings behind: foundry.toml stays the one place the compiler
+//! settings live, and scripts/toolchain.sh the one place the toolchain is installed from.
+
+use std::{env, path::PathBuf, process::Command};
+
+fn main() {
+    let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("the workspace root exists");
+    for watched in ["contracts/src", "foundry.toml", "package-lock.json", "scripts/toolchain.sh"] {
+        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    }
+
+    let status = Command::new("bash")
+        .arg("-c")
+        .arg(r#"source scripts/toolchain.sh && ensure_toolchain && forge build --root . contracts/src"#)
+        .current_dir(&root)
+        .status()
+        .expect("bash must be available to build the contracts");
+    assert!(
+        status.success(),
+        "`forge build` failed; the contract bindings cannot be generated (see the output above)"
+    );
+}

@@ -1,0 +1,8 @@
+//! The chain side of Agentripe: typed bindings to the four contracts, generated at build time from the
+//! forge artifacts of `contracts/src`, and the [`Deployment`] that says where they live.
+
+#[allow(clippy::too_many_arguments, reason = "generated calls take the contracts' own parameter lists")]
+pub mod bindings;
+mod deployment;
+
+pub use deployment::{Deployment, DeploymentError};
