@@ -11,7 +11,7 @@ import {TestUSDC} from "../src/TestUSDC.sol";
 ///         the server reads. Existing registries and USDC are reused when their addresses are given, so on
 ///         a public network only the escrow is new (ERC-8004 registries and USDC are shared infrastructure).
 ///
-/// Environment (all optional but the broadcasting key, which forge takes from --private-key):
+/// Environment (all optional; forge takes the broadcasting key from --private-key):
 ///   OPERATOR_ADDRESS             escrow operator, the server's key        (default: the deployer)
 ///   ESCROW_OWNER                 admin who may rotate the operator         (default: the deployer)
 ///   DEPOSIT_TIMEOUT_SECONDS      time until a buyer may reclaim alone      (default: 7 days)
@@ -20,37 +20,75 @@ import {TestUSDC} from "../src/TestUSDC.sol";
 ///   REPUTATION_REGISTRY_ADDRESS  reuse this ERC-8004 reputation registry
 ///   DEPLOYMENTS_FILE             output path                               (default: deployments/<chainId>.json)
 contract Deploy is Script {
-    function run() external {
-        uint256 chainId = block.chainid;
-        address deployer = msg.sender;
-        address operator = vm.envOr("OPERATOR_ADDRESS", deployer);
-        address owner = vm.envOr("ESCROW_OWNER", deployer);
-        uint256 timeout = vm.envOr("DEPOSIT_TIMEOUT_SECONDS", uint256(7 days));
-        string memory out = vm.envOr("DEPLOYMENTS_FILE", string.concat("deployments/", vm.toString(chainId), ".json"));
+    /// @notice What to deploy; a zero address means "deploy a new one".
+    struct Config {
+        address operator;
+        address owner;
+        uint256 depositTimeout;
+        address usdc;
+        address identityRegistry;
+        address reputationRegistry;
+    }
 
-        address usdc = vm.envOr("USDC_ADDRESS", address(0));
-        address identity = vm.envOr("IDENTITY_REGISTRY_ADDRESS", address(0));
-        address reputation = vm.envOr("REPUTATION_REGISTRY_ADDRESS", address(0));
-        bool testToken = usdc == address(0);
+    /// @notice What was deployed or reused.
+    struct Deployment {
+        address usdc;
+        bool usdcIsTestToken;
+        address identityRegistry;
+        address reputationRegistry;
+        address agentripe;
+        uint256 startBlock;
+    }
+
+    function run() external {
+        address deployer = msg.sender;
+        Config memory config = Config({
+            operator: vm.envOr("OPERATOR_ADDRESS", deployer),
+            owner: vm.envOr("ESCROW_OWNER", deployer),
+            depositTimeout: vm.envOr("DEPOSIT_TIMEOUT_SECONDS", uint256(7 days)),
+            usdc: vm.envOr("USDC_ADDRESS", address(0)),
+            identityRegistry: vm.envOr("IDENTITY_REGISTRY_ADDRESS", address(0)),
+            reputationRegistry: vm.envOr("REPUTATION_REGISTRY_ADDRESS", address(0))
+        });
+        string memory out =
+            vm.envOr("DEPLOYMENTS_FILE", string.concat("deployments/", vm.toString(block.chainid), ".json"));
 
         vm.startBroadcast();
-        if (testToken) usdc = address(new TestUSDC(deployer));
-        if (identity == address(0)) identity = address(new IdentityRegistry());
-        if (reputation == address(0)) reputation = address(new ReputationRegistry(identity));
-        address escrow = address(new Agentripe(usdc, identity, operator, owner, timeout));
+        Deployment memory deployment = deploy(config, deployer);
         vm.stopBroadcast();
+        vm.writeJson(toJson(config, deployment), out);
+    }
 
-        string memory key = "deployment";
-        vm.serializeUint(key, "chainId", chainId);
-        vm.serializeAddress(key, "usdc", usdc);
-        vm.serializeBool(key, "usdcIsTestToken", testToken);
-        vm.serializeAddress(key, "identityRegistry", identity);
-        vm.serializeAddress(key, "reputationRegistry", reputation);
-        vm.serializeAddress(key, "operator", operator);
-        vm.serializeUint(key, "depositTimeoutSeconds", timeout);
+    /// @notice Deploys what `config` does not name. The caller (or the broadcast) is the deployer;
+    ///         `minter` owns a new TestUSDC.
+    function deploy(Config memory config, address minter) public returns (Deployment memory deployment) {
         // No event of these contracts is older than this block: where an indexer starts scanning.
-        vm.serializeUint(key, "startBlock", block.number);
-        string memory json = vm.serializeAddress(key, "agentripe", escrow);
-        vm.writeJson(json, out);
+        deployment.startBlock = block.number;
+        deployment.usdcIsTestToken = config.usdc == address(0);
+        deployment.usdc = deployment.usdcIsTestToken ? address(new TestUSDC(minter)) : config.usdc;
+        deployment.identityRegistry =
+            config.identityRegistry == address(0) ? address(new IdentityRegistry()) : config.identityRegistry;
+        deployment.reputationRegistry = config.reputationRegistry == address(0)
+            ? address(new ReputationRegistry(deployment.identityRegistry))
+            : config.reputationRegistry;
+        deployment.agentripe = address(
+            new Agentripe(
+                deployment.usdc, deployment.identityRegistry, config.operator, config.owner, config.depositTimeout
+            )
+        );
+    }
+
+    /// @notice The deployment file the server reads (crates/agentripe-chain, `Deployment`).
+    function toJson(Config memory config, Deployment memory deployment) public returns (string memory) {
+        string memory key = "deployment";
+        vm.serializeUint(key, "chainId", block.chainid);
+        vm.serializeAddress(key, "usdc", deployment.usdc);
+        vm.serializeBool(key, "usdcIsTestToken", deployment.usdcIsTestToken);
+        vm.serializeAddress(key, "identityRegistry", deployment.identityRegistry);
+        vm.serializeAddress(key, "reputationRegistry", deployment.reputationRegistry);
+        vm.serializeAddress(key, "operator", config.operator);
+        vm.serializeUint(key, "depositTimeoutSeconds", config.depositTimeout);
+        vm.serializeUint(key, "startBlock", deployment.startBlock);
+        return vm.serializeAddress(key, "agentripe", deployment.agentripe);
     }
 }
