@@ -1,0 +1,184 @@
+//! Every transaction the server signs, stored with its nonce before it is broadcast.
+//!
+//! Nonces come from the database, one counter per signing key, taken in the same database transaction
+//! that stores the signed transaction: two server instances sharing a key never sign two transactions
+//! with one nonce, and a nonce is never handed out without a transaction that can be (re)broadcast.
+
+use std::str::FromStr;
+
+use crate::{Context, Store, StoreError};
+
+/// What became of a signed transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChainTxStatus {
+    /// Broadcast, or about to be; not yet seen in a block.
+    Pending,
+    /// In a block (successful or reverted: its receipt says which).
+    Mined,
+    /// Its nonce was used by another transaction; it will never be mined.
+    Dropped,
+}
+
+impl ChainTxStatus {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Mined => "mined",
+            Self::Dropped => "dropped",
+        }
+    }
+}
+
+impl FromStr for ChainTxStatus {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        Ok(match text {
+            "pending" => Self::Pending,
+            "mined" => Self::Mined,
+            "dropped" => Self::Dropped,
+            other => return Err(format!("unknown transaction status {other:?}")),
+        })
+    }
+}
+
+/// A signed transaction, ready to broadcast.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedTx {
+    /// 0x hex.
+    pub tx_hash: String,
+    /// The EIP-2718 encoding, 0x hex.
+    pub raw_tx: String,
+}
+
+/// A stored transaction.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct ChainTx {
+    pub id: i64,
+    pub signer: String,
+    pub nonce: i64,
+    pub purpose: String,
+    pub subject: String,
+    pub tx_hash: String,
+    pub raw_tx: String,
+    status: String,
+}
+
+impl ChainTx {
+    /// What became of it.
+    pub fn status(&self) -> Result<ChainTxStatus, StoreError> {
+        self.status.parse().map_err(|detail| StoreError::Corrupt { context: "reading a transaction", detail })
+    }
+}
+
+macro_rules! columns {
+    () => {
+        "id, signer, nonce, purpose, subject, tx_hash, raw_tx, status"
+    };
+}
+
+impl Store {
+    /// Raises the signer's next nonce to at least `chain_nonce`: at start-up, and whenever the chain says
+    /// our counter fell behind (another program used the key).
+    pub async fn sync_nonce(&self, signer: &str, chain_nonce: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO signer_nonces (signer, next_nonce) VALUES ($1, $2) ON CONFLICT (signer) DO UPDATE SET \
+             next_nonce = CASE WHEN signer_nonces.next_nonce < excluded.next_nonce \
+             THEN excluded.next_nonce ELSE signer_nonces.next_nonce END",
+        )
+        .bind(signer)
+        .bind(chain_nonce)
+        .execute(self.pool())
+        .await
+        .context("syncing a nonce")?;
+        Ok(())
+    }
+
+    /// Takes the signer's next nonce, signs with it (`sign`) and stores the signed transaction, all in one
+    /// database transaction. If `sign` fails, the nonce is not used up.
+    pub async fn sign_and_store<E>(
+        &self,
+        signer: &str,
+        purpose: &str,
+        subject: &str,
+        now_ms: i64,
+        sign: impl FnOnce(u64) -> Result<SignedTx, E>,
+    ) -> Result<Result<ChainTx, E>, StoreError> {
+        let mut tx = self.pool().begin().await.context("beginning to sign")?;
+        let nonce: i64 = sqlx::query_scalar(
+            "UPDATE signer_nonces SET next_nonce = next_nonce + 1 WHERE signer = $1 RETURNING next_nonce - 1",
+        )
+        .bind(signer)
+        .fetch_optional(&mut *tx)
+        .await
+        .context("taking a nonce")?
+        .ok_or(StoreError::Corrupt {
+            context: "taking a nonce",
+            detail: format!("no nonce counter for {signer}: sync_nonce first"),
+        })?;
+        let signed = match sign(u64::try_from(nonce).unwrap_or_default()) {
+            Ok(signed) => signed,
+            Err(error) => {
+                tx.rollback().await.context("giving a nonce back")?;
+                return Ok(Err(error));
+            }
+        };
+        let stored: ChainTx = sqlx::query_as(concat!(
+            "INSERT INTO chain_txs (signer, nonce, purpose, subject, tx_hash, raw_tx, status, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7) RETURNING ",
+            columns!()
+        ))
+        .bind(signer)
+        .bind(nonce)
+        .bind(purpose)
+        .bind(subject)
+        .bind(&signed.tx_hash)
+        .bind(&signed.raw_tx)
+        .bind(now_ms)
+        .fetch_one(&mut *tx)
+        .await
+        .context("storing a signed transaction")?;
+        tx.commit().await.context("committing a signed transaction")?;
+        Ok(Ok(stored))
+    }
+
+    /// The signer's transactions not yet seen in a block, lowest nonce first.
+    pub async fn pending_txs(&self, signer: &str) -> Result<Vec<ChainTx>, StoreError> {
+        sqlx::query_as(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM chain_txs WHERE signer = $1 AND status = 'pending' ORDER BY nonce"
+        ))
+        .bind(signer)
+        .fetch_all(self.pool())
+        .await
+        .context("listing pending transactions")
+    }
+
+    /// Every transaction signed for `purpose` on `subject`, oldest first.
+    pub async fn txs_for(&self, purpose: &str, subject: &str) -> Result<Vec<ChainTx>, StoreError> {
+        sqlx::query_as(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM chain_txs WHERE purpose = $1 AND subject = $2 ORDER BY id"
+        ))
+        .bind(purpose)
+        .bind(subject)
+        .fetch_all(self.pool())
+        .await
+        .context("listing a subject's transactions")
+    }
+
+    /// Notes what became of a transaction.
+    pub async fn mark_tx(&self, tx_hash: &str, status: ChainTxStatus, now_ms: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE chain_txs SET status = $1, updated_at = $2 WHERE tx_hash = $3")
+            .bind(status.as_str())
+            .bind(now_ms)
+            .bind(tx_hash)
+            .execute(self.pool())
+            .await
+            .context("marking a transaction")?;
+        Ok(())
+    }
+}

@@ -1,0 +1,310 @@
+//! Payments in: the exactly-once claim on a buyer's authorization, and its way to a recorded deposit.
+
+use std::str::FromStr;
+
+use crate::{Context, Store, StoreError, tasks::NewTask};
+
+/// Where a payment is on its way into the escrow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PaymentStatus {
+    /// Verified and claimed; not yet known to be settled.
+    Verified,
+    /// The tokens are in the escrow under `deposit_id`; the deposit is not yet recorded.
+    Settled,
+    /// The deposit is recorded and its task exists. Final.
+    Recorded,
+    /// Refused or never settled; nothing was charged. A later retry of the same authorization may reopen it.
+    Failed,
+}
+
+impl PaymentStatus {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Verified => "verified",
+            Self::Settled => "settled",
+            Self::Recorded => "recorded",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+impl FromStr for PaymentStatus {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        Ok(match text {
+            "verified" => Self::Verified,
+            "settled" => Self::Settled,
+            "recorded" => Self::Recorded,
+            "failed" => Self::Failed,
+            other => return Err(format!("unknown payment status {other:?}")),
+        })
+    }
+}
+
+/// A verified payment to claim.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewPayment {
+    pub chain_id: i64,
+    pub asset: String,
+    pub payer: String,
+    pub nonce: String,
+    pub amount: String,
+    pub agent_id: String,
+    pub service_path: String,
+    pub x402_version: i32,
+    /// The signed authorization, JSON.
+    pub payment: String,
+    pub valid_before: i64,
+    /// The purchase request's fields, JSON.
+    pub request: String,
+    /// The chain head when the payment arrived: no settlement of it can be older.
+    pub search_from_block: i64,
+}
+
+/// A stored payment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Payment {
+    pub id: i64,
+    pub new: NewPayment,
+    pub status: PaymentStatus,
+    /// The settlement transaction hash (the deposit and task id), once known.
+    pub deposit_id: Option<String>,
+    /// Why it failed.
+    pub failure: Option<String>,
+}
+
+/// The outcome of claiming a payment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// First time this authorization is seen: the caller settles it.
+    New(Payment),
+    /// The authorization was claimed before (a retry, a duplicate, a concurrent copy).
+    Existing(Payment),
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: i64,
+    chain_id: i64,
+    asset: String,
+    payer: String,
+    nonce: String,
+    amount: String,
+    agent_id: String,
+    service_path: String,
+    x402_version: i32,
+    payment: String,
+    valid_before: i64,
+    request: String,
+    search_from_block: i64,
+    status: String,
+    deposit_id: Option<String>,
+    failure: Option<String>,
+}
+
+impl TryFrom<Row> for Payment {
+    type Error = StoreError;
+
+    fn try_from(row: Row) -> Result<Self, StoreError> {
+        let status = row
+            .status
+            .parse()
+            .map_err(|detail| StoreError::Corrupt { context: "reading a payment", detail })?;
+        Ok(Self {
+            id: row.id,
+            new: NewPayment {
+                chain_id: row.chain_id,
+                asset: row.asset,
+                payer: row.payer,
+                nonce: row.nonce,
+                amount: row.amount,
+                agent_id: row.agent_id,
+                service_path: row.service_path,
+                x402_version: row.x402_version,
+                payment: row.payment,
+                valid_before: row.valid_before,
+                request: row.request,
+                search_from_block: row.search_from_block,
+            },
+            status,
+            deposit_id: row.deposit_id,
+            failure: row.failure,
+        })
+    }
+}
+
+macro_rules! columns {
+    () => {
+        "id, chain_id, asset, payer, nonce, amount, agent_id, service_path, x402_version, payment, valid_before, \
+         request, search_from_block, status, deposit_id, failure"
+    };
+}
+
+impl Store {
+    /// Claims an authorization: inserts it as `verified` unless the same (chain, token, payer, nonce) was
+    /// claimed before, in which case the earlier claim is returned. Concurrent claims of one
+    /// authorization yield exactly one `New`.
+    pub async fn claim_payment(&self, new: &NewPayment, now_ms: i64) -> Result<Claim, StoreError> {
+        let inserted: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO payments (chain_id, asset, payer, nonce, amount, agent_id, service_path, x402_version, \
+             payment, valid_before, request, search_from_block, status, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'verified', $13, $13) \
+             ON CONFLICT (chain_id, asset, payer, nonce) DO NOTHING RETURNING id",
+        )
+        .bind(new.chain_id)
+        .bind(&new.asset)
+        .bind(&new.payer)
+        .bind(&new.nonce)
+        .bind(&new.amount)
+        .bind(&new.agent_id)
+        .bind(&new.service_path)
+        .bind(new.x402_version)
+        .bind(&new.payment)
+        .bind(new.valid_before)
+        .bind(&new.request)
+        .bind(new.search_from_block)
+        .bind(now_ms)
+        .fetch_optional(self.pool())
+        .await
+        .context("claiming a payment")?;
+        if let Some(id) = inserted {
+            return Ok(Claim::New(self.require_payment(id).await?));
+        }
+        let row: Row = sqlx::query_as(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM payments WHERE chain_id = $1 AND asset = $2 AND payer = $3 AND nonce = $4"
+        ))
+        .bind(new.chain_id)
+        .bind(&new.asset)
+        .bind(&new.payer)
+        .bind(&new.nonce)
+        .fetch_one(self.pool())
+        .await
+        .context("reading an earlier claim")?;
+        Ok(Claim::Existing(row.try_into()?))
+    }
+
+    /// A payment by id.
+    pub async fn payment(&self, id: i64) -> Result<Option<Payment>, StoreError> {
+        let row: Option<Row> = sqlx::query_as(concat!("SELECT ", columns!(), " FROM payments WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await
+            .context("reading a payment")?;
+        row.map(Payment::try_from).transpose()
+    }
+
+    async fn require_payment(&self, id: i64) -> Result<Payment, StoreError> {
+        self.payment(id).await?.ok_or(StoreError::Corrupt {
+            context: "reading a payment",
+            detail: format!("payment {id} vanished"),
+        })
+    }
+
+    /// Takes the exclusive right to advance an open payment until `until_ms`, unless someone else holds
+    /// it. Whoever holds the lease is the only one settling or recording this payment.
+    pub async fn lease_payment(&self, id: i64, now_ms: i64, until_ms: i64) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE payments SET lease_until = $1, updated_at = $2 WHERE id = $3 \
+             AND status IN ('verified', 'settled') AND (lease_until IS NULL OR lease_until < $2)",
+        )
+        .bind(until_ms)
+        .bind(now_ms)
+        .bind(id)
+        .execute(self.pool())
+        .await
+        .context("leasing a payment")?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Gives the lease back early, so that the reconciler may pick the payment up at once.
+    pub async fn unlease_payment(&self, id: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE payments SET lease_until = NULL WHERE id = $1")
+            .bind(id)
+            .execute(self.pool())
+            .await
+            .context("unleasing a payment")?;
+        Ok(())
+    }
+
+    /// Notes that the tokens are in the escrow under `deposit_id`.
+    pub async fn mark_payment_settled(
+        &self,
+        id: i64,
+        deposit_id: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE payments SET status = 'settled', deposit_id = $1, updated_at = $2 WHERE id = $3 AND status = 'verified'",
+        )
+        .bind(deposit_id)
+        .bind(now_ms)
+        .bind(id)
+        .execute(self.pool())
+        .await
+        .context("marking a payment settled")?;
+        Ok(())
+    }
+
+    /// Marks a payment that was never settled as failed. A settled payment cannot fail: its money is in
+    /// the escrow and it goes on to be recorded.
+    pub async fn fail_payment(&self, id: i64, reason: &str, now_ms: i64) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE payments SET status = 'failed', failure = $1, lease_until = NULL, updated_at = $2 \
+             WHERE id = $3 AND status = 'verified'",
+        )
+        .bind(reason)
+        .bind(now_ms)
+        .bind(id)
+        .execute(self.pool())
+        .await
+        .context("failing a payment")?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Reopens a failed payment whose authorization is presented again (the buyer may have topped up).
+    pub async fn reopen_payment(&self, id: i64, now_ms: i64) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE payments SET status = 'verified', failure = NULL, updated_at = $1 WHERE id = $2 AND status = 'failed'",
+        )
+        .bind(now_ms)
+        .bind(id)
+        .execute(self.pool())
+        .await
+        .context("reopening a payment")?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Creates the task of a settled payment whose deposit is recorded on chain, and closes the payment,
+    /// in one transaction: a task exists if and only if its deposit is recorded.
+    pub async fn record_payment(&self, id: i64, task: &NewTask, now_ms: i64) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await.context("beginning to record a payment")?;
+        task.insert(&mut tx, id, now_ms).await?;
+        sqlx::query(
+            "UPDATE payments SET status = 'recorded', lease_until = NULL, updated_at = $1 WHERE id = $2 AND status = 'settled'",
+        )
+        .bind(now_ms)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .context("closing a recorded payment")?;
+        tx.commit().await.context("committing a recorded payment")?;
+        Ok(())
+    }
+
+    /// Payments not yet recorded nor failed whose lease has run out: work for the reconciler.
+    pub async fn stalled_payments(&self, now_ms: i64, limit: i64) -> Result<Vec<i64>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT id FROM payments WHERE status IN ('verified', 'settled') \
+             AND (lease_until IS NULL OR lease_until < $1) ORDER BY id LIMIT $2",
+        )
+        .bind(now_ms)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await
+        .context("listing stalled payments")
+    }
+}

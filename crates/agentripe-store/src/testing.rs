@@ -1,0 +1,70 @@
+//! Fresh databases for tests: the same suite runs on SQLite and on PostgreSQL.
+//!
+//! PostgreSQL comes from `AGENTRIPE_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`);
+//! each test gets a database of its own, dropped by nobody (they are cheap and named for their test).
+//! When PostgreSQL cannot be reached the PostgreSQL half is skipped with a loud message, except under
+//! `CI=true`, where it fails.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use sqlx::{AnyConnection, Connection};
+
+use crate::Store;
+
+/// The engines every storage test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn unique_name(label: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let clean: String =
+        label.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
+    format!("agentripe_{}_{}_{n}", &clean[..clean.len().min(30)], std::process::id())
+}
+
+/// The database URL of a fresh database for `label`, or `None` when PostgreSQL is unavailable outside CI.
+pub async fn fresh_database_url(engine: Engine, label: &str) -> Option<String> {
+    let name = unique_name(label);
+    match engine {
+        Engine::Sqlite => {
+            let dir = std::env::temp_dir().join("agentripe-tests");
+            std::fs::create_dir_all(&dir).expect("temporary directory");
+            Some(format!("sqlite://{}", dir.join(format!("{name}.db")).display()))
+        }
+        Engine::Postgres => {
+            sqlx::any::install_default_drivers();
+            let admin = std::env::var("AGENTRIPE_TEST_POSTGRES_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+            let mut connection = match AnyConnection::connect(&admin).await {
+                Ok(connection) => connection,
+                Err(error) if std::env::var("CI").as_deref() == Ok("true") => {
+                    panic!("PostgreSQL is required under CI but {admin} is unreachable: {error}")
+                }
+                Err(error) => {
+                    eprintln!(
+                        "\n*** SKIPPING the PostgreSQL half of {label}: {admin} is unreachable ({error}) ***\n"
+                    );
+                    return None;
+                }
+            };
+            let create = format!("CREATE DATABASE {name}");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(create))
+                .execute(&mut connection)
+                .await
+                .expect("create test database");
+            let (base, _) = admin.rsplit_once('/').expect("a database URL ends in /DATABASE");
+            Some(format!("{base}/{name}"))
+        }
+    }
+}
+
+/// A fresh, migrated store on `engine`, or `None` when PostgreSQL is unavailable outside CI.
+pub async fn fresh_store(engine: Engine, label: &str) -> Option<Store> {
+    let url = fresh_database_url(engine, label).await?;
+    Some(Store::connect(&url).await.expect("open the test database"))
+}
