@@ -34,8 +34,10 @@ pub const MIN_SETTLEMENT_WINDOW_SECONDS: u64 = 6;
 #[serde(rename_all = "camelCase")]
 pub struct Authorization {
     /// The payer.
+    #[serde(with = "crate::checksum")]
     pub from: Address,
     /// The payee; must be the offer's `payTo`.
+    #[serde(with = "crate::checksum")]
     pub to: Address,
     /// Token units; must be exactly the price.
     #[serde(with = "uint_string")]

@@ -5,6 +5,7 @@
 //! Everything here is pure: no network, no chain. What needs the chain (balance, nonce state,
 //! simulation, settlement) is the facilitator's job and lives with it.
 
+mod checksum;
 mod codec;
 mod error;
 pub mod exact;
@@ -44,7 +45,7 @@ pub struct SettleResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_reason: Option<ErrorReason>,
     /// The paying wallet.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "checksum::option")]
     pub payer: Option<alloy::primitives::Address>,
     /// The settlement transaction hash (empty when settlement failed).
     pub transaction: String,
@@ -62,7 +63,7 @@ pub struct VerifyResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub invalid_reason: Option<ErrorReason>,
     /// The paying wallet.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "checksum::option")]
     pub payer: Option<alloy::primitives::Address>,
 }
 

@@ -22,10 +22,12 @@ pub struct PaymentRequirements {
     /// The response's content type.
     pub mime_type: String,
     /// Who is paid: the escrow.
+    #[serde(with = "crate::checksum")]
     pub pay_to: Address,
     /// The longest an authorization may stay valid.
     pub max_timeout_seconds: u64,
     /// The token.
+    #[serde(with = "crate::checksum")]
     pub asset: Address,
     /// The token's EIP-712 domain name and version.
     #[serde(default, skip_serializing_if = "Option::is_none")]

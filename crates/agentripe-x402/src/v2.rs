@@ -31,8 +31,10 @@ pub struct PaymentRequirements {
     /// The price in token units.
     pub amount: String,
     /// The token.
+    #[serde(with = "crate::checksum")]
     pub asset: Address,
     /// Who is paid: the escrow.
+    #[serde(with = "crate::checksum")]
     pub pay_to: Address,
     /// The longest an authorization may stay valid.
     pub max_timeout_seconds: u64,

@@ -1,0 +1,266 @@
+//! What an agent sells: its registration file (ERC-8004 agentURI, Agentripe's AgentURIData), read from
+//! the identity registry's `tokenURI` as a `data:` URI or an https URL, and cached briefly.
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use agentripe_chain::bindings::IERC8004Identity;
+use alloy::{
+    primitives::{Address, U256},
+    providers::DynProvider,
+};
+use base64::{Engine, engine::general_purpose::STANDARD};
+use serde::{Deserialize, Serialize};
+
+/// An agent's registration file (Agentripe's `AgentURIData`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentUriData {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icon_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x402_support: Option<bool>,
+    #[serde(default)]
+    pub services: Vec<Service>,
+}
+
+/// A service block of the registration file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    pub name: String,
+    #[serde(default)]
+    pub endpoint: String,
+    #[serde(default)]
+    pub catalog: Vec<CatalogEntry>,
+}
+
+/// One thing an agent sells.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogEntry {
+    pub path: String,
+    /// `$X.XX`.
+    pub price: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub description: String,
+}
+
+/// An agent, as the purchase endpoint needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Agent {
+    pub id: U256,
+    pub owner: Address,
+    pub data: AgentUriData,
+}
+
+impl Agent {
+    /// The catalog entry sold at `path` through x402.
+    pub fn entry(&self, path: &str) -> Option<&CatalogEntry> {
+        self.data
+            .services
+            .iter()
+            .filter(|service| service.name.eq_ignore_ascii_case("x402"))
+            .flat_map(|service| &service.catalog)
+            .find(|entry| entry.path == path)
+    }
+}
+
+/// Why an agent's catalog could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// The registry has no such agent.
+    #[error("agent {0} is not registered")]
+    UnknownAgent(U256),
+    /// The registration file is missing or unreadable.
+    #[error("agent {agent}'s registration file is unusable: {reason}")]
+    BadRegistration { agent: U256, reason: String },
+    /// The chain or the file's host could not be reached.
+    #[error("cannot read agent {agent}: {reason}")]
+    Unavailable { agent: U256, reason: String },
+}
+
+/// Reads agents from the identity registry, with a short cache so a burst of purchases reads each once.
+#[derive(Debug)]
+pub struct Catalog {
+    identity: IERC8004Identity::IERC8004IdentityInstance<DynProvider>,
+    http: reqwest::Client,
+    ttl: Duration,
+    cache: Mutex<HashMap<U256, (Instant, Agent)>>,
+}
+
+/// The largest registration file fetched over https.
+const MAX_REGISTRATION_BYTES: usize = 256 * 1024;
+
+impl Catalog {
+    pub fn new(identity_registry: Address, provider: DynProvider, ttl: Duration) -> Self {
+        Self {
+            identity: IERC8004Identity::new(identity_registry, provider),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .expect("a TLS client builds"),
+            ttl,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The agent and its catalog.
+    pub async fn agent(&self, id: U256) -> Result<Agent, CatalogError> {
+        if let Some((at, agent)) = self.cache.lock().expect("catalog cache lock").get(&id)
+            && at.elapsed() < self.ttl
+        {
+            return Ok(agent.clone());
+        }
+        let owner = match self.identity.ownerOf(id).call().await {
+            Ok(owner) => owner,
+            Err(error) if error.as_revert_data().is_some() => return Err(CatalogError::UnknownAgent(id)),
+            Err(error) => return Err(CatalogError::Unavailable { agent: id, reason: error.to_string() }),
+        };
+        let uri = self
+            .identity
+            .tokenURI(id)
+            .call()
+            .await
+            .map_err(|error| CatalogError::Unavailable { agent: id, reason: error.to_string() })?;
+        let data = self.read_registration(id, &uri).await?;
+        let agent = Agent { id, owner, data };
+        self.cache.lock().expect("catalog cache lock").insert(id, (Instant::now(), agent.clone()));
+        Ok(agent)
+    }
+
+    async fn read_registration(&self, agent: U256, uri: &str) -> Result<AgentUriData, CatalogError> {
+        let bad = |reason: String| CatalogError::BadRegistration { agent, reason };
+        let bytes = if let Some(data) = uri.strip_prefix("data:") {
+            decode_data_uri(data).map_err(bad)?
+        } else if uri.starts_with("https://") || uri.starts_with("http://") {
+            let response = self
+                .http
+                .get(uri)
+                .send()
+                .await
+                .map_err(|error| CatalogError::Unavailable { agent, reason: error.to_string() })?;
+            if !response.status().is_success() {
+                return Err(bad(format!("{uri} answered {}", response.status())));
+            }
+            let body = response
+                .bytes()
+                .await
+                .map_err(|error| CatalogError::Unavailable { agent, reason: error.to_string() })?;
+            if body.len() > MAX_REGISTRATION_BYTES {
+                return Err(bad(format!("{uri} is larger than {MAX_REGISTRATION_BYTES} bytes")));
+            }
+            body.to_vec()
+        } else if uri.is_empty() {
+            return Err(bad("no agentURI is set".into()));
+        } else {
+            return Err(bad(format!("unsupported agentURI scheme in {uri:?}")));
+        };
+        serde_json::from_slice(&bytes).map_err(|error| bad(format!("not an AgentURIData JSON: {error}")))
+    }
+}
+
+/// Decodes the part after `data:`: `application/json;base64,...` or `application/json,...` (percent-encoded).
+fn decode_data_uri(data: &str) -> Result<Vec<u8>, String> {
+    let (meta, payload) = data.split_once(',').ok_or("a data: URI needs a comma")?;
+    if meta.ends_with(";base64") {
+        STANDARD.decode(payload.trim()).map_err(|error| format!("bad base64 in data: URI: {error}"))
+    } else {
+        percent_decode(payload)
+    }
+}
+
+fn percent_decode(text: &str) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut bytes = text.bytes();
+    while let Some(byte) = bytes.next() {
+        if byte == b'%' {
+            let pair = [bytes.next(), bytes.next()];
+            let [Some(high), Some(low)] = pair else { return Err("truncated %-escape".into()) };
+            let hex = [high, low];
+            let text = std::str::from_utf8(&hex).map_err(|_| "bad %-escape")?;
+            out.push(u8::from_str_radix(text, 16).map_err(|_| format!("bad %-escape %{text}"))?);
+        } else {
+            out.push(byte);
+        }
+    }
+    Ok(out)
+}
+
+/// Parses a `$X.XX` price into token units of `decimals` decimals, exactly (no floating point).
+pub fn parse_price(price: &str, decimals: u32) -> Result<U256, String> {
+    let amount =
+        price.trim().strip_prefix('$').ok_or_else(|| format!("price {price:?} must look like $0.10"))?;
+    let (whole, fraction) = amount.split_once('.').unwrap_or((amount, ""));
+    let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    if !digits(whole) || !(fraction.is_empty() || digits(fraction)) {
+        return Err(format!("price {price:?} must look like $0.10"));
+    }
+    if fraction.len() > decimals as usize {
+        return Err(format!("price {price:?} has more than {decimals} decimals"));
+    }
+    let scaled = format!("{whole}{fraction:0<width$}", width = decimals as usize);
+    U256::from_str_radix(&scaled, 10).map_err(|error| format!("price {price:?} is out of range: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prices_parse_exactly() {
+        assert_eq!(parse_price("$0.10", 6), Ok(U256::from(100_000)));
+        assert_eq!(parse_price("$1", 6), Ok(U256::from(1_000_000)));
+        assert_eq!(parse_price("$12.345678", 6), Ok(U256::from(12_345_678)));
+        assert_eq!(parse_price(" $0.000001 ", 6), Ok(U256::from(1)));
+        for bad in ["0.10", "$", "$.5", "$1.", "$1.2345678", "$-1", "$1e3", "$ 1", "$0,10"] {
+            assert!(parse_price(bad, 6).is_err(), "{bad:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn data_uris_decode() {
+        let json = r#"{"name":"A","services":[]}"#;
+        let base64 = format!("application/json;base64,{}", STANDARD.encode(json));
+        assert_eq!(decode_data_uri(&base64), Ok(json.as_bytes().to_vec()));
+        assert_eq!(decode_data_uri("application/json,%7B%22a%22%3A1%7D"), Ok(br#"{"a":1}"#.to_vec()));
+        assert!(decode_data_uri("application/json;base64").is_err());
+        assert!(decode_data_uri("application/json,%7").is_err());
+    }
+
+    #[test]
+    fn entries_are_found_in_x402_services_only() {
+        let entry = CatalogEntry {
+            path: "translate".into(),
+            price: "$0.10".into(),
+            kind: "async".into(),
+            description: "d".into(),
+        };
+        let agent = Agent {
+            id: U256::from(1),
+            owner: Address::ZERO,
+            data: AgentUriData {
+                name: "A".into(),
+                description: None,
+                icon_url: None,
+                x402_support: Some(true),
+                services: vec![
+                    Service {
+                        name: "web".into(),
+                        endpoint: "/".into(),
+                        catalog: vec![CatalogEntry { path: "web-only".into(), ..entry.clone() }],
+                    },
+                    Service { name: "x402".into(), endpoint: "/".into(), catalog: vec![entry.clone()] },
+                ],
+            },
+        };
+        assert_eq!(agent.entry("translate"), Some(&entry));
+        assert_eq!(agent.entry("web-only"), None);
+        assert_eq!(agent.entry("missing"), None);
+    }
+}

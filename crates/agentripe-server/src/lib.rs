@@ -1,0 +1,194 @@
+//! The Agentripe marketplace server: Agentripe's HTTP API over axum, x402 purchases settled into the
+//! escrow exactly once, and the durable pipeline that writes to the chain.
+
+pub mod catalog;
+pub mod chain_writer;
+mod error;
+pub mod facilitator;
+pub mod payments;
+mod routes;
+
+use std::{sync::Arc, time::Duration};
+
+use agentripe_chain::Deployment;
+use agentripe_store::Store;
+use alloy::{
+    providers::{Provider, ProviderBuilder},
+    signers::local::PrivateKeySigner,
+};
+use tokio::{net::TcpListener, task::JoinHandle};
+
+pub use error::ApiError;
+
+use crate::{
+    catalog::Catalog,
+    chain_writer::{ChainWriter, Confirmation},
+    facilitator::{Facilitator, RemoteFacilitator},
+    payments::Payments,
+};
+
+/// Who settles payments.
+#[derive(Clone, Debug)]
+pub enum FacilitatorConfig {
+    /// The server submits settlements itself, with this key (the operator's when `None`).
+    BuiltIn(Option<PrivateKeySigner>),
+    /// A remote x402 facilitator at this base URL.
+    Remote(String),
+}
+
+/// Everything the server needs to run.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// JSON-RPC endpoint.
+    pub rpc_url: String,
+    /// Where the contracts live.
+    pub deployment: Deployment,
+    /// The escrow operator's key: records, releases, refunds.
+    pub operator_key: PrivateKeySigner,
+    pub facilitator: FacilitatorConfig,
+    /// `sqlite://PATH` or `postgres://...`.
+    pub database_url: String,
+    /// The server's public base URL, as buyers reach it (resource URLs in payment requirements).
+    pub public_url: String,
+    pub confirmations: u64,
+    pub poll_interval: Duration,
+    /// How long a chain write may take before it is left to the reconciler.
+    pub chain_timeout: Duration,
+    /// How long a purchase request waits for its deposit to be recorded before answering 503.
+    pub purchase_timeout: Duration,
+    pub reconcile_interval: Duration,
+    /// The longest a buyer's authorization may stay valid (`maxTimeoutSeconds`).
+    pub max_timeout_seconds: u64,
+    /// The token's EIP-712 domain name and version ("USDC", "2") and decimals (6).
+    pub token_name: String,
+    pub token_version: String,
+    pub token_decimals: u32,
+    pub catalog_ttl: Duration,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+}
+
+impl Config {
+    /// Defaults for everything but the chain, keys and database.
+    pub fn new(
+        rpc_url: String,
+        deployment: Deployment,
+        operator_key: PrivateKeySigner,
+        database_url: String,
+    ) -> Self {
+        Self {
+            rpc_url,
+            deployment,
+            operator_key,
+            facilitator: FacilitatorConfig::BuiltIn(None),
+            database_url,
+            public_url: "http://127.0.0.1:3000".into(),
+            confirmations: 0,
+            poll_interval: Duration::from_millis(50),
+            chain_timeout: Duration::from_secs(60),
+            purchase_timeout: Duration::from_secs(30),
+            reconcile_interval: Duration::from_secs(5),
+            max_timeout_seconds: 300,
+            token_name: "USDC".into(),
+            token_version: "2".into(),
+            token_decimals: 6,
+            catalog_ttl: Duration::from_secs(30),
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// What every handler shares.
+#[derive(Debug)]
+pub struct AppState {
+    pub config: Config,
+    pub store: Store,
+    pub catalog: Catalog,
+    pub payments: Arc<Payments>,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("bad RPC URL {0:?}")]
+    RpcUrl(String),
+    #[error("the RPC serves chain {actual}, the deployment is on chain {expected}")]
+    WrongChain { expected: u64, actual: u64 },
+    #[error("cannot reach the chain: {0}")]
+    Chain(String),
+    #[error(transparent)]
+    Store(#[from] agentripe_store::StoreError),
+    #[error(transparent)]
+    Write(#[from] chain_writer::WriteError),
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Running {
+    pub state: Arc<AppState>,
+    pub reconciler: JoinHandle<()>,
+    pub http: JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Stops serving and reconciling at once, as a crash would (nothing is flushed that was not durable).
+    pub fn abort(&self) {
+        self.http.abort();
+        self.reconciler.abort();
+    }
+}
+
+/// Connects to the chain and the database, and serves the API on `listener`.
+pub async fn start(config: Config, listener: TcpListener) -> Result<Running, StartError> {
+    let url = config.rpc_url.parse().map_err(|_| StartError::RpcUrl(config.rpc_url.clone()))?;
+    let provider = ProviderBuilder::new().connect_http(url).erased();
+    let chain_id = provider.get_chain_id().await.map_err(|error| StartError::Chain(error.to_string()))?;
+    if chain_id != config.deployment.chain_id {
+        return Err(StartError::WrongChain { expected: config.deployment.chain_id, actual: chain_id });
+    }
+    let store = Store::connect(&config.database_url).await?;
+    let confirmation = Confirmation {
+        confirmations: config.confirmations,
+        poll_interval: config.poll_interval,
+        timeout: config.chain_timeout,
+    };
+    let operator = ChainWriter::new(
+        config.operator_key.clone(),
+        provider.clone(),
+        store.clone(),
+        chain_id,
+        confirmation,
+    )
+    .await?;
+    let facilitator = match &config.facilitator {
+        FacilitatorConfig::BuiltIn(None) => Facilitator::BuiltIn(Box::new(operator.clone())),
+        FacilitatorConfig::BuiltIn(Some(key)) => Facilitator::BuiltIn(Box::new(
+            ChainWriter::new(key.clone(), provider.clone(), store.clone(), chain_id, confirmation).await?,
+        )),
+        FacilitatorConfig::Remote(url) => {
+            Facilitator::Remote(RemoteFacilitator::new(url, config.chain_timeout))
+        }
+    };
+    let payments = Arc::new(Payments::new(
+        store.clone(),
+        provider.clone(),
+        config.deployment.clone(),
+        operator,
+        facilitator,
+        confirmation,
+    ));
+    let reconciler = payments.clone().spawn_reconciler(config.reconcile_interval);
+    let catalog = Catalog::new(config.deployment.identity_registry, provider, config.catalog_ttl);
+    let state = Arc::new(AppState { config, store, catalog, payments });
+    let router = routes::router(state.clone());
+    let http = tokio::spawn(async move { axum::serve(listener, router).await });
+    Ok(Running { state, reconciler, http })
+}
+
+pub(crate) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+pub(crate) fn now_secs() -> u64 {
+    u64::try_from(chrono::Utc::now().timestamp()).unwrap_or_default()
+}

@@ -1,0 +1,29 @@
+//! The HTTP API, Agentripe's paths and shapes.
+
+mod purchase;
+mod tasks;
+
+use std::sync::Arc;
+
+use axum::{Json, Router, extract::DefaultBodyLimit, routing::get};
+use serde_json::json;
+use tower_http::trace::TraceLayer;
+
+use crate::{ApiError, AppState};
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let max_body = state.config.max_body_bytes;
+    Router::new()
+        .route("/health", get(health))
+        .route("/tasks/{task_id}", get(tasks::show))
+        .route("/tasks/{task_id}/result", get(tasks::result))
+        .route("/{agent_id}/{service_path}", get(purchase::purchase).post(purchase::purchase))
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
