@@ -57,8 +57,13 @@ fi
 check abi node scripts/check-abi.js
 
 echo "== cargo test"
+# Each storage test creates its own PostgreSQL database (agentripe_*); drop those of earlier runs.
+if command -v psql >/dev/null && pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
+  psql -h 127.0.0.1 -U postgres -d test -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'agentripe\_%'" 2>/dev/null \
+    | while read -r db; do psql -h 127.0.0.1 -U postgres -d test -qc "DROP DATABASE IF EXISTS \"$db\"" >/dev/null 2>&1 || true; done
+fi
 cargo_log="$(mktemp)"
-cargo test --workspace --locked 2>&1 | tee "$cargo_log" || status=1
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$cargo_log" || status=1
 read -r passed failed < <(awk '/^test result:/ { p += $4; f += $6 } END { print p + 0, f + 0 }' "$cargo_log")
 if ! grep -q '^test result:' "$cargo_log"; then failed=1; status=1; fi
 summary+=("cargo: $passed passed, $failed failed")

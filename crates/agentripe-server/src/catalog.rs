@@ -196,9 +196,13 @@ fn percent_decode(text: &str) -> Result<Vec<u8>, String> {
 pub fn parse_price(price: &str, decimals: u32) -> Result<U256, String> {
     let amount =
         price.trim().strip_prefix('$').ok_or_else(|| format!("price {price:?} must look like $0.10"))?;
-    let (whole, fraction) = amount.split_once('.').unwrap_or((amount, ""));
     let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
-    if !digits(whole) || !(fraction.is_empty() || digits(fraction)) {
+    let (whole, fraction) = match amount.split_once('.') {
+        Some((whole, fraction)) if digits(fraction) => (whole, fraction),
+        Some(_) => return Err(format!("price {price:?} must look like $0.10")),
+        None => (amount, ""),
+    };
+    if !digits(whole) {
         return Err(format!("price {price:?} must look like $0.10"));
     }
     if fraction.len() > decimals as usize {
