@@ -23,7 +23,7 @@ check() {
   if "$@"; then summary+=("$name: 1 passed, 0 failed"); else summary+=("$name: 0 passed, 1 failed"); status=1; fi
 }
 
-check lint bash -c 'forge fmt --check && cargo fmt --all -- --check && cargo clippy --workspace --all-targets --locked -- -D warnings'
+check lint bash -c 'forge fmt --check && cargo fmt --all -- --check && cargo clippy --workspace --all-targets --all-features --locked -- -D warnings'
 
 echo "== forge build"
 forge build

@@ -7,6 +7,8 @@ mod error;
 pub mod facilitator;
 pub mod payments;
 mod routes;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::{sync::Arc, time::Duration};
 

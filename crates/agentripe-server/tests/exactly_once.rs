@@ -1,17 +1,18 @@
 //! Each paid authorization ends up recorded exactly once: under duplicates, a front-runner, and a
 //! crash between settlement and recording.
 
-mod common;
-
 use std::collections::BTreeSet;
 
 use agentripe_chain::bindings::TestUSDC;
+use agentripe_server::{
+    on_both_engines,
+    testing::{PRICE, key},
+};
 use agentripe_x402::{PaymentPayload, decode_header};
 use alloy::{
     primitives::{B256, U256},
     providers::ProviderBuilder,
 };
-use common::{PRICE, key};
 use serde_json::Value;
 
 async fn task_id_of(response: reqwest::Response) -> B256 {
@@ -131,7 +132,7 @@ on_both_engines!(a_crash_between_settlement_and_recording_is_finished_after_rest
 });
 
 /// The settlement transaction of a payment, found from its `AuthorizationUsed` log.
-async fn find_settlement(market: &common::Market, header: &str) -> B256 {
+async fn find_settlement(market: &agentripe_server::testing::Market, header: &str) -> B256 {
     use alloy::{providers::Provider, rpc::types::Filter, sol_types::SolEvent};
     let payment: agentripe_x402::v2::PaymentPayload = decode_header(header).expect("decodes");
     let filter = Filter::new()

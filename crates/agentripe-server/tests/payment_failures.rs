@@ -1,8 +1,10 @@
 //! Every way a payment can be wrong gets a 402 with the x402 reason, and moves no money.
 
-mod common;
-
 use agentripe_chain::bindings::TestUSDC;
+use agentripe_server::{
+    on_both_engines,
+    testing::{Market, PRICE, now},
+};
 use agentripe_x402::{decode_header, encode_header, v2};
 use alloy::{
     primitives::{Address, U256},
@@ -11,11 +13,10 @@ use alloy::{
     sol_types::SolStruct,
 };
 use base64::{Engine as _, engine::general_purpose::STANDARD};
-use common::{Market, PRICE, now};
 use serde_json::Value;
 
 /// Sends `header` as PAYMENT-SIGNATURE and checks the 402 names `reason` in both versions' places.
-async fn refused(server: &common::Server, market: &Market, header: &str, reason: &str) {
+async fn refused(server: &agentripe_server::testing::Server, market: &Market, header: &str, reason: &str) {
     let response = server.buy(market.agent_id, ("PAYMENT-SIGNATURE", header), "").await;
     assert_eq!(response.status(), 402, "{reason}");
     let required: v2::PaymentRequired =

@@ -1,10 +1,8 @@
 //! Purchases over real HTTP into the real escrow on anvil, on SQLite and PostgreSQL.
 
-mod common;
-
+use agentripe_server::{on_both_engines, testing::PRICE};
 use agentripe_x402::{SettleResponse, decode_header, v2};
 use alloy::primitives::{B256, U256};
-use common::PRICE;
 use serde_json::Value;
 
 on_both_engines!(a_v2_purchase_locks_the_payment_in_escrow, |market| async move {

@@ -1,19 +1,20 @@
 //! Settlement through a remote x402 facilitator: a real HTTP server on loopback with scripted
 //! behaviour, which really submits the payment on anvil with its own key.
 
-mod common;
-
 use std::sync::Arc;
 
 use agentripe_chain::bindings::TestUSDC;
 use agentripe_server::FacilitatorConfig;
+use agentripe_server::{
+    on_both_engines,
+    testing::{Market, PRICE, key},
+};
 use agentripe_x402::{ErrorReason, SettleResponse, v2};
 use alloy::{
     primitives::{Address, U256},
     providers::{DynProvider, Provider, ProviderBuilder},
 };
 use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::post};
-use common::{Market, PRICE, key};
 use serde_json::Value;
 
 #[derive(Clone, Copy, PartialEq)]
@@ -95,7 +96,7 @@ async fn start_facilitator(market: &Market, script: Script) -> String {
     url
 }
 
-async fn server_with(market: &Market, script: Script) -> common::Server {
+async fn server_with(market: &Market, script: Script) -> agentripe_server::testing::Server {
     let mut config = market.config();
     config.facilitator = FacilitatorConfig::Remote(start_facilitator(market, script).await);
     market.start_with(config).await

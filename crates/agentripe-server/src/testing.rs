@@ -1,15 +1,13 @@
-//! A real marketplace for tests: anvil, the four contracts, a registered vendor, funded buyers, and
-//! the server on a loopback port over SQLite or PostgreSQL.
-
-#![allow(dead_code, reason = "each test file uses part of the harness")]
+//! A real marketplace for tests and load runs: anvil, the four contracts, a registered vendor, funded
+//! buyers, and the server on a loopback port over SQLite or PostgreSQL.
 
 use std::{path::PathBuf, time::Duration};
 
+use crate::{Config, Running};
 use agentripe_chain::{
     Deployment,
     bindings::{Agentripe, IdentityRegistry, ReputationRegistry, TestUSDC},
 };
-use agentripe_server::{Config, Running};
 use agentripe_store::testing::{Engine, fresh_database_url};
 use agentripe_x402::{
     Authorization, ExactEvmPayload, Network, Offer, encode_header, exact::TransferWithAuthorization, v1, v2,
@@ -25,6 +23,7 @@ use base64::{Engine as _, engine::general_purpose::STANDARD};
 pub const PRICE: u64 = 100_000;
 pub const CATALOG: &str = r#"{"name":"Translator","description":"Translates text","x402Support":true,"services":[{"name":"x402","endpoint":"/","catalog":[{"path":"translate","price":"$0.10","type":"async","description":"Translate text"}]}]}"#;
 
+#[derive(Debug)]
 pub struct Market {
     pub anvil: AnvilInstance,
     pub provider: DynProvider,
@@ -116,7 +115,7 @@ impl Market {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
         let base = format!("http://{}", listener.local_addr().expect("address"));
         config.public_url = base.clone();
-        let running = agentripe_server::start(config, listener).await.expect("server starts");
+        let running = crate::start(config, listener).await.expect("server starts");
         Server { running, base, http: reqwest::Client::new() }
     }
 
@@ -218,6 +217,7 @@ impl Market {
     }
 }
 
+#[derive(Debug)]
 pub struct Server {
     pub running: Running,
     pub base: String,
@@ -254,8 +254,8 @@ macro_rules! on_both_engines {
             for engine in
                 [agentripe_store::testing::Engine::Sqlite, agentripe_store::testing::Engine::Postgres]
             {
-                if let Some(market) = common::Market::new(engine, stringify!($name)).await {
-                    let test: fn(common::Market) -> _ = $body;
+                if let Some(market) = $crate::testing::Market::new(engine, stringify!($name)).await {
+                    let test: fn($crate::testing::Market) -> _ = $body;
                     test(market).await;
                 }
             }
