@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use agentripe_chain::bindings::TestUSDC;
-use agentripe_x402::{ErrorReason, PaymentPayload, SettleResponse, v1, v2};
+use agentripe_x402::{ErrorReason, Network, PaymentPayload, SettleResponse, VerifyResponse, v1, v2};
 use alloy::{
     primitives::{Address, B256},
     rpc::types::TransactionReceipt,
@@ -51,15 +51,68 @@ impl RemoteFacilitator {
         }
     }
 
-    async fn settle(&self, payment: &PaymentPayload, requirements: serde_json::Value) -> Attempt {
-        let body = json!({
+    /// Checks with `GET /supported` that the facilitator settles `exact` payments on `network`, in
+    /// both protocol versions we accept.
+    pub async fn check_supported(&self, network: Network) -> Result<(), String> {
+        let url = format!("{}/supported", self.base_url);
+        let supported: serde_json::Value = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|error| format!("{url}: {error}"))?
+            .json()
+            .await
+            .map_err(|error| format!("{url} answered something that is not JSON: {error}"))?;
+        let kinds = supported["kinds"].as_array().cloned().unwrap_or_default();
+        let supports = |version: u64| {
+            kinds.iter().any(|kind| {
+                kind["x402Version"].as_u64() == Some(version)
+                    && kind["scheme"] == "exact"
+                    && kind["network"].as_str().and_then(Network::parse) == Some(network)
+            })
+        };
+        match (supports(1), supports(2)) {
+            (true, true) => Ok(()),
+            (v1, v2) => Err(format!(
+                "{url} does not settle exact payments on {network} for x402 v1 ({v1}) and v2 ({v2})"
+            )),
+        }
+    }
+
+    fn body(payment: &PaymentPayload, requirements: serde_json::Value) -> serde_json::Value {
+        json!({
             "x402Version": payment.version(),
             "paymentPayload": match payment {
                 PaymentPayload::V1(payload) => serde_json::to_value(payload),
                 PaymentPayload::V2(payload) => serde_json::to_value(payload),
             }.unwrap_or_default(),
             "paymentRequirements": requirements,
-        });
+        })
+    }
+
+    /// `POST /verify` then `POST /settle`: the facilitator's own checks come on top of ours.
+    async fn settle(&self, payment: &PaymentPayload, requirements: serde_json::Value) -> Attempt {
+        let body = Self::body(payment, requirements);
+        let verified = self.http.post(format!("{}/verify", self.base_url)).json(&body).send().await;
+        match verified {
+            Ok(response) => match response.json::<VerifyResponse>().await {
+                Ok(verdict) if verdict.is_valid => {}
+                Ok(verdict) => {
+                    return Attempt::Refused(
+                        verdict.invalid_reason.unwrap_or(ErrorReason::UnexpectedVerifyError),
+                    );
+                }
+                Err(error) => {
+                    return Attempt::Unknown(format!(
+                        "facilitator /verify answered an unreadable body: {error}"
+                    ));
+                }
+            },
+            // Nothing was submitted yet: a retry later is safe.
+            Err(error) => return Attempt::Unknown(format!("facilitator unreachable: {error}")),
+        }
         let response = match self.http.post(format!("{}/settle", self.base_url)).json(&body).send().await {
             Ok(response) => response,
             Err(error) => return Attempt::Unknown(format!("facilitator unreachable: {error}")),

@@ -118,6 +118,8 @@ pub enum StartError {
     WrongChain { expected: u64, actual: u64 },
     #[error("cannot reach the chain: {0}")]
     Chain(String),
+    #[error("the remote facilitator cannot settle our payments: {0}")]
+    Facilitator(String),
     #[error(transparent)]
     Store(#[from] agentripe_store::StoreError),
     #[error(transparent)]

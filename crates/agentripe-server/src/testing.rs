@@ -68,18 +68,6 @@ impl Market {
         .await
         .expect("deploy Agentripe");
 
-        let as_vendor = ProviderBuilder::new().wallet(vendor.clone()).connect_http(anvil.endpoint_url());
-        let uri = format!("data:application/json;base64,{}", STANDARD.encode(CATALOG));
-        let receipt = IdentityRegistry::new(*identity.address(), &as_vendor)
-            .register_2(uri)
-            .send()
-            .await
-            .expect("register")
-            .get_receipt()
-            .await
-            .expect("mined");
-        let agent_id = receipt.decoded_log::<IdentityRegistry::Registered>().expect("Registered").agentId;
-
         let deployment = Deployment {
             chain_id: provider.get_chain_id().await.expect("chain id"),
             agentripe: *escrow.address(),
@@ -91,7 +79,27 @@ impl Market {
             deposit_timeout_seconds: 7 * 24 * 3600,
             start_block: 0,
         };
-        Some(Self { anvil, provider, deployment, operator, vendor, agent_id, database_url })
+        let mut market =
+            Self { anvil, provider, deployment, operator, vendor, agent_id: U256::ZERO, database_url };
+        market.agent_id = market
+            .register_agent(&format!("data:application/json;base64,{}", STANDARD.encode(CATALOG)))
+            .await;
+        Some(market)
+    }
+
+    /// Registers another agent of the vendor's, whose registration file is at `uri`.
+    pub async fn register_agent(&self, uri: &str) -> U256 {
+        let as_vendor =
+            ProviderBuilder::new().wallet(self.vendor.clone()).connect_http(self.anvil.endpoint_url());
+        let receipt = IdentityRegistry::new(self.deployment.identity_registry, &as_vendor)
+            .register_2(uri.to_owned())
+            .send()
+            .await
+            .expect("register")
+            .get_receipt()
+            .await
+            .expect("mined");
+        receipt.decoded_log::<IdentityRegistry::Registered>().expect("Registered").agentId
     }
 
     pub fn config(&self) -> Config {

@@ -103,3 +103,34 @@ on_both_engines!(without_payment_the_requirements_come_in_both_versions, |market
     assert_eq!(accepts["extra"]["version"], "2");
     assert_eq!(accepts["resource"], server.purchase_url(market.agent_id));
 });
+
+on_both_engines!(a_catalog_served_over_http_is_read_and_checked, |market| async move {
+    use axum::{Router, http::StatusCode, routing::get};
+    let catalog = r#"{"name":"Summarizer","services":[{"name":"x402","endpoint":"/","catalog":[{"path":"summarize","price":"$0.25","type":"async","description":"Summarize a text"}]}]}"#;
+    let app = Router::new()
+        .route("/agent.json", get(move || async move { catalog }))
+        .route("/broken.json", get(|| async { "not json" }))
+        .route("/gone.json", get(|| async { StatusCode::NOT_FOUND }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let host = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let served = market.register_agent(&format!("{host}/agent.json")).await;
+    let broken = market.register_agent(&format!("{host}/broken.json")).await;
+    let gone = market.register_agent(&format!("{host}/gone.json")).await;
+    let unset = market.register_agent("").await;
+
+    let server = market.start().await;
+    let response = server.http.get(format!("{}/{served}/summarize", server.base)).send().await.expect("get");
+    assert_eq!(response.status(), 402);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["accepts"][0]["maxAmountRequired"], "250000");
+    assert_eq!(body["accepts"][0]["description"], "Summarize a text");
+
+    for agent in [broken, gone, unset] {
+        let response =
+            server.http.get(format!("{}/{agent}/summarize", server.base)).send().await.expect("get");
+        assert_eq!(response.status(), 404, "agent {agent}");
+        let body: Value = response.json().await.expect("json");
+        assert!(body["message"].as_str().is_some_and(|m| m.contains("registration file")), "{body}");
+    }
+});

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use agentripe_chain::bindings::TestUSDC;
-use agentripe_server::FacilitatorConfig;
+use agentripe_server::{FacilitatorConfig, facilitator::RemoteFacilitator};
 use agentripe_server::{
     on_both_engines,
     testing::{Market, PRICE, key},
@@ -14,7 +14,13 @@ use alloy::{
     primitives::{Address, U256},
     providers::{DynProvider, Provider, ProviderBuilder},
 };
-use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::post};
+use axum::{
+    Json, Router,
+    extract::State,
+    http::StatusCode,
+    response::IntoResponse,
+    routing::{get, post},
+};
 use serde_json::Value;
 
 #[derive(Clone, Copy, PartialEq)]
@@ -31,6 +37,37 @@ struct Facilitator {
     script: Script,
     provider: DynProvider,
     usdc: Address,
+    chain_id: u64,
+}
+
+async fn supported(State(facilitator): State<Arc<Facilitator>>) -> Json<Value> {
+    let network = format!("eip155:{}", facilitator.chain_id);
+    Json(serde_json::json!({
+        "kinds": [
+            { "x402Version": 1, "scheme": "exact", "network": network },
+            { "x402Version": 2, "scheme": "exact", "network": network },
+        ],
+        "extensions": [],
+        "signers": {},
+    }))
+}
+
+/// A facilitator checks what it will settle; this one checks the payer's balance, as real ones do.
+async fn verify(State(facilitator): State<Arc<Facilitator>>, Json(body): Json<Value>) -> Json<Value> {
+    let payment: v2::PaymentPayload =
+        serde_json::from_value(body["paymentPayload"].clone()).expect("a v2 payload");
+    let authorization = &payment.payload.authorization;
+    let balance = TestUSDC::new(facilitator.usdc, &facilitator.provider)
+        .balanceOf(authorization.from)
+        .call()
+        .await
+        .expect("balance");
+    let valid = balance >= authorization.value && facilitator.script != Script::Refuses;
+    Json(if valid {
+        serde_json::json!({ "isValid": true, "payer": authorization.from })
+    } else {
+        serde_json::json!({ "isValid": false, "invalidReason": "insufficient_funds", "payer": authorization.from })
+    })
 }
 
 async fn settle(
@@ -88,8 +125,17 @@ async fn start_facilitator(market: &Market, script: Script) -> String {
         .wallet(key(&market.anvil, 4))
         .connect_http(market.anvil.endpoint_url())
         .erased();
-    let state = Arc::new(Facilitator { script, provider, usdc: market.deployment.usdc });
-    let app = Router::new().route("/settle", post(settle)).with_state(state);
+    let state = Arc::new(Facilitator {
+        script,
+        provider,
+        usdc: market.deployment.usdc,
+        chain_id: market.deployment.chain_id,
+    });
+    let app = Router::new()
+        .route("/supported", get(supported))
+        .route("/verify", post(verify))
+        .route("/settle", post(settle))
+        .with_state(state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("address"));
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -145,6 +191,23 @@ on_both_engines!(a_facilitator_that_fails_after_settling_loses_nothing, |market|
     assert_eq!(market.deposit(task_id).await.status, 1);
     assert_eq!(market.usdc_balance(market.deployment.agentripe).await, U256::from(PRICE), "charged once");
 });
+
+#[tokio::test]
+async fn a_facilitator_is_checked_for_our_network_at_start() {
+    let Some(market) = Market::new(agentripe_store::testing::Engine::Sqlite, "facilitator_network").await
+    else {
+        return;
+    };
+    let timeout = std::time::Duration::from_secs(5);
+    let local = agentripe_x402::Network::new(market.deployment.chain_id);
+    let remote = RemoteFacilitator::new(&start_facilitator(&market, Script::Honest).await, timeout);
+    assert_eq!(remote.check_supported(local).await, Ok(()));
+    let error =
+        remote.check_supported(agentripe_x402::Network::new(84532)).await.expect_err("not its network");
+    assert!(error.contains("eip155:84532"), "{error}");
+    let unreachable = RemoteFacilitator::new("http://127.0.0.1:9", timeout);
+    assert!(unreachable.check_supported(local).await.is_err());
+}
 
 on_both_engines!(a_facilitators_refusal_is_passed_on, |market| async move {
     let server = server_with(&market, Script::Refuses).await;
