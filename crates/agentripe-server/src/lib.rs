@@ -3,6 +3,7 @@
 
 pub mod catalog;
 pub mod chain_writer;
+mod env;
 mod error;
 pub mod facilitator;
 pub mod payments;
@@ -20,6 +21,7 @@ use alloy::{
 };
 use tokio::{net::TcpListener, task::JoinHandle};
 
+pub use env::EnvError;
 pub use error::ApiError;
 
 use crate::{

@@ -1,0 +1,76 @@
+//! Configuration from the environment (and `.env`), every setting documented in `.env.example`.
+
+use std::{str::FromStr, time::Duration};
+
+use agentripe_chain::Deployment;
+use alloy::signers::local::PrivateKeySigner;
+
+use crate::{Config, FacilitatorConfig};
+
+/// A missing or malformed setting.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvError {
+    #[error("{0} is required (see .env.example)")]
+    Missing(&'static str),
+    #[error("{name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+    #[error(transparent)]
+    Deployment(#[from] agentripe_chain::DeploymentError),
+}
+
+fn var(name: &'static str) -> Option<String> {
+    std::env::var(name).ok().filter(|value| !value.trim().is_empty())
+}
+
+fn required(name: &'static str) -> Result<String, EnvError> {
+    var(name).ok_or(EnvError::Missing(name))
+}
+
+fn parsed<T: FromStr>(name: &'static str) -> Result<Option<T>, EnvError>
+where
+    T::Err: std::fmt::Display,
+{
+    var(name)
+        .map(|value| value.parse().map_err(|error: T::Err| EnvError::Invalid { name, reason: error.to_string() }))
+        .transpose()
+}
+
+fn key(name: &'static str) -> Result<Option<PrivateKeySigner>, EnvError> {
+    // Never echo the value: it is a private key.
+    var(name)
+        .map(|value| value.parse().map_err(|_| EnvError::Invalid { name, reason: "not a 32-byte hex private key".into() }))
+        .transpose()
+}
+
+impl Config {
+    /// Reads the configuration from the environment.
+    pub fn from_env() -> Result<Self, EnvError> {
+        let deployment = Deployment::load(required("DEPLOYMENTS_FILE")?)?;
+        let operator = key("OPERATOR_PRIVATE_KEY")?.ok_or(EnvError::Missing("OPERATOR_PRIVATE_KEY"))?;
+        let mut config = Config::new(
+            required("RPC_URL")?,
+            deployment,
+            operator,
+            var("DATABASE_URL").unwrap_or_else(|| "sqlite://agentripe.db".into()),
+        );
+        config.facilitator = match var("FACILITATOR_URL") {
+            Some(url) => FacilitatorConfig::Remote(url),
+            None => FacilitatorConfig::BuiltIn(key("FACILITATOR_PRIVATE_KEY")?),
+        };
+        if let Some(url) = var("PUBLIC_URL") {
+            config.public_url = url;
+        }
+        let seconds = |name| Ok::<_, EnvError>(parsed::<u64>(name)?.map(Duration::from_secs));
+        let millis = |name| Ok::<_, EnvError>(parsed::<u64>(name)?.map(Duration::from_millis));
+        config.confirmations = parsed("CONFIRMATIONS")?.unwrap_or(config.confirmations);
+        config.poll_interval = millis("POLL_INTERVAL_MS")?.unwrap_or(config.poll_interval);
+        config.chain_timeout = seconds("CHAIN_TIMEOUT_SECONDS")?.unwrap_or(config.chain_timeout);
+        config.purchase_timeout = seconds("PURCHASE_TIMEOUT_SECONDS")?.unwrap_or(config.purchase_timeout);
+        config.reconcile_interval = seconds("RECONCILE_INTERVAL_SECONDS")?.unwrap_or(config.reconcile_interval);
+        config.max_timeout_seconds = parsed("MAX_TIMEOUT_SECONDS")?.unwrap_or(config.max_timeout_seconds);
+        config.token_name = var("TOKEN_EIP712_NAME").unwrap_or(config.token_name);
+        config.token_version = var("TOKEN_EIP712_VERSION").unwrap_or(config.token_version);
+        config.catalog_ttl = seconds("CATALOG_CACHE_SECONDS")?.unwrap_or(config.catalog_ttl);
+        Ok(config)
+    }
+}
