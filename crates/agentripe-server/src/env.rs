@@ -31,14 +31,20 @@ where
     T::Err: std::fmt::Display,
 {
     var(name)
-        .map(|value| value.parse().map_err(|error: T::Err| EnvError::Invalid { name, reason: error.to_string() }))
+        .map(|value| {
+            value.parse().map_err(|error: T::Err| EnvError::Invalid { name, reason: error.to_string() })
+        })
         .transpose()
 }
 
 fn key(name: &'static str) -> Result<Option<PrivateKeySigner>, EnvError> {
     // Never echo the value: it is a private key.
     var(name)
-        .map(|value| value.parse().map_err(|_| EnvError::Invalid { name, reason: "not a 32-byte hex private key".into() }))
+        .map(|value| {
+            value
+                .parse()
+                .map_err(|_| EnvError::Invalid { name, reason: "not a 32-byte hex private key".into() })
+        })
         .transpose()
 }
 
@@ -66,7 +72,8 @@ impl Config {
         config.poll_interval = millis("POLL_INTERVAL_MS")?.unwrap_or(config.poll_interval);
         config.chain_timeout = seconds("CHAIN_TIMEOUT_SECONDS")?.unwrap_or(config.chain_timeout);
         config.purchase_timeout = seconds("PURCHASE_TIMEOUT_SECONDS")?.unwrap_or(config.purchase_timeout);
-        config.reconcile_interval = seconds("RECONCILE_INTERVAL_SECONDS")?.unwrap_or(config.reconcile_interval);
+        config.reconcile_interval =
+            seconds("RECONCILE_INTERVAL_SECONDS")?.unwrap_or(config.reconcile_interval);
         config.max_timeout_seconds = parsed("MAX_TIMEOUT_SECONDS")?.unwrap_or(config.max_timeout_seconds);
         config.token_name = var("TOKEN_EIP712_NAME").unwrap_or(config.token_name);
         config.token_version = var("TOKEN_EIP712_VERSION").unwrap_or(config.token_version);

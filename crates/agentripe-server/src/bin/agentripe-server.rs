@@ -18,7 +18,9 @@ async fn main() -> std::process::ExitCode {
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::from_env()?;
     let listen = std::env::var("LISTEN_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
-    let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|error| format!("cannot listen on {listen}: {error}"))?;
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|error| format!("cannot listen on {listen}: {error}"))?;
     tracing::info!(address = %listener.local_addr()?, chain = config.deployment.chain_id, escrow = %config.deployment.agentripe, "serving");
     let running = agentripe_server::start(config, listener).await?;
     tokio::select! {
