@@ -198,6 +198,11 @@ impl Payments {
             self.record(&payment, deposit).await?;
             let request: TaskRequest = serde_json::from_str(&payment.new.request)
                 .map_err(|e| PipelineError::Corrupt(id, e.to_string()))?;
+            let expires_at = Agentripe::new(self.deployment.agentripe, &self.provider)
+                .depositExpiresAt(deposit)
+                .call()
+                .await
+                .map_err(rpc("reading the deposit's expiry"))?;
             let task = NewTask {
                 id: hex(deposit),
                 agent_id: payment.new.agent_id.clone(),
@@ -208,6 +213,7 @@ impl Payments {
                 task_detail: request.task_detail,
                 task_metadata: request.task_metadata,
                 reviewer_request: request.reviewer_request,
+                expires_at: i64::try_from(expires_at).unwrap_or(i64::MAX).saturating_mul(1000),
             };
             self.store.record_payment(id, &task, now_ms()).await?;
             tracing::info!(payment = id, task = %task.id, "deposit recorded; task created");

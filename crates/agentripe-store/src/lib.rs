@@ -16,7 +16,7 @@ pub mod testing;
 
 pub use chain_txs::{ChainTx, ChainTxStatus, SignedTx};
 pub use payments::{Claim, NewPayment, Payment, PaymentStatus};
-pub use tasks::{EscrowStatus, NewTask, Task, TaskStatus};
+pub use tasks::{EscrowStatus, NewTask, Task, TaskStatus, Verdict};
 
 use sqlx::{
     AnyPool,

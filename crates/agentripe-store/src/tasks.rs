@@ -16,13 +16,18 @@ pub enum TaskStatus {
     Rejected,
 }
 
-/// Where the task's money is.
+/// Where the task's money is. The `-ing` states are decisions stored before their chain write; the
+/// task is final only once the chain confirms it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EscrowStatus {
     /// Locked in the escrow.
     Deposited,
+    /// Approved; `releaseToVendor` is being written.
+    Releasing,
     /// Credited to the vendor agent.
     Released,
+    /// Failed, rejected five times or expired; `refundToBuyer` is being written.
+    Refunding,
     /// Credited back to the buyer.
     Refunded,
 }
@@ -57,7 +62,13 @@ text_enum!(TaskStatus {
     Rejected => "rejected",
 });
 
-text_enum!(EscrowStatus { Deposited => "deposited", Released => "released", Refunded => "refunded" });
+text_enum!(EscrowStatus {
+    Deposited => "deposited",
+    Releasing => "releasing",
+    Released => "released",
+    Refunding => "refunding",
+    Refunded => "refunded",
+});
 
 /// A task to create when its deposit is recorded.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,6 +86,8 @@ pub struct NewTask {
     /// JSON.
     pub task_metadata: Option<String>,
     pub reviewer_request: Option<String>,
+    /// When the deposit expires on chain (ms): after it, it can only be refunded.
+    pub expires_at: i64,
 }
 
 /// A stored task.
@@ -86,6 +99,11 @@ pub struct Task {
     pub error_message: Option<String>,
     pub review_reject_count: i32,
     pub escrow_status: EscrowStatus,
+    /// The release or refund transaction, once confirmed.
+    pub escrow_tx: Option<String>,
+    /// The last review's verdict and reason.
+    pub review_approved: Option<bool>,
+    pub review_reason: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -106,6 +124,10 @@ struct Row {
     error_message: Option<String>,
     review_reject_count: i32,
     escrow_status: String,
+    expires_at: i64,
+    escrow_tx: Option<String>,
+    review_approved: Option<i32>,
+    review_reason: Option<String>,
     created_at: i64,
     updated_at: i64,
 }
@@ -128,7 +150,11 @@ impl TryFrom<Row> for Task {
                 task_detail: row.task_detail,
                 task_metadata: row.task_metadata,
                 reviewer_request: row.reviewer_request,
+                expires_at: row.expires_at,
             },
+            escrow_tx: row.escrow_tx,
+            review_approved: row.review_approved.map(|approved| approved != 0),
+            review_reason: row.review_reason,
             result: row.result,
             error_message: row.error_message,
             review_reject_count: row.review_reject_count,
@@ -148,8 +174,8 @@ impl NewTask {
     ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO tasks (id, payment_id, agent_id, product_id, buyer, amount, request_payload, task_detail, \
-             task_metadata, reviewer_request, status, escrow_status, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending', 'deposited', $11, $11) \
+             task_metadata, reviewer_request, expires_at, status, escrow_status, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending', 'deposited', $12, $12) \
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(&self.id)
@@ -162,6 +188,7 @@ impl NewTask {
         .bind(&self.task_detail)
         .bind(&self.task_metadata)
         .bind(&self.reviewer_request)
+        .bind(self.expires_at)
         .bind(now_ms)
         .execute(&mut **tx)
         .await
@@ -170,18 +197,262 @@ impl NewTask {
     }
 }
 
+macro_rules! columns {
+    () => {
+        "id, agent_id, product_id, buyer, amount, request_payload, task_detail, task_metadata, reviewer_request, \
+         status, result, error_message, review_reject_count, escrow_status, expires_at, escrow_tx, review_approved, \
+         review_reason, created_at, updated_at"
+    };
+}
+
+/// A review's verdict.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub approved: bool,
+    pub reason: String,
+}
+
 impl Store {
     /// A task by id (the deposit id).
     pub async fn task(&self, id: &str) -> Result<Option<Task>, StoreError> {
-        let row: Option<Row> = sqlx::query_as(
-            "SELECT id, agent_id, product_id, buyer, amount, request_payload, task_detail, task_metadata, \
-             reviewer_request, status, result, error_message, review_reject_count, escrow_status, created_at, \
-             updated_at FROM tasks WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(self.pool())
-        .await
-        .context("reading a task")?;
+        let row: Option<Row> = sqlx::query_as(concat!("SELECT ", columns!(), " FROM tasks WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await
+            .context("reading a task")?;
         row.map(Task::try_from).transpose()
     }
+
+    /// An agent's tasks in the given states, oldest first.
+    pub async fn agent_tasks(
+        &self,
+        agent_id: &str,
+        statuses: &[TaskStatus],
+        limit: i64,
+    ) -> Result<Vec<Task>, StoreError> {
+        let mut tasks = Vec::new();
+        for status in statuses {
+            let rows: Vec<Row> = sqlx::query_as(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM tasks WHERE agent_id = $1 AND status = $2 ORDER BY created_at LIMIT $3"
+            ))
+            .bind(agent_id)
+            .bind(status.as_str())
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await
+            .context("listing an agent's tasks")?;
+            for row in rows {
+                tasks.push(Task::try_from(row)?);
+            }
+        }
+        tasks.sort_by_key(|task| task.created_at);
+        tasks.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        Ok(tasks)
+    }
+
+    /// Tasks whose money is in flight (`releasing`, `refunding`), or whose deposit expired unresolved:
+    /// work for the reconciler.
+    pub async fn tasks_to_reconcile(&self, now_ms: i64, limit: i64) -> Result<Vec<Task>, StoreError> {
+        let rows: Vec<Row> = sqlx::query_as(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM tasks WHERE escrow_status IN ('releasing', 'refunding') \
+              OR (escrow_status = 'deposited' AND expires_at > 0 AND expires_at <= $1) ORDER BY updated_at LIMIT $2"
+        ))
+        .bind(now_ms)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await
+        .context("listing tasks to reconcile")?;
+        rows.into_iter().map(Task::try_from).collect()
+    }
+
+    /// Tasks whose payout is confirmed but whose reputation feedback is not yet posted.
+    pub async fn tasks_awaiting_feedback(&self, limit: i64) -> Result<Vec<Task>, StoreError> {
+        let rows: Vec<Row> = sqlx::query_as(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM tasks WHERE feedback_status = 'pending' ORDER BY updated_at LIMIT $1"
+        ))
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await
+        .context("listing tasks awaiting feedback")?;
+        rows.into_iter().map(Task::try_from).collect()
+    }
+
+    async fn transition(
+        &self,
+        context: &'static str,
+        sql: &'static str,
+        binds: Binds<'_>,
+    ) -> Result<bool, StoreError> {
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for bind in binds.0 {
+            query = match bind {
+                Bind::Text(text) => query.bind(text.map(str::to_owned)),
+                Bind::Int(int) => query.bind(int),
+            };
+        }
+        Ok(query.execute(self.pool()).await.context(context)?.rows_affected() == 1)
+    }
+
+    /// pending or rejected -> processing, for the task's own agent while its money is still locked.
+    pub async fn start_task(&self, id: &str, now_ms: i64) -> Result<bool, StoreError> {
+        self.transition(
+            "starting a task",
+            "UPDATE tasks SET status = 'processing', updated_at = $1 WHERE id = $2 \
+             AND status IN ('pending', 'rejected') AND escrow_status = 'deposited'",
+            Binds(vec![Bind::Int(now_ms), Bind::Text(Some(id))]),
+        )
+        .await
+    }
+
+    /// Claims the right to review a submission: one `/complete` at a time. A claim older than
+    /// `stale_before_ms` (a crash mid-review) may be taken over.
+    pub async fn begin_review(
+        &self,
+        id: &str,
+        now_ms: i64,
+        stale_before_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.transition(
+            "beginning a review",
+            "UPDATE tasks SET review_started_at = $1, updated_at = $1 WHERE id = $2 \
+             AND status IN ('processing', 'rejected') AND escrow_status = 'deposited' \
+             AND (review_started_at IS NULL OR review_started_at < $3)",
+            Binds(vec![Bind::Int(now_ms), Bind::Text(Some(id)), Bind::Int(stale_before_ms)]),
+        )
+        .await
+    }
+
+    /// Gives a review claim back without a verdict (the reviewer was unavailable): nothing counted.
+    pub async fn abandon_review(&self, id: &str) -> Result<(), StoreError> {
+        self.transition(
+            "abandoning a review",
+            "UPDATE tasks SET review_started_at = NULL WHERE id = $1",
+            Binds(vec![Bind::Text(Some(id))]),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Applies a verdict to the submission under review. Approval decides the release; a rejection
+    /// counts, and the `max_rejections`-th decides the refund. Returns the rejection count after it.
+    pub async fn apply_verdict(
+        &self,
+        id: &str,
+        result: &str,
+        verdict: &Verdict,
+        max_rejections: i32,
+        now_ms: i64,
+    ) -> Result<Option<i32>, StoreError> {
+        let applied = if verdict.approved {
+            self.transition(
+                "approving a task",
+                "UPDATE tasks SET result = $1, review_approved = 1, review_reason = $2, review_started_at = NULL, \
+                 status = 'processing', escrow_status = 'releasing', updated_at = $3 \
+                 WHERE id = $4 AND review_started_at IS NOT NULL AND escrow_status = 'deposited'",
+                Binds(vec![Bind::Text(Some(result)), Bind::Text(Some(&verdict.reason)), Bind::Int(now_ms), Bind::Text(Some(id))]),
+            )
+            .await?
+        } else {
+            self.transition(
+                "rejecting a task",
+                "UPDATE tasks SET result = $1, review_approved = 0, review_reason = $2, review_started_at = NULL, \
+                 status = 'rejected', review_reject_count = review_reject_count + 1, \
+                 escrow_status = CASE WHEN review_reject_count + 1 >= $3 THEN 'refunding' ELSE 'deposited' END, \
+                 updated_at = $4 WHERE id = $5 AND review_started_at IS NOT NULL AND escrow_status = 'deposited'",
+                Binds(vec![
+                    Bind::Text(Some(result)),
+                    Bind::Text(Some(&verdict.reason)),
+                    Bind::Int(i64::from(max_rejections)),
+                    Bind::Int(now_ms),
+                    Bind::Text(Some(id)),
+                ]),
+            )
+            .await?
+        };
+        if !applied {
+            return Ok(None);
+        }
+        Ok(self.task(id).await?.map(|task| task.review_reject_count))
+    }
+
+    /// The vendor gives up: -> failed, and the refund is decided.
+    pub async fn fail_task(&self, id: &str, message: &str, now_ms: i64) -> Result<bool, StoreError> {
+        self.transition(
+            "failing a task",
+            "UPDATE tasks SET status = 'failed', error_message = $1, escrow_status = 'refunding', updated_at = $2 \
+             WHERE id = $3 AND status IN ('pending', 'processing', 'rejected') AND escrow_status = 'deposited' \
+             AND review_started_at IS NULL",
+            Binds(vec![Bind::Text(Some(message)), Bind::Int(now_ms), Bind::Text(Some(id))]),
+        )
+        .await
+    }
+
+    /// The deposit expired unresolved: the refund is decided.
+    pub async fn expire_task(&self, id: &str, now_ms: i64) -> Result<bool, StoreError> {
+        self.transition(
+            "expiring a task",
+            "UPDATE tasks SET error_message = COALESCE(error_message, 'the deposit expired before the work was approved'), \
+             escrow_status = 'refunding', updated_at = $1 WHERE id = $2 AND escrow_status = 'deposited' \
+             AND expires_at > 0 AND expires_at <= $1",
+            Binds(vec![Bind::Int(now_ms), Bind::Text(Some(id))]),
+        )
+        .await
+    }
+
+    /// The chain confirmed where the money went (by our transaction `tx`, or by someone else's, e.g. a
+    /// buyer's on-chain reclaim): the task becomes final and its reputation feedback is due.
+    pub async fn confirm_escrow(
+        &self,
+        id: &str,
+        outcome: EscrowStatus,
+        tx: Option<&str>,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let (sql, context): (&'static str, &'static str) = match outcome {
+            EscrowStatus::Released => (
+                "UPDATE tasks SET escrow_status = 'released', status = 'completed', escrow_tx = $1, \
+                 feedback_status = 'pending', updated_at = $2 WHERE id = $3 \
+                 AND escrow_status IN ('deposited', 'releasing', 'refunding')",
+                "confirming a release",
+            ),
+            EscrowStatus::Refunded => (
+                "UPDATE tasks SET escrow_status = 'refunded', escrow_tx = $1, feedback_status = 'pending', \
+                 status = CASE WHEN status IN ('pending', 'processing') THEN 'failed' ELSE status END, \
+                 updated_at = $2 WHERE id = $3 AND escrow_status IN ('deposited', 'releasing', 'refunding')",
+                "confirming a refund",
+            ),
+            other => {
+                return Err(StoreError::Corrupt {
+                    context: "confirming escrow",
+                    detail: format!("{other:?} is not final"),
+                });
+            }
+        };
+        self.transition(context, sql, Binds(vec![Bind::Text(tx), Bind::Int(now_ms), Bind::Text(Some(id))]))
+            .await
+    }
+
+    /// The reputation feedback for a final task is posted.
+    pub async fn feedback_sent(&self, id: &str) -> Result<(), StoreError> {
+        self.transition(
+            "noting feedback",
+            "UPDATE tasks SET feedback_status = 'sent' WHERE id = $1",
+            Binds(vec![Bind::Text(Some(id))]),
+        )
+        .await?;
+        Ok(())
+    }
 }
+
+enum Bind<'a> {
+    Text(Option<&'a str>),
+    Int(i64),
+}
+
+struct Binds<'a>(Vec<Bind<'a>>);

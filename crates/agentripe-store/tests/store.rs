@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use agentripe_store::{
-    Claim, EscrowStatus, NewPayment, NewTask, PaymentStatus, SignedTx, Store, TaskStatus,
+    Claim, EscrowStatus, NewPayment, NewTask, PaymentStatus, SignedTx, Store, TaskStatus, Verdict,
     testing::{Engine, fresh_store},
 };
 
@@ -52,6 +52,7 @@ fn task(id: &str) -> NewTask {
         task_detail: Some("Translate to Japanese".into()),
         task_metadata: Some(r#"{"source_lang":"en"}"#.into()),
         reviewer_request: None,
+        expires_at: NOW + 7 * 24 * 3600 * 1000,
     }
 }
 
@@ -197,3 +198,129 @@ where
     }
     outputs
 }
+
+async fn recorded_task(store: &Store, id: &str, nonce: &str) {
+    let Claim::New(p) = store.claim_payment(&payment(nonce), NOW).await.expect("claim") else { panic!() };
+    store.mark_payment_settled(p.id, id, NOW).await.expect("settle");
+    store.record_payment(p.id, &task(id), NOW).await.expect("record");
+}
+
+fn status(task: &agentripe_store::Task) -> (TaskStatus, EscrowStatus, i32) {
+    (task.status, task.escrow_status, task.review_reject_count)
+}
+
+on_both_engines!(the_task_state_machine_moves_one_way_at_a_time, |store| async move {
+    recorded_task(&store, "0xt1", "0x01").await;
+    let read = |id: &'static str| {
+        let store = store.clone();
+        async move { store.task(id).await.expect("read").expect("exists") }
+    };
+    let reject = Verdict { approved: false, reason: "wrong language".into() };
+    let approve = Verdict { approved: true, reason: "accurate".into() };
+
+    assert!(!store.begin_review("0xt1", NOW, NOW).await.expect("review"), "pending work cannot be reviewed");
+    assert!(store.start_task("0xt1", NOW + 1).await.expect("start"));
+    assert!(!store.start_task("0xt1", NOW + 2).await.expect("start twice"), "already processing");
+
+    // One review at a time; a crashed review can be taken over once stale.
+    assert!(store.begin_review("0xt1", NOW + 10, NOW).await.expect("review"));
+    assert!(!store.begin_review("0xt1", NOW + 11, NOW).await.expect("second review"));
+    assert!(!store.fail_task("0xt1", "gave up", NOW + 12).await.expect("fail"), "not while under review");
+    assert!(store.begin_review("0xt1", NOW + 20, NOW + 15).await.expect("stale review taken over"));
+    store.abandon_review("0xt1").await.expect("abandon");
+    assert_eq!(
+        status(&read("0xt1").await),
+        (TaskStatus::Processing, EscrowStatus::Deposited, 0),
+        "an outage counts for nothing"
+    );
+
+    // Four rejections leave the money locked; the fifth decides the refund.
+    for round in 1..=4 {
+        assert!(store.begin_review("0xt1", NOW + 30, NOW).await.expect("review"));
+        assert_eq!(
+            store.apply_verdict("0xt1", "v1", &reject, 5, NOW + 31).await.expect("verdict"),
+            Some(round)
+        );
+        assert_eq!(status(&read("0xt1").await), (TaskStatus::Rejected, EscrowStatus::Deposited, round));
+    }
+    assert!(store.begin_review("0xt1", NOW + 40, NOW).await.expect("review"));
+    assert_eq!(store.apply_verdict("0xt1", "v5", &reject, 5, NOW + 41).await.expect("verdict"), Some(5));
+    let refunding = read("0xt1").await;
+    assert_eq!(status(&refunding), (TaskStatus::Rejected, EscrowStatus::Refunding, 5));
+    assert_eq!(refunding.review_reason.as_deref(), Some("wrong language"));
+    assert!(!store.begin_review("0xt1", NOW + 50, NOW).await.expect("review"), "decided: no more reviews");
+    assert!(!store.start_task("0xt1", NOW + 50).await.expect("start"), "decided: no more work");
+    assert!(
+        store
+            .confirm_escrow("0xt1", EscrowStatus::Refunded, Some("0xrefund"), NOW + 60)
+            .await
+            .expect("confirm")
+    );
+    assert!(
+        !store
+            .confirm_escrow("0xt1", EscrowStatus::Released, Some("0xother"), NOW + 61)
+            .await
+            .expect("again"),
+        "final"
+    );
+    let refunded = read("0xt1").await;
+    assert_eq!(status(&refunded), (TaskStatus::Rejected, EscrowStatus::Refunded, 5));
+    assert_eq!(refunded.escrow_tx.as_deref(), Some("0xrefund"));
+
+    // Approval after rejections.
+    recorded_task(&store, "0xt2", "0x02").await;
+    assert!(store.start_task("0xt2", NOW).await.expect("start"));
+    assert!(store.begin_review("0xt2", NOW, NOW).await.expect("review"));
+    store.apply_verdict("0xt2", "v1", &reject, 5, NOW).await.expect("reject");
+    assert!(store.begin_review("0xt2", NOW + 1, NOW).await.expect("review"));
+    assert_eq!(store.apply_verdict("0xt2", "v2", &approve, 5, NOW + 2).await.expect("approve"), Some(1));
+    let releasing = read("0xt2").await;
+    assert_eq!(
+        status(&releasing),
+        (TaskStatus::Processing, EscrowStatus::Releasing, 1),
+        "completed only once the chain confirms"
+    );
+    assert_eq!(releasing.result.as_deref(), Some("v2"));
+    assert_eq!(
+        store.tasks_to_reconcile(NOW, 10).await.expect("reconcile").len(),
+        1,
+        "the release is in flight"
+    );
+    assert!(
+        store
+            .confirm_escrow("0xt2", EscrowStatus::Released, Some("0xrelease"), NOW + 3)
+            .await
+            .expect("confirm")
+    );
+    assert_eq!(status(&read("0xt2").await), (TaskStatus::Completed, EscrowStatus::Released, 1));
+    let feedback: BTreeSet<String> =
+        store.tasks_awaiting_feedback(10).await.expect("feedback").into_iter().map(|t| t.new.id).collect();
+    assert_eq!(feedback, BTreeSet::from(["0xt1".to_string(), "0xt2".to_string()]));
+    store.feedback_sent("0xt1").await.expect("sent");
+    assert_eq!(store.tasks_awaiting_feedback(10).await.expect("feedback").len(), 1);
+
+    // The vendor gives up; an untouched deposit expires.
+    recorded_task(&store, "0xt3", "0x03").await;
+    assert!(store.fail_task("0xt3", "unsupported language pair", NOW).await.expect("fail"));
+    let failed = read("0xt3").await;
+    assert_eq!(status(&failed), (TaskStatus::Failed, EscrowStatus::Refunding, 0));
+    assert_eq!(failed.error_message.as_deref(), Some("unsupported language pair"));
+    recorded_task(&store, "0xt4", "0x04").await;
+    let expiry = task("0xt4").expires_at;
+    assert!(!store.expire_task("0xt4", expiry - 1).await.expect("early"));
+    assert!(store.expire_task("0xt4", expiry).await.expect("expired"));
+    assert_eq!(status(&read("0xt4").await).1, EscrowStatus::Refunding);
+
+    let pending: Vec<String> = store
+        .agent_tasks("1", &[TaskStatus::Failed, TaskStatus::Pending], 10)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|t| t.new.id)
+        .collect();
+    assert_eq!(pending, vec!["0xt3".to_string(), "0xt4".to_string()]);
+    assert!(
+        store.agent_tasks("2", &[TaskStatus::Pending], 10).await.expect("list").is_empty(),
+        "another agent's"
+    );
+});

@@ -74,7 +74,8 @@ pub async fn result(
 ) -> Result<Response, ApiError> {
     let task = load(&state, &task_id).await?;
     let escrow_action = match task.escrow_status {
-        EscrowStatus::Deposited => None,
+        // Still open: the money is locked, or its release or refund is not confirmed yet.
+        EscrowStatus::Deposited | EscrowStatus::Releasing | EscrowStatus::Refunding => None,
         EscrowStatus::Released => Some("released"),
         EscrowStatus::Refunded => Some("refunded"),
     };
