@@ -7,9 +7,11 @@ mod env;
 mod error;
 pub mod facilitator;
 pub mod payments;
+pub mod payouts;
 mod routes;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod vendor_auth;
 
 use std::{sync::Arc, time::Duration};
 
@@ -24,11 +26,15 @@ use tokio::{net::TcpListener, task::JoinHandle};
 pub use env::EnvError;
 pub use error::ApiError;
 
+use agentripe_review::{OpenAiReviewer, Reviewer, ReviewerConfig};
+
 use crate::{
     catalog::Catalog,
     chain_writer::{ChainWriter, Confirmation},
     facilitator::{Facilitator, RemoteFacilitator},
     payments::Payments,
+    payouts::Payouts,
+    vendor_auth::Authorizations,
 };
 
 /// Who settles payments.
@@ -70,6 +76,12 @@ pub struct Config {
     pub catalog_ttl: Duration,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// The LLM reviewer's endpoint; without one, tasks that ask for review wait (never auto-approved).
+    pub reviewer: Option<ReviewerConfig>,
+    /// The rejection that refunds the buyer (Agentripe: the fifth).
+    pub max_rejections: i32,
+    /// How long a vendor's authorization for an agent is cached.
+    pub authorization_ttl: Duration,
 }
 
 impl Config {
@@ -98,6 +110,9 @@ impl Config {
             token_decimals: 6,
             catalog_ttl: Duration::from_secs(30),
             max_body_bytes: 64 * 1024,
+            reviewer: None,
+            max_rejections: 5,
+            authorization_ttl: Duration::from_secs(30),
         }
     }
 }
@@ -109,6 +124,9 @@ pub struct AppState {
     pub store: Store,
     pub catalog: Catalog,
     pub payments: Arc<Payments>,
+    pub payouts: Arc<Payouts>,
+    pub reviewer: Reviewer,
+    pub authorizations: Authorizations,
 }
 
 /// Why the server could not start.
@@ -179,16 +197,44 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Running, Sta
         store.clone(),
         provider.clone(),
         config.deployment.clone(),
-        operator,
+        operator.clone(),
         facilitator,
         confirmation,
     ));
-    let reconciler = payments.clone().spawn_reconciler(config.reconcile_interval);
-    let catalog = Catalog::new(config.deployment.identity_registry, provider, config.catalog_ttl);
-    let state = Arc::new(AppState { config, store, catalog, payments });
+    let payouts =
+        Arc::new(Payouts::new(store.clone(), provider.clone(), config.deployment.clone(), operator));
+    let reconciler = spawn_reconciler(payments.clone(), payouts.clone(), config.reconcile_interval);
+    let catalog = Catalog::new(config.deployment.identity_registry, provider.clone(), config.catalog_ttl);
+    let authorizations =
+        Authorizations::new(config.deployment.identity_registry, provider, config.authorization_ttl);
+    let reviewer = match &config.reviewer {
+        Some(reviewer) => Reviewer::OpenAi(Box::new(OpenAiReviewer::new(reviewer.clone()))),
+        None => {
+            tracing::warn!(
+                "no reviewer endpoint configured: tasks with a reviewer_request will wait for one"
+            );
+            Reviewer::Unconfigured
+        }
+    };
+    let state = Arc::new(AppState { config, store, catalog, payments, payouts, reviewer, authorizations });
     let router = routes::router(state.clone());
     let http = tokio::spawn(async move { axum::serve(listener, router).await });
     Ok(Running { state, reconciler, http })
+}
+
+/// Finishes what crashes and timeouts interrupted, money in and money out, at start-up and every `interval`.
+fn spawn_reconciler(payments: Arc<Payments>, payouts: Arc<Payouts>, interval: Duration) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            if let Err(error) = payments.reconcile_once().await {
+                tracing::warn!(%error, "payment reconciler pass failed");
+            }
+            if let Err(error) = payouts.reconcile_once().await {
+                tracing::warn!(%error, "payout reconciler pass failed");
+            }
+            tokio::time::sleep(interval).await;
+        }
+    })
 }
 
 pub(crate) fn now_ms() -> i64 {

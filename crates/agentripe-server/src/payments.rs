@@ -10,7 +10,7 @@
 //!
 //! Whoever holds a payment's lease (the request handler, or the reconciler after a crash) advances it.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use agentripe_chain::{
     Deployment,
@@ -435,18 +435,6 @@ impl Payments {
             }
         }
         Ok(stalled.len())
-    }
-
-    /// Runs the reconciler every `interval` until the task is aborted.
-    pub fn spawn_reconciler(self: Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
-            loop {
-                if let Err(error) = self.reconcile_once().await {
-                    tracing::warn!(%error, "reconciler pass failed");
-                }
-                tokio::time::sleep(interval).await;
-            }
-        })
     }
 }
 

@@ -21,6 +21,8 @@ use alloy::{
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 
 pub const PRICE: u64 = 100_000;
+/// The anvil account that mints test USDC.
+const MINTER: usize = 9;
 pub const CATALOG: &str = r#"{"name":"Translator","description":"Translates text","x402Support":true,"services":[{"name":"x402","endpoint":"/","catalog":[{"path":"translate","price":"$0.10","type":"async","description":"Translate text"}]}]}"#;
 
 #[derive(Debug)]
@@ -41,6 +43,11 @@ pub fn key(anvil: &AnvilInstance, index: usize) -> PrivateKeySigner {
 impl Market {
     /// A fresh chain and database; `None` when the engine is PostgreSQL and it is unreachable outside CI.
     pub async fn new(engine: Engine, label: &str) -> Option<Self> {
+        Self::with_deposit_timeout(engine, label, 7 * 24 * 3600).await
+    }
+
+    /// A market whose escrow lets deposits expire after `deposit_timeout` seconds.
+    pub async fn with_deposit_timeout(engine: Engine, label: &str, deposit_timeout: u64) -> Option<Self> {
         // RUST_LOG=agentripe_server=debug shows the server's side of a failing test.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -53,7 +60,8 @@ impl Market {
         let vendor = key(&anvil, 1);
         let provider =
             ProviderBuilder::new().wallet(operator.clone()).connect_http(anvil.endpoint_url()).erased();
-        let usdc = TestUSDC::deploy(&provider, operator.address()).await.expect("deploy TestUSDC");
+        // Test USDC is minted by a key of its own: the operator's nonces belong to the server.
+        let usdc = TestUSDC::deploy(&provider, key(&anvil, MINTER).address()).await.expect("deploy TestUSDC");
         let identity = IdentityRegistry::deploy(&provider).await.expect("deploy IdentityRegistry");
         let reputation =
             ReputationRegistry::deploy(&provider, *identity.address()).await.expect("deploy reputation");
@@ -63,7 +71,7 @@ impl Market {
             *identity.address(),
             operator.address(),
             operator.address(),
-            U256::from(7 * 24 * 3600),
+            U256::from(deposit_timeout),
         )
         .await
         .expect("deploy Agentripe");
@@ -76,7 +84,7 @@ impl Market {
             identity_registry: *identity.address(),
             reputation_registry: *reputation.address(),
             operator: operator.address(),
-            deposit_timeout_seconds: 7 * 24 * 3600,
+            deposit_timeout_seconds: deposit_timeout,
             start_block: 0,
         };
         let mut market =
@@ -131,16 +139,23 @@ impl Market {
     pub async fn buyer(&self, amount: u64) -> PrivateKeySigner {
         let buyer = PrivateKeySigner::random();
         if amount > 0 {
-            TestUSDC::new(self.deployment.usdc, &self.provider)
-                .mint(buyer.address(), U256::from(amount))
-                .send()
-                .await
-                .expect("mint")
-                .watch()
-                .await
-                .expect("mined");
+            self.mint(buyer.address(), amount).await;
         }
         buyer
+    }
+
+    /// Mints test USDC to `to`.
+    pub async fn mint(&self, to: Address, amount: u64) {
+        let minter =
+            ProviderBuilder::new().wallet(key(&self.anvil, MINTER)).connect_http(self.anvil.endpoint_url());
+        TestUSDC::new(self.deployment.usdc, &minter)
+            .mint(to, U256::from(amount))
+            .send()
+            .await
+            .expect("mint")
+            .watch()
+            .await
+            .expect("mined");
     }
 
     pub fn offer(&self) -> Offer {
@@ -269,4 +284,113 @@ macro_rules! on_both_engines {
             }
         }
     };
+}
+
+/// The four vendor headers, signed by `signer` for `agent_id` at `timestamp`, as Agentripe's guide does.
+pub fn vendor_headers(
+    signer: &PrivateKeySigner,
+    agent_id: U256,
+    timestamp: u64,
+) -> reqwest::header::HeaderMap {
+    let address = signer.address().to_checksum(None);
+    let signature = signer.sign_message_sync(format!("{address}:{timestamp}").as_bytes()).expect("sign");
+    let mut headers = reqwest::header::HeaderMap::new();
+    for (name, value) in [
+        ("x-vendor-address", address),
+        ("x-agent-id", agent_id.to_string()),
+        ("x-timestamp", timestamp.to_string()),
+        ("x-signature", format!("0x{}", alloy::primitives::hex::encode(signature.as_bytes()))),
+    ] {
+        headers.insert(name, value.parse().expect("header value"));
+    }
+    headers
+}
+
+/// One scripted answer of the fake LLM.
+#[derive(Clone, Debug)]
+pub enum LlmAnswer {
+    /// A chat completion whose message content is this text.
+    Says(String),
+    /// An HTTP error with this status.
+    Status(u16),
+    /// Waits this long, then says the text.
+    Slow(std::time::Duration, String),
+}
+
+impl LlmAnswer {
+    pub fn verdict(approved: bool, reason: &str) -> Self {
+        Self::Says(serde_json::json!({ "approved": approved, "reason": reason }).to_string())
+    }
+}
+
+/// An OpenAI-compatible chat-completions server on loopback that plays a script; past its end it
+/// answers 500. It records every request it receives.
+#[derive(Debug, Clone)]
+pub struct ScriptedLlm {
+    pub base_url: String,
+    script: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<LlmAnswer>>>,
+    pub requests: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+impl ScriptedLlm {
+    pub async fn start(script: Vec<LlmAnswer>) -> Self {
+        use axum::{Json, extract::State, http::StatusCode, response::IntoResponse, routing::post};
+        let llm = Self {
+            base_url: String::new(),
+            script: std::sync::Arc::new(std::sync::Mutex::new(script.into())),
+            requests: std::sync::Arc::default(),
+        };
+        async fn complete(
+            State(llm): State<ScriptedLlm>,
+            Json(request): Json<serde_json::Value>,
+        ) -> axum::response::Response {
+            llm.requests.lock().expect("lock").push(request.clone());
+            let answer = llm.script.lock().expect("lock").pop_front();
+            let content = match answer {
+                None => return (StatusCode::INTERNAL_SERVER_ERROR, "script exhausted").into_response(),
+                Some(LlmAnswer::Status(status)) => {
+                    let status = StatusCode::from_u16(status).expect("status");
+                    let body = serde_json::json!({"error": {"message": "scripted failure", "type": "server_error", "param": null, "code": null}});
+                    return (status, Json(body)).into_response();
+                }
+                Some(LlmAnswer::Says(text)) => text,
+                Some(LlmAnswer::Slow(delay, text)) => {
+                    tokio::time::sleep(delay).await;
+                    text
+                }
+            };
+            Json(serde_json::json!({
+                "id": "chatcmpl-test",
+                "object": "chat.completion",
+                "created": 1_700_000_000,
+                "model": request["model"],
+                "choices": [{ "index": 0, "finish_reason": "stop", "message": { "role": "assistant", "content": content } }],
+                "usage": { "prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120 }
+            }))
+            .into_response()
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base_url = format!("http://{}/v1", listener.local_addr().expect("address"));
+        let app = axum::Router::new().route("/v1/chat/completions", post(complete)).with_state(llm.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { base_url, ..llm }
+    }
+
+    /// Adds answers to the end of the script.
+    pub fn push(&self, answers: impl IntoIterator<Item = LlmAnswer>) {
+        self.script.lock().expect("lock").extend(answers);
+    }
+
+    /// The reviewer settings pointing at this server.
+    pub fn reviewer(&self) -> agentripe_review::ReviewerConfig {
+        agentripe_review::ReviewerConfig {
+            base_url: self.base_url.clone(),
+            api_key: "test-key".into(),
+            model: "scripted-reviewer".into(),
+            timeout: Duration::from_secs(2),
+            max_retries: 0,
+            backoff: Duration::from_millis(10),
+            structured_output: true,
+        }
+    }
 }

@@ -145,14 +145,7 @@ on_both_engines!(the_chain_has_a_say_too, |market| async move {
     // A refused payment can be retried once fixed: the same authorization after a top-up settles.
     let header = market.pay_v2(&broke);
     refused(&server, &market, &header, "insufficient_funds").await;
-    TestUSDC::new(market.deployment.usdc, &market.provider)
-        .mint(broke.address(), U256::from(1))
-        .send()
-        .await
-        .expect("mint")
-        .watch()
-        .await
-        .expect("mined");
+    market.mint(broke.address(), 1).await;
     let response = server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &header), "").await;
     assert_eq!(response.status(), 200);
     assert_eq!(market.usdc_balance(broke.address()).await, U256::ZERO);

@@ -438,14 +438,28 @@ impl Store {
             .await
     }
 
-    /// The reputation feedback for a final task is posted.
-    pub async fn feedback_sent(&self, id: &str) -> Result<(), StoreError> {
+    /// An approved release that can no longer happen (the deposit expired first; the escrow then only
+    /// refunds) becomes a refund.
+    pub async fn refund_instead_of_release(&self, id: &str, now_ms: i64) -> Result<bool, StoreError> {
         self.transition(
-            "noting feedback",
-            "UPDATE tasks SET feedback_status = 'sent' WHERE id = $1",
-            Binds(vec![Bind::Text(Some(id))]),
+            "turning a release into a refund",
+            "UPDATE tasks SET escrow_status = 'refunding', error_message = \
+             COALESCE(error_message, 'approved, but the deposit expired before it was released'), updated_at = $1 \
+             WHERE id = $2 AND escrow_status = 'releasing'",
+            Binds(vec![Bind::Int(now_ms), Bind::Text(Some(id))]),
         )
-        .await?;
+        .await
+    }
+
+    /// The reputation feedback for a final task is done: `sent`, or `skipped` when the registry refuses
+    /// it for good (e.g. the platform key owns the agent, and self-feedback is forbidden).
+    pub async fn finish_feedback(&self, id: &str, sent: bool) -> Result<(), StoreError> {
+        let sql = if sent {
+            "UPDATE tasks SET feedback_status = 'sent' WHERE id = $1"
+        } else {
+            "UPDATE tasks SET feedback_status = 'skipped' WHERE id = $1"
+        };
+        self.transition("noting feedback", sql, Binds(vec![Bind::Text(Some(id))])).await?;
         Ok(())
     }
 }

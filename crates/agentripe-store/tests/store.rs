@@ -296,7 +296,7 @@ on_both_engines!(the_task_state_machine_moves_one_way_at_a_time, |store| async m
     let feedback: BTreeSet<String> =
         store.tasks_awaiting_feedback(10).await.expect("feedback").into_iter().map(|t| t.new.id).collect();
     assert_eq!(feedback, BTreeSet::from(["0xt1".to_string(), "0xt2".to_string()]));
-    store.feedback_sent("0xt1").await.expect("sent");
+    store.finish_feedback("0xt1", true).await.expect("sent");
     assert_eq!(store.tasks_awaiting_feedback(10).await.expect("feedback").len(), 1);
 
     // The vendor gives up; an untouched deposit expires.

@@ -2,10 +2,15 @@
 
 mod purchase;
 mod tasks;
+mod vendor;
 
 use std::sync::Arc;
 
-use axum::{Json, Router, extract::DefaultBodyLimit, routing::get};
+use axum::{
+    Json, Router,
+    extract::DefaultBodyLimit,
+    routing::{get, post},
+};
 use serde_json::json;
 use tower_http::trace::TraceLayer;
 
@@ -17,6 +22,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health", get(health))
         .route("/tasks/{task_id}", get(tasks::show))
         .route("/tasks/{task_id}/result", get(tasks::result))
+        .route("/vendor/tasks", get(vendor::list))
+        .route("/vendor/tasks/{task_id}/start", post(vendor::start))
+        .route("/vendor/tasks/{task_id}/complete", post(vendor::complete))
+        .route("/vendor/tasks/{task_id}/fail", post(vendor::fail))
         .route("/{agent_id}/{service_path}", get(purchase::purchase).post(purchase::purchase))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(max_body))

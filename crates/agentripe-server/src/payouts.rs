@@ -1,0 +1,191 @@
+//! Money out: approvals release the deposit to the vendor agent, failures, fifth rejections and
+//! expiries refund the buyer, and the platform then posts reputation feedback. The decision is stored
+//! first (`releasing`, `refunding`); the chain write goes through the durable chain writer; the task
+//! becomes final only when `getDeposit` on chain says the money moved. Whoever moved it (us, or the
+//! buyer reclaiming an expired deposit alone), the database follows the chain.
+
+use agentripe_chain::{
+    Deployment,
+    bindings::{Agentripe, DepositStatus, ReputationRegistry},
+};
+use agentripe_store::{EscrowStatus, Store, Task};
+use alloy::{
+    primitives::{B256, U256},
+    providers::DynProvider,
+    sol_types::SolCall,
+};
+
+use crate::{
+    chain_writer::{ChainWriter, WriteError},
+    now_ms,
+    payments::PipelineError,
+};
+
+/// Feedback values: a release is +1, a refund -1 (0 decimals), tagged so clients can filter.
+const FEEDBACK_TAG: &str = "escrow";
+
+#[derive(Debug)]
+pub struct Payouts {
+    store: Store,
+    provider: DynProvider,
+    deployment: Deployment,
+    operator: ChainWriter,
+}
+
+fn rpc(context: &'static str) -> impl FnOnce(alloy::contract::Error) -> PipelineError {
+    move |error| PipelineError::Rpc { context, message: error.to_string() }
+}
+
+impl Payouts {
+    pub fn new(store: Store, provider: DynProvider, deployment: Deployment, operator: ChainWriter) -> Self {
+        Self { store, provider, deployment, operator }
+    }
+
+    /// Drives a task's money to where its decision says, as far as the chain allows now. Returns where
+    /// the money is afterwards.
+    pub async fn settle(&self, id: &str) -> Result<EscrowStatus, PipelineError> {
+        let task = self.load(id).await?;
+        let deposit: B256 = id.parse().map_err(|_| PipelineError::Corrupt(0, format!("task id {id}")))?;
+        if let Some(done) = self.follow_chain(&task, deposit).await? {
+            return Ok(done);
+        }
+        let expired = now_ms() >= task.new.expires_at && task.new.expires_at > 0;
+        let decision = match task.escrow_status {
+            EscrowStatus::Releasing if expired => {
+                self.store.refund_instead_of_release(id, now_ms()).await?;
+                tracing::warn!(task = id, "approved too late: the deposit expired, so it is refunded");
+                EscrowStatus::Refunding
+            }
+            EscrowStatus::Deposited if expired => {
+                self.store.expire_task(id, now_ms()).await?;
+                EscrowStatus::Refunding
+            }
+            other => other,
+        };
+        let (purpose, input) = match decision {
+            EscrowStatus::Releasing => {
+                ("release", Agentripe::releaseToVendorCall { depositId: deposit }.abi_encode())
+            }
+            EscrowStatus::Refunding => {
+                ("refund", Agentripe::refundToBuyerCall { depositId: deposit }.abi_encode())
+            }
+            other => return Ok(other),
+        };
+        if self.operator.resume(purpose, id).await?.is_none() {
+            match self.operator.send_and_confirm(purpose, id, self.deployment.agentripe, input.into()).await {
+                Ok(_) => {}
+                // Someone moved it meanwhile (a reclaim), or it expired: the chain says which below.
+                Err(WriteError::WouldRevert(reason)) => {
+                    tracing::warn!(task = id, purpose, %reason, "escrow call reverts")
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        let task = self.load(id).await?;
+        Ok(self.follow_chain(&task, deposit).await?.unwrap_or(task.escrow_status))
+    }
+
+    /// Makes the database follow the chain: a released or refunded deposit finalizes its task.
+    async fn follow_chain(&self, task: &Task, deposit: B256) -> Result<Option<EscrowStatus>, PipelineError> {
+        let escrow = Agentripe::new(self.deployment.agentripe, &self.provider);
+        let on_chain = escrow.getDeposit(deposit).call().await.map_err(rpc("reading the deposit"))?;
+        let outcome = match DepositStatus::try_from(on_chain.status) {
+            Ok(DepositStatus::Released) => EscrowStatus::Released,
+            Ok(DepositStatus::Refunded) => EscrowStatus::Refunded,
+            Ok(DepositStatus::Deposited) => return Ok(None),
+            Ok(DepositStatus::None) | Err(_) => {
+                return Err(PipelineError::Mismatch {
+                    payment: 0,
+                    deposit,
+                    detail: format!("task exists but the deposit's status on chain is {}", on_chain.status),
+                });
+            }
+        };
+        if matches!(task.escrow_status, EscrowStatus::Released | EscrowStatus::Refunded) {
+            return Ok(Some(task.escrow_status));
+        }
+        let purpose = if outcome == EscrowStatus::Released { "release" } else { "refund" };
+        let ours = self
+            .store
+            .txs_for(purpose, &task.new.id)
+            .await?
+            .into_iter()
+            .rev()
+            .find(|tx| matches!(tx.status(), Ok(agentripe_store::ChainTxStatus::Mined)));
+        if ours.is_none() && outcome == EscrowStatus::Refunded {
+            tracing::info!(task = %task.new.id, "the deposit was refunded on chain without us: the buyer reclaimed it");
+        }
+        self.store
+            .confirm_escrow(&task.new.id, outcome, ours.as_ref().map(|tx| tx.tx_hash.as_str()), now_ms())
+            .await?;
+        Ok(Some(outcome))
+    }
+
+    /// Posts the platform's feedback on a final task: +1 for a release, -1 for a refund, with the
+    /// deposit id (the payment's transaction hash) as the feedback hash: its proof of payment.
+    pub async fn post_feedback(&self, task: &Task) -> Result<(), PipelineError> {
+        let id = &task.new.id;
+        if let Some(receipt) = self.operator.resume("feedback", id).await?
+            && receipt.status()
+        {
+            self.store.finish_feedback(id, true).await?;
+            return Ok(());
+        }
+        let (value, tag2) = match task.escrow_status {
+            EscrowStatus::Released => (1i128, "released"),
+            EscrowStatus::Refunded => (-1, "refunded"),
+            _ => return Ok(()),
+        };
+        let call = ReputationRegistry::giveFeedbackCall {
+            agentId: task
+                .new
+                .agent_id
+                .parse::<U256>()
+                .map_err(|_| PipelineError::Corrupt(0, "agent id".into()))?,
+            value,
+            valueDecimals: 0,
+            tag1: FEEDBACK_TAG.into(),
+            tag2: tag2.into(),
+            endpoint: String::new(),
+            feedbackURI: String::new(),
+            feedbackHash: id.parse().map_err(|_| PipelineError::Corrupt(0, format!("task id {id}")))?,
+        };
+        match self
+            .operator
+            .send_and_confirm("feedback", id, self.deployment.reputation_registry, call.abi_encode().into())
+            .await
+        {
+            Ok(receipt) if receipt.status() => self.store.finish_feedback(id, true).await?,
+            Ok(_) => {
+                return Err(PipelineError::Rpc { context: "posting feedback", message: "reverted".into() });
+            }
+            Err(WriteError::WouldRevert(reason)) => {
+                tracing::warn!(task = %id, %reason, "the reputation registry refuses our feedback; skipping it");
+                self.store.finish_feedback(id, false).await?;
+            }
+            Err(error) => return Err(error.into()),
+        }
+        Ok(())
+    }
+
+    async fn load(&self, id: &str) -> Result<Task, PipelineError> {
+        self.store.task(id).await?.ok_or_else(|| PipelineError::Corrupt(0, format!("no task {id}")))
+    }
+
+    /// Finishes money in flight, expired deposits, reclaims and feedback: at start-up and on a timer.
+    pub async fn reconcile_once(&self) -> Result<usize, PipelineError> {
+        let open = self.store.tasks_to_reconcile(now_ms(), 100).await?;
+        for task in &open {
+            if let Err(error) = self.settle(&task.new.id).await {
+                tracing::warn!(task = %task.new.id, %error, "reconciler could not settle a task's escrow");
+            }
+        }
+        let awaiting = self.store.tasks_awaiting_feedback(100).await?;
+        for task in &awaiting {
+            if let Err(error) = self.post_feedback(task).await {
+                tracing::warn!(task = %task.new.id, %error, "reconciler could not post feedback");
+            }
+        }
+        Ok(open.len() + awaiting.len())
+    }
+}

@@ -1,0 +1,263 @@
+//! The vendor's loop and money out, over real HTTP on the real escrow, with the reviewer a scripted
+//! OpenAI-compatible server on loopback; on SQLite and PostgreSQL.
+
+use agentripe_chain::bindings::{Agentripe, ReputationRegistry};
+use agentripe_server::{
+    on_both_engines,
+    testing::{LlmAnswer, Market, PRICE, ScriptedLlm, Server, now, vendor_headers},
+};
+use alloy::primitives::{Address, B256, U256};
+use serde_json::{Value, json};
+
+/// Buys the translation with `body` and returns the buyer's address and the task id.
+async fn purchase(market: &Market, server: &Server, body: &Value) -> (Address, String) {
+    let buyer = market.buyer(PRICE).await;
+    let response =
+        server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &market.pay_v2(&buyer)), &body.to_string()).await;
+    assert_eq!(response.status(), 200);
+    let json: Value = response.json().await.expect("json");
+    (buyer.address(), json["taskId"].as_str().expect("taskId").to_owned())
+}
+
+async fn vendor(market: &Market, server: &Server, action: &str, task: &str, body: Value) -> (u16, Value) {
+    let response = server
+        .http
+        .post(format!("{}/vendor/tasks/{task}/{action}", server.base))
+        .headers(vendor_headers(&market.vendor, market.agent_id, now()))
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("json"))
+}
+
+async fn credit(market: &Market, account: Address) -> U256 {
+    Agentripe::new(market.deployment.agentripe, &market.provider)
+        .withdrawableBalance(account)
+        .call()
+        .await
+        .expect("credit")
+}
+
+async fn reviewed_server(market: &Market, llm: &ScriptedLlm) -> Server {
+    let mut config = market.config();
+    config.reviewer = Some(llm.reviewer());
+    market.start_with(config).await
+}
+
+const REVIEWED: &str = "Verify translation accuracy";
+
+fn request() -> Value {
+    json!({ "task_detail": "Translate to Japanese", "task_metadata": { "source_lang": "en" }, "reviewer_request": REVIEWED })
+}
+
+on_both_engines!(an_approved_result_pays_the_vendor, |market| async move {
+    let llm = ScriptedLlm::start(vec![LlmAnswer::verdict(true, "Translation is accurate")]).await;
+    let server = reviewed_server(&market, &llm).await;
+    let (_, task) = purchase(&market, &server, &request()).await;
+
+    let listed: Value = server
+        .http
+        .get(format!("{}/vendor/tasks", server.base))
+        .headers(vendor_headers(&market.vendor, market.agent_id, now()))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    let tasks = listed["tasks"].as_array().expect("tasks");
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(tasks[0]["id"], task);
+    assert_eq!(tasks[0]["status"], "pending");
+    assert_eq!(tasks[0]["reviewerRequest"], REVIEWED);
+
+    let (status, started) = vendor(&market, &server, "start", &task, json!({})).await;
+    assert_eq!((status, started["task"]["status"].as_str()), (200, Some("processing")));
+    let (status, done) =
+        vendor(&market, &server, "complete", &task, json!({ "result": "こんにちは世界" })).await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["review"], json!({ "approved": true, "reason": "Translation is accurate" }));
+    assert_eq!(done["escrowAction"], "released");
+    assert_eq!(done["task"]["status"], "completed");
+    assert_eq!(done["task"]["reviewRejectCount"], 0);
+
+    // The reviewer saw the buyer's criteria and the deliverable, as data.
+    let sent = llm.requests.lock().expect("lock")[0].clone();
+    let user: Value =
+        serde_json::from_str(sent["messages"][1]["content"].as_str().expect("user message")).expect("JSON");
+    assert_eq!(user["reviewer_request"], REVIEWED);
+    assert_eq!(user["deliverable"], "こんにちは世界");
+    assert_eq!(sent["response_format"]["type"], "json_schema");
+
+    // The money: released on chain, withdrawable by the vendor, the buyer's result final.
+    let deposit: B256 = task.parse().expect("hash");
+    assert_eq!(market.deposit(deposit).await.status, 2);
+    assert_eq!(credit(&market, market.vendor.address()).await, U256::from(PRICE));
+    let result = server.http.get(format!("{}/tasks/{task}/result", server.base)).send().await.expect("get");
+    assert_eq!(result.status(), 200);
+    let result: Value = result.json().await.expect("json");
+    assert_eq!(
+        (result["result"].as_str(), result["escrowAction"].as_str()),
+        (Some("こんにちは世界"), Some("released"))
+    );
+
+    // And the platform's reputation feedback follows: +1, with the deposit as proof of payment.
+    let reputation = ReputationRegistry::new(market.deployment.reputation_registry, &market.provider);
+    let mut summary = None;
+    for _ in 0..100 {
+        let found = reputation
+            .getSummary(market.agent_id, vec![market.operator.address()], "escrow".into(), "".into())
+            .call()
+            .await
+            .expect("summary");
+        if found.count == 1 {
+            summary = Some(found);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let summary = summary.expect("feedback posted");
+    assert_eq!(summary.summaryValue, 1);
+    let feedback =
+        reputation.readFeedback(market.agent_id, market.operator.address(), 1).call().await.expect("read");
+    assert_eq!(feedback.tag2, "released");
+});
+
+on_both_engines!(without_reviewer_request_the_result_is_approved_unreviewed, |market| async move {
+    let llm = ScriptedLlm::start(vec![]).await;
+    let server = reviewed_server(&market, &llm).await;
+    let (_, task) = purchase(&market, &server, &json!({ "task_detail": "anything" })).await;
+    vendor(&market, &server, "start", &task, json!({})).await;
+    let (status, done) = vendor(&market, &server, "complete", &task, json!({ "result": "done" })).await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["escrowAction"], "released");
+    assert_eq!(done["review"]["approved"], true);
+    assert!(llm.requests.lock().expect("lock").is_empty(), "no review was asked for, none was made");
+});
+
+on_both_engines!(a_failed_task_refunds_the_buyer, |market| async move {
+    let server = market.start().await;
+    let (buyer, task) = purchase(&market, &server, &request()).await;
+    let (status, failed) =
+        vendor(&market, &server, "fail", &task, json!({ "errorMessage": "Unsupported language pair" })).await;
+    assert_eq!(status, 200, "{failed}");
+    assert_eq!(failed["task"]["status"], "failed");
+    assert_eq!(failed["task"]["errorMessage"], "Unsupported language pair");
+    assert_eq!(failed["escrowAction"], "refunded");
+    assert_eq!(market.deposit(task.parse().expect("hash")).await.status, 3);
+    assert_eq!(credit(&market, buyer).await, U256::from(PRICE));
+    assert_eq!(credit(&market, market.vendor.address()).await, U256::ZERO);
+
+    let (status, again) = vendor(&market, &server, "complete", &task, json!({ "result": "too late" })).await;
+    assert_eq!((status, again["error"].as_str()), (409, Some("invalid_state")), "final is final");
+});
+
+on_both_engines!(the_fifth_rejection_refunds_and_four_then_approval_pays, |market| async move {
+    let rejection = || LlmAnswer::verdict(false, "Not Japanese");
+    let llm = ScriptedLlm::start(vec![rejection(), rejection(), rejection(), rejection(), rejection()]).await;
+    let server = reviewed_server(&market, &llm).await;
+    let (buyer, task) = purchase(&market, &server, &request()).await;
+    vendor(&market, &server, "start", &task, json!({})).await;
+    for round in 1..=5 {
+        let (status, reply) =
+            vendor(&market, &server, "complete", &task, json!({ "result": format!("attempt {round}") }))
+                .await;
+        assert_eq!(status, 200, "{reply}");
+        assert_eq!(reply["review"]["approved"], false);
+        assert_eq!(reply["task"]["reviewRejectCount"], round);
+        assert_eq!(reply["task"]["status"], "rejected");
+        assert_eq!(reply["escrowAction"], if round < 5 { "none" } else { "refunded" }, "round {round}");
+    }
+    assert_eq!(credit(&market, buyer).await, U256::from(PRICE));
+
+    // Another purchase: four rejections, then the fixed result is approved.
+    llm.push([rejection(), rejection(), rejection(), rejection(), LlmAnswer::verdict(true, "Now correct")]);
+    let (buyer, task) = purchase(&market, &server, &request()).await;
+    vendor(&market, &server, "start", &task, json!({})).await;
+    for round in 1..=4 {
+        let (_, reply) =
+            vendor(&market, &server, "complete", &task, json!({ "result": format!("try {round}") })).await;
+        assert_eq!(reply["escrowAction"], "none");
+    }
+    let (status, reply) =
+        vendor(&market, &server, "complete", &task, json!({ "result": "こんにちは" })).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(
+        (reply["escrowAction"].as_str(), reply["task"]["reviewRejectCount"].as_i64()),
+        (Some("released"), Some(4))
+    );
+    assert_eq!(credit(&market, market.vendor.address()).await, U256::from(PRICE));
+    assert_eq!(credit(&market, buyer).await, U256::ZERO);
+});
+
+on_both_engines!(a_reviewer_outage_is_never_a_rejection, |market| async move {
+    let llm = ScriptedLlm::start(vec![
+        LlmAnswer::Status(500),
+        LlmAnswer::Status(429),
+        LlmAnswer::Says("I think it is fine".into()),
+        LlmAnswer::Says(r#"{"approved": true}"#.into()),
+        LlmAnswer::Slow(std::time::Duration::from_secs(3), r#"{"approved":true,"reason":"late"}"#.into()),
+    ])
+    .await;
+    let server = reviewed_server(&market, &llm).await;
+    let (_, task) = purchase(&market, &server, &request()).await;
+    vendor(&market, &server, "start", &task, json!({})).await;
+    for outage in ["500", "429", "not JSON", "missing reason", "too slow"] {
+        let response = server
+            .http
+            .post(format!("{}/vendor/tasks/{task}/complete", server.base))
+            .headers(vendor_headers(&market.vendor, market.agent_id, now()))
+            .json(&json!({ "result": "こんにちは" }))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), 503, "{outage}");
+        assert!(response.headers().contains_key("retry-after"), "{outage}");
+        let task_now: Value = server
+            .http
+            .get(format!("{}/tasks/{task}", server.base))
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(
+            (task_now["task"]["status"].as_str(), task_now["task"]["reviewRejectCount"].as_i64()),
+            (Some("processing"), Some(0)),
+            "{outage}"
+        );
+    }
+    assert_eq!(market.deposit(task.parse().expect("hash")).await.status, 1, "no money moved");
+
+    llm.push([LlmAnswer::verdict(true, "Accurate")]);
+    let (status, reply) =
+        vendor(&market, &server, "complete", &task, json!({ "result": "こんにちは" })).await;
+    assert_eq!((status, reply["escrowAction"].as_str()), (200, Some("released")), "{reply}");
+});
+
+on_both_engines!(concurrent_completes_give_one_outcome, |market| async move {
+    let slow = |approved| {
+        LlmAnswer::Slow(
+            std::time::Duration::from_millis(500),
+            json!({ "approved": approved, "reason": "r" }).to_string(),
+        )
+    };
+    let llm = ScriptedLlm::start(vec![slow(true), slow(false)]).await;
+    let server = reviewed_server(&market, &llm).await;
+    let (_, task) = purchase(&market, &server, &request()).await;
+    vendor(&market, &server, "start", &task, json!({})).await;
+    let (first, second) = tokio::join!(
+        vendor(&market, &server, "complete", &task, json!({ "result": "a" })),
+        vendor(&market, &server, "complete", &task, json!({ "result": "b" })),
+    );
+    let mut statuses = [first.0, second.0];
+    statuses.sort();
+    assert_eq!(statuses, [200, 409], "{first:?} {second:?}");
+    let loser = if first.0 == 409 { &first.1 } else { &second.1 };
+    assert_eq!(loser["error"], "review_in_progress");
+    assert_eq!(llm.requests.lock().expect("lock").len(), 1, "one review");
+    assert_eq!(market.deposit(task.parse().expect("hash")).await.status, 2);
+});
