@@ -33,6 +33,7 @@ pub fn task_json(task: &Task) -> Value {
         "errorMessage": task.error_message,
         "reviewRejectCount": task.review_reject_count,
         "escrowStatus": task.escrow_status.as_str(),
+        "escrowTx": task.escrow_tx,
         "createdAt": iso(task.created_at),
         "updatedAt": iso(task.updated_at),
     })
