@@ -12,6 +12,9 @@ clients="${2:-32}"
 echo "== x402 verification (criterion)"
 cargo bench -p agentripe-x402 --bench verify -- --warm-up-time 1 --measurement-time 5 2>&1 | grep -E "verify|time:"
 
+echo "== vendor task list under load (64 clients)"
+cargo run --quiet --release -p agentripe-server --features testing --example vendor_load -- 20000 64
+
 for engine in sqlite postgres; do
   echo "== purchase load ($engine)"
   cargo run --quiet --release -p agentripe-server --features testing --example purchase_load -- "$purchases" "$clients" "$engine"
