@@ -3,6 +3,7 @@
 use std::{str::FromStr, time::Duration};
 
 use agentripe_chain::Deployment;
+use agentripe_review::ReviewerConfig;
 use alloy::signers::local::PrivateKeySigner;
 
 use crate::{Config, FacilitatorConfig};
@@ -78,6 +79,18 @@ impl Config {
         config.token_name = var("TOKEN_EIP712_NAME").unwrap_or(config.token_name);
         config.token_version = var("TOKEN_EIP712_VERSION").unwrap_or(config.token_version);
         config.catalog_ttl = seconds("CATALOG_CACHE_SECONDS")?.unwrap_or(config.catalog_ttl);
+        config.reviewer = match var("REVIEWER_BASE_URL") {
+            None => None,
+            Some(base_url) => Some(ReviewerConfig {
+                base_url,
+                api_key: var("REVIEWER_API_KEY").unwrap_or_default(),
+                model: required("REVIEWER_MODEL")?,
+                timeout: seconds("REVIEWER_TIMEOUT_SECONDS")?.unwrap_or(Duration::from_secs(30)),
+                max_retries: parsed("REVIEWER_MAX_RETRIES")?.unwrap_or(2),
+                backoff: millis("REVIEWER_BACKOFF_MS")?.unwrap_or(Duration::from_millis(500)),
+                structured_output: parsed("REVIEWER_STRUCTURED_OUTPUT")?.unwrap_or(true),
+            }),
+        };
         Ok(config)
     }
 }
