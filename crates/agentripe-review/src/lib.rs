@@ -32,6 +32,20 @@ pub struct Review {
     pub total_tokens: Option<u32>,
 }
 
+/// The SHA-256 of exactly what a review sends (prompt version, system and user messages), 0x hex:
+/// the same submission under the same prompt has the same hash, and is never reviewed twice.
+pub fn input_hash(input: &ReviewInput) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for part in [prompt::PROMPT_VERSION, prompt::system(), &prompt::user(input)] {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part.as_bytes());
+    }
+    let digest = hasher.finalize();
+    let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
+    format!("0x{hex}")
+}
+
 /// No verdict.
 #[derive(Debug, thiserror::Error)]
 pub enum ReviewError {
@@ -60,6 +74,10 @@ pub struct ReviewerConfig {
     pub backoff: Duration,
     /// Whether to ask for a JSON-schema answer (structured output); off for endpoints without it.
     pub structured_output: bool,
+    /// Consecutive failed reviews that open the circuit: further reviews fail at once, sparing the
+    /// endpoint, until `breaker_cooldown` has passed and one trial review is let through.
+    pub breaker_threshold: u32,
+    pub breaker_cooldown: Duration,
 }
 
 /// The reviewer the server uses.
@@ -101,6 +119,21 @@ fn parse_answer(text: &str) -> Option<(bool, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_input_hash_names_the_exact_submission() {
+        let input = ReviewInput {
+            reviewer_request: "accurate".into(),
+            task_detail: Some("translate".into()),
+            task_metadata: None,
+            result: "こんにちは".into(),
+        };
+        let hash = input_hash(&input);
+        assert_eq!(hash.len(), 66);
+        assert_eq!(hash, input_hash(&input.clone()));
+        assert_ne!(hash, input_hash(&ReviewInput { result: "こんにちは ".into(), ..input.clone() }));
+        assert_ne!(hash, input_hash(&ReviewInput { reviewer_request: "fast".into(), ..input }));
+    }
 
     #[test]
     fn answers_parse_defensively() {

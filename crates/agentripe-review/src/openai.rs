@@ -1,12 +1,15 @@
-//! The reviewer over async-openai: bounded retries with backoff on transient failures, a timeout
-//! per attempt, structured output where the endpoint has it.
+//! The reviewer over async-openai. HTTP failures worth another try (429, 5xx, connection errors) are
+//! retried by async-openai's own retry layer, with exponential backoff that honours `Retry-After`,
+//! at most `max_retries` times; this module retries, as often, a review that timed out or whose answer
+//! was not a verdict. Structured output where the endpoint has it.
 
-use std::time::Instant;
+use std::{sync::Mutex, time::Instant};
 
 use async_openai::{
     Client,
     config::OpenAIConfig,
     error::OpenAIError,
+    middleware::{ReqwestService, retry::OpenAIRetryLayer},
     types::chat::{
         ChatCompletionRequestSystemMessageArgs, ChatCompletionRequestUserMessageArgs,
         CreateChatCompletionRequestArgs, ResponseFormat, ResponseFormatJsonSchema,
@@ -20,6 +23,14 @@ use crate::{Review, ReviewError, ReviewInput, ReviewerConfig, parse_answer, prom
 pub struct OpenAiReviewer {
     client: Client<OpenAIConfig>,
     config: ReviewerConfig,
+    breaker: Mutex<Breaker>,
+}
+
+/// Consecutive failures, and until when the circuit is open.
+#[derive(Debug, Default)]
+struct Breaker {
+    failures: u32,
+    open_until: Option<Instant>,
 }
 
 /// One failed attempt, and whether another might succeed.
@@ -32,10 +43,47 @@ impl OpenAiReviewer {
     pub fn new(config: ReviewerConfig) -> Self {
         let openai =
             OpenAIConfig::new().with_api_base(config.base_url.clone()).with_api_key(config.api_key.clone());
-        Self { client: Client::with_config(openai), config }
+        let http = tower::ServiceBuilder::new()
+            .layer(OpenAIRetryLayer::new(config.max_retries as usize))
+            .service(ReqwestService::new(reqwest::Client::new()));
+        Self {
+            client: Client::with_config(openai).with_http_service(http),
+            config,
+            breaker: Mutex::default(),
+        }
     }
 
+    /// Judges a submission, unless the circuit is open.
     pub async fn review(&self, input: &ReviewInput) -> Result<Review, ReviewError> {
+        {
+            let breaker = self.breaker.lock().expect("breaker lock");
+            if let Some(until) = breaker.open_until
+                && Instant::now() < until
+            {
+                return Err(ReviewError::Unavailable(format!(
+                    "the reviewer failed {} times in a row; not calling it again for {:?}",
+                    breaker.failures,
+                    until - Instant::now()
+                )));
+            }
+        }
+        let outcome = self.review_with_retries(input).await;
+        let mut breaker = self.breaker.lock().expect("breaker lock");
+        match &outcome {
+            Ok(_) => *breaker = Breaker::default(),
+            Err(_) => {
+                breaker.failures += 1;
+                if breaker.failures >= self.config.breaker_threshold {
+                    // Open, or re-open after a failed trial.
+                    breaker.open_until = Some(Instant::now() + self.config.breaker_cooldown);
+                    tracing::warn!(failures = breaker.failures, "reviewer circuit open");
+                }
+            }
+        }
+        outcome
+    }
+
+    async fn review_with_retries(&self, input: &ReviewInput) -> Result<Review, ReviewError> {
         let mut backoff = self.config.backoff;
         let mut attempt = 0;
         loop {
@@ -99,14 +147,9 @@ impl OpenAiReviewer {
     }
 }
 
-/// Rate limits, server errors and network failures are worth another try; the rest is not.
+/// HTTP failures reach here after async-openai's retry layer gave up: not worth more tries. A body
+/// that is not a chat completion is garbage, which another ask may fix.
 fn classify(error: OpenAIError) -> Failure {
-    let transient = match &error {
-        OpenAIError::Reqwest(_) | OpenAIError::JSONDeserialize(..) => true,
-        OpenAIError::ApiError(api) => {
-            matches!(api.status_code.as_u16(), 408 | 409 | 429 | 500..=599)
-        }
-        _ => false,
-    };
+    let transient = matches!(error, OpenAIError::JSONDeserialize(..));
     Failure { transient, reason: error.to_string() }
 }

@@ -89,6 +89,9 @@ impl Config {
                 max_retries: parsed("REVIEWER_MAX_RETRIES")?.unwrap_or(2),
                 backoff: millis("REVIEWER_BACKOFF_MS")?.unwrap_or(Duration::from_millis(500)),
                 structured_output: parsed("REVIEWER_STRUCTURED_OUTPUT")?.unwrap_or(true),
+                breaker_threshold: parsed("REVIEWER_BREAKER_FAILURES")?.unwrap_or(5),
+                breaker_cooldown: seconds("REVIEWER_BREAKER_COOLDOWN_SECONDS")?
+                    .unwrap_or(Duration::from_secs(30)),
             }),
         };
         Ok(config)

@@ -391,6 +391,8 @@ impl ScriptedLlm {
             max_retries: 0,
             backoff: Duration::from_millis(10),
             structured_output: true,
+            breaker_threshold: 100,
+            breaker_cooldown: Duration::from_secs(1),
         }
     }
 }

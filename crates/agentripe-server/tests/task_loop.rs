@@ -103,6 +103,26 @@ on_both_engines!(an_approved_result_pays_the_vendor, |market| async move {
         (Some("こんにちは世界"), Some("released"))
     );
 
+    // The verdict is on record, with what produced it, for the buyer and the vendor.
+    let detail: Value = server
+        .http
+        .get(format!("{}/tasks/{task}", server.base))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    let review = &detail["task"]["reviews"][0];
+    assert_eq!(review["attempt"], 1);
+    assert_eq!(review["approved"], true);
+    assert_eq!(review["reason"], "Translation is accurate");
+    assert_eq!(review["model"], "scripted-reviewer");
+    assert_eq!(review["promptVersion"], "review-v1");
+    assert_eq!(review["totalTokens"], 120);
+    assert!(review["inputHash"].as_str().is_some_and(|hash| hash.len() == 66), "{review}");
+    assert!(review["latencyMs"].as_i64().is_some_and(|ms| ms >= 0), "{review}");
+
     // And the platform's reputation feedback follows: +1, with the deposit as proof of payment.
     let reputation = ReputationRegistry::new(market.deployment.reputation_registry, &market.provider);
     let mut summary = None;
@@ -260,4 +280,84 @@ on_both_engines!(concurrent_completes_give_one_outcome, |market| async move {
     assert_eq!(loser["error"], "review_in_progress");
     assert_eq!(llm.requests.lock().expect("lock").len(), 1, "one review");
     assert_eq!(market.deposit(task.parse().expect("hash")).await.status, 2);
+});
+
+on_both_engines!(the_same_submission_is_never_reviewed_twice, |market| async move {
+    let llm =
+        ScriptedLlm::start(vec![LlmAnswer::verdict(false, "Not Japanese"), LlmAnswer::verdict(true, "Good")])
+            .await;
+    let server = reviewed_server(&market, &llm).await;
+    let (_, task) = purchase(&market, &server, &request()).await;
+    vendor(&market, &server, "start", &task, json!({})).await;
+    let (_, first) = vendor(&market, &server, "complete", &task, json!({ "result": "hello" })).await;
+    assert_eq!(first["task"]["reviewRejectCount"], 1);
+    let (status, again) = vendor(&market, &server, "complete", &task, json!({ "result": "hello" })).await;
+    assert_eq!((status, again["error"].as_str()), (409, Some("already_reviewed")), "{again}");
+    assert!(again["message"].as_str().is_some_and(|m| m.contains("Not Japanese")), "{again}");
+    assert_eq!(llm.requests.lock().expect("lock").len(), 1, "not sent to the reviewer again");
+    let detail: Value = server
+        .http
+        .get(format!("{}/tasks/{task}", server.base))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(detail["task"]["reviewRejectCount"], 1, "and not counted again");
+    let (status, revised) =
+        vendor(&market, &server, "complete", &task, json!({ "result": "こんにちは" })).await;
+    assert_eq!((status, revised["escrowAction"].as_str()), (200, Some("released")), "{revised}");
+    let detail: Value = server
+        .http
+        .get(format!("{}/tasks/{task}", server.base))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    let attempts: Vec<_> = detail["task"]["reviews"]
+        .as_array()
+        .expect("reviews")
+        .iter()
+        .map(|r| r["approved"].clone())
+        .collect();
+    assert_eq!(attempts, vec![json!(false), json!(true)]);
+});
+
+on_both_engines!(an_outage_opens_the_circuit_and_recovery_closes_it, |market| async move {
+    let llm = ScriptedLlm::start(vec![LlmAnswer::Status(500), LlmAnswer::Status(503)]).await;
+    let mut config = market.config();
+    let mut reviewer = llm.reviewer();
+    reviewer.breaker_threshold = 2;
+    reviewer.breaker_cooldown = std::time::Duration::from_secs(1);
+    config.reviewer = Some(reviewer);
+    let server = market.start_with(config).await;
+    let (_, task) = purchase(&market, &server, &request()).await;
+    vendor(&market, &server, "start", &task, json!({})).await;
+    for _ in 0..3 {
+        let (status, body) =
+            vendor(&market, &server, "complete", &task, json!({ "result": "こんにちは" })).await;
+        assert_eq!(status, 503, "{body}");
+    }
+    assert_eq!(llm.requests.lock().expect("lock").len(), 2, "the open circuit spares the endpoint");
+
+    llm.push([LlmAnswer::verdict(true, "Accurate")]);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (status, done) = vendor(&market, &server, "complete", &task, json!({ "result": "こんにちは" })).await;
+    assert_eq!((status, done["escrowAction"].as_str()), (200, Some("released")), "{done}");
+    let detail: Value = server
+        .http
+        .get(format!("{}/tasks/{task}", server.base))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        detail["task"]["reviewRejectCount"], 0,
+        "no task is rejected or refunded because of an outage"
+    );
 });

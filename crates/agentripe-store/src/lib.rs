@@ -10,12 +10,14 @@
 
 mod chain_txs;
 mod payments;
+mod reviews;
 mod tasks;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use chain_txs::{ChainTx, ChainTxStatus, SignedTx};
 pub use payments::{Claim, NewPayment, Payment, PaymentStatus};
+pub use reviews::ReviewRecord;
 pub use tasks::{EscrowStatus, NewTask, Task, TaskStatus, Verdict};
 
 use sqlx::{

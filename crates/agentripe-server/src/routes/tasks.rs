@@ -61,12 +61,32 @@ async fn load(state: &AppState, task_id: &str) -> Result<Task, ApiError> {
         .ok_or_else(|| ApiError::not_found(format!("task {task_id} not found")))
 }
 
+/// The task with its review audit trail, as the buyer and the vendor see it.
 pub async fn show(
     State(state): State<Arc<AppState>>,
     Path(task_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let task = load(&state, &task_id).await?;
-    Ok(Json(json!({ "task": task_json(&task) })))
+    let reviews = state.store.reviews(&task.new.id).await.map_err(ApiError::internal)?;
+    let reviews: Vec<Value> = reviews
+        .iter()
+        .map(|review| {
+            json!({
+                "attempt": review.attempt,
+                "approved": review.approved(),
+                "reason": review.reason,
+                "model": review.model,
+                "promptVersion": review.prompt_version,
+                "inputHash": review.input_hash,
+                "latencyMs": review.latency_ms,
+                "totalTokens": review.total_tokens,
+                "createdAt": iso(review.created_at),
+            })
+        })
+        .collect();
+    let mut body = task_json(&task);
+    body["reviews"] = Value::Array(reviews);
+    Ok(Json(json!({ "task": body })))
 }
 
 pub async fn result(

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use agentripe_review::{ReviewError, ReviewInput};
-use agentripe_store::{EscrowStatus, Task, TaskStatus, Verdict};
+use agentripe_review::{ReviewError, ReviewInput, input_hash};
+use agentripe_store::{EscrowStatus, ReviewRecord, Task, TaskStatus, Verdict};
 use axum::{
     Json,
     body::Bytes,
@@ -167,20 +167,30 @@ pub async fn complete(
 
     let verdict = match &task.new.reviewer_request {
         None => Ok(Verdict { approved: true, reason: "no review requested".into() }),
-        Some(criteria) => state
-            .reviewer
-            .review(&ReviewInput {
+        Some(criteria) => {
+            let input = ReviewInput {
                 reviewer_request: criteria.clone(),
                 task_detail: task.new.task_detail.clone(),
                 task_metadata: task.new.task_metadata.clone(),
                 result: result.clone(),
-            })
-            .await
-            .map(|review| Verdict { approved: review.approved, reason: review.reason }),
+            };
+            review(&state, &task, &input).await
+        }
     };
     let verdict = match verdict {
         Ok(verdict) => verdict,
-        Err(error) => {
+        Err(ReviewOutcome::AlreadyReviewed(earlier)) => {
+            state.store.abandon_review(&task.new.id).await.map_err(ApiError::internal)?;
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "already_reviewed",
+                format!(
+                    "this exact result was already reviewed (attempt {}: {}); revise it before submitting again",
+                    earlier.attempt, earlier.reason
+                ),
+            ));
+        }
+        Err(ReviewOutcome::NoVerdict(error)) => {
             // No verdict is not a rejection: nothing is counted and the money stays where it is.
             state.store.abandon_review(&task.new.id).await.map_err(ApiError::internal)?;
             let retry_after = if matches!(error, ReviewError::Unconfigured) { 300 } else { 30 };
@@ -202,6 +212,48 @@ pub async fn complete(
         "review": { "approved": verdict.approved, "reason": verdict.reason },
         "escrowAction": escrow_action(escrow),
     })))
+}
+
+/// Why a submission got no new verdict.
+enum ReviewOutcome {
+    /// The same input was reviewed before: it is never reviewed twice.
+    AlreadyReviewed(ReviewRecord),
+    /// The reviewer gave none.
+    NoVerdict(ReviewError),
+}
+
+/// Reviews a submission once, and stores the verdict with what produced it.
+async fn review(state: &AppState, task: &Task, input: &ReviewInput) -> Result<Verdict, ReviewOutcome> {
+    let hash = input_hash(input);
+    let earlier = state
+        .store
+        .reviews(&task.new.id)
+        .await
+        .map_err(|error| ReviewOutcome::NoVerdict(ReviewError::Unavailable(error.to_string())))?;
+    if let Some(same) = earlier.iter().find(|review| review.input_hash == hash) {
+        return Err(ReviewOutcome::AlreadyReviewed(same.clone()));
+    }
+    let review = state.reviewer.review(input).await.map_err(ReviewOutcome::NoVerdict)?;
+    let attempt = i32::try_from(earlier.len()).unwrap_or(i32::MAX).saturating_add(1);
+    let record = ReviewRecord::new(
+        &task.new.id,
+        attempt,
+        &review.model,
+        review.prompt_version,
+        &hash,
+        review.approved,
+        &review.reason,
+        i64::try_from(review.latency.as_millis()).unwrap_or(i64::MAX),
+        review.total_tokens.map(i64::from),
+        now_ms(),
+    );
+    if let Err(error) = state.store.record_review(&record).await {
+        // The verdict is not applied unless it is on record.
+        return Err(ReviewOutcome::NoVerdict(ReviewError::Unavailable(format!(
+            "the verdict could not be stored: {error}"
+        ))));
+    }
+    Ok(Verdict { approved: review.approved, reason: review.reason })
 }
 
 /// Moves the money a decision calls for, waiting for the chain within reason; what does not finish
