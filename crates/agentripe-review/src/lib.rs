@@ -4,6 +4,7 @@
 //! A reviewer that is down, slow, rate-limited or answers something that is not a verdict gives *no
 //! verdict* ([`ReviewError`]): that is never a rejection, and it never moves money.
 
+pub mod eval;
 mod openai;
 pub mod prompt;
 
