@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use agentripe_chain::bindings::TestUSDC;
-use agentripe_x402::{ErrorReason, Network, PaymentPayload, SettleResponse, VerifyResponse, v1, v2};
+use agentripe_x402::{
+    ErrorReason, ExactEvmPayload, Network, PaymentPayload, SettleResponse, VerifyResponse, v1, v2,
+};
 use alloy::{
     primitives::{Address, B256},
     rpc::types::TransactionReceipt,
@@ -147,17 +149,7 @@ impl Facilitator {
     ) -> Result<Attempt, WriteError> {
         match self {
             Self::BuiltIn(writer) => {
-                let exact = payment.exact();
-                let authorization = &exact.authorization;
-                let call = TestUSDC::transferWithAuthorization_0Call {
-                    from: authorization.from,
-                    to: authorization.to,
-                    value: authorization.value,
-                    validAfter: authorization.valid_after,
-                    validBefore: authorization.valid_before,
-                    nonce: authorization.nonce,
-                    signature: exact.signature.clone(),
-                };
+                let call = settlement_call(payment.exact());
                 let input = alloy::sol_types::SolCall::abi_encode(&call).into();
                 match writer.send_and_confirm("settle", &payment_id.to_string(), asset, input).await {
                     Ok(receipt) => Ok(Attempt::Mined(Box::new(receipt))),
@@ -170,6 +162,20 @@ impl Facilitator {
             }
             Self::Remote(remote) => Ok(remote.settle(payment, requirements).await),
         }
+    }
+}
+
+/// The token call that settles a payment: `transferWithAuthorization` with its bytes signature.
+pub fn settlement_call(exact: &ExactEvmPayload) -> TestUSDC::transferWithAuthorization_0Call {
+    let authorization = &exact.authorization;
+    TestUSDC::transferWithAuthorization_0Call {
+        from: authorization.from,
+        to: authorization.to,
+        value: authorization.value,
+        validAfter: authorization.valid_after,
+        validBefore: authorization.valid_before,
+        nonce: authorization.nonce,
+        signature: exact.signature.clone(),
     }
 }
 

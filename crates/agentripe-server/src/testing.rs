@@ -9,9 +9,7 @@ use agentripe_chain::{
     bindings::{Agentripe, IdentityRegistry, ReputationRegistry, TestUSDC},
 };
 use agentripe_store::testing::{Engine, fresh_database_url};
-use agentripe_x402::{
-    Authorization, ExactEvmPayload, Network, Offer, encode_header, exact::TransferWithAuthorization, v1, v2,
-};
+use agentripe_x402::{Authorization, ExactEvmPayload, Network, Offer, encode_header, v1, v2};
 use alloy::{
     node_bindings::{Anvil, AnvilInstance},
     primitives::{Address, B256, U256},
@@ -158,6 +156,34 @@ impl Market {
             .expect("mined");
     }
 
+    /// What `account` may withdraw from the escrow.
+    pub async fn credit(&self, account: Address) -> U256 {
+        Agentripe::new(self.deployment.agentripe, &self.provider)
+            .withdrawableBalance(account)
+            .call()
+            .await
+            .expect("withdrawable balance")
+    }
+
+    /// Submits a signed payment on chain from anvil account `index`: what a facilitator, or a
+    /// front-runner, does with it.
+    pub async fn submit_payment(
+        &self,
+        index: usize,
+        payment: &ExactEvmPayload,
+    ) -> alloy::rpc::types::TransactionReceipt {
+        let submitter =
+            ProviderBuilder::new().wallet(key(&self.anvil, index)).connect_http(self.anvil.endpoint_url());
+        TestUSDC::new(self.deployment.usdc, &submitter)
+            .call_builder(&crate::facilitator::settlement_call(payment))
+            .send()
+            .await
+            .expect("submit")
+            .get_receipt()
+            .await
+            .expect("mined")
+    }
+
     pub fn offer(&self) -> Offer {
         Offer {
             network: Network::new(self.deployment.chain_id),
@@ -188,14 +214,7 @@ impl Market {
         offer: &Offer,
         authorization: Authorization,
     ) -> ExactEvmPayload {
-        let message = TransferWithAuthorization {
-            from: authorization.from,
-            to: authorization.to,
-            value: authorization.value,
-            validAfter: authorization.valid_after,
-            validBefore: authorization.valid_before,
-            nonce: authorization.nonce,
-        };
+        let message = authorization.message();
         let signature = signer.sign_typed_data_sync(&message, &offer.token_domain()).expect("sign");
         ExactEvmPayload { signature: signature.as_bytes().to_vec().into(), authorization }
     }
@@ -248,6 +267,61 @@ pub struct Server {
 }
 
 impl Server {
+    /// Buys the translation with `body` as a new funded buyer; returns the buyer and the task id.
+    pub async fn purchase(&self, market: &Market, body: &serde_json::Value) -> (PrivateKeySigner, String) {
+        let buyer = market.buyer(PRICE).await;
+        let response =
+            self.buy(market.agent_id, ("PAYMENT-SIGNATURE", &market.pay_v2(&buyer)), &body.to_string()).await;
+        assert_eq!(response.status(), 200);
+        let json: serde_json::Value = response.json().await.expect("json");
+        let task = json["taskId"].as_str().expect("taskId").to_owned();
+        (buyer, task)
+    }
+
+    /// `POST /vendor/tasks/{task}/{action}` as the market's vendor; returns the status and the body.
+    pub async fn vendor(
+        &self,
+        market: &Market,
+        action: &str,
+        task: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let response = self
+            .http
+            .post(format!("{}/vendor/tasks/{task}/{action}", self.base))
+            .headers(vendor_headers(&market.vendor, market.agent_id, now()))
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("json"))
+    }
+
+    /// `GET /tasks/{task}`.
+    pub async fn task(&self, task: &str) -> serde_json::Value {
+        self.http
+            .get(format!("{}/tasks/{task}", self.base))
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json")
+    }
+
+    /// Polls the task until its escrow status is `expected` (the reconciler's work), for up to 7.5 s.
+    pub async fn escrow_status_eventually(&self, task: &str, expected: &str) -> serde_json::Value {
+        for _ in 0..150 {
+            let body = self.task(task).await;
+            if body["task"]["escrowStatus"] == expected {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("task {task} never reached escrow status {expected}");
+    }
+
     pub fn purchase_url(&self, agent_id: U256) -> String {
         format!("{}/{agent_id}/translate", self.base)
     }

@@ -9,10 +9,7 @@ use agentripe_server::{
     testing::{PRICE, key},
 };
 use agentripe_x402::{PaymentPayload, decode_header};
-use alloy::{
-    primitives::{B256, U256},
-    providers::ProviderBuilder,
-};
+use alloy::primitives::{B256, U256};
 use serde_json::Value;
 
 async fn task_id_of(response: reqwest::Response) -> B256 {
@@ -56,27 +53,8 @@ on_both_engines!(a_front_run_payment_is_recorded_under_the_front_runners_transac
     let PaymentPayload::V2(payment) = PaymentPayload::from_header(2, &header).expect("decodes") else {
         panic!()
     };
-    let authorization = &payment.payload.authorization;
-
     // Someone who saw the authorization submits it first, from their own account.
-    let front_runner =
-        ProviderBuilder::new().wallet(key(&market.anvil, 3)).connect_http(market.anvil.endpoint_url());
-    let receipt = TestUSDC::new(market.deployment.usdc, &front_runner)
-        .transferWithAuthorization_0(
-            authorization.from,
-            authorization.to,
-            authorization.value,
-            authorization.valid_after,
-            authorization.valid_before,
-            authorization.nonce,
-            payment.payload.signature.clone(),
-        )
-        .send()
-        .await
-        .expect("front-run")
-        .get_receipt()
-        .await
-        .expect("mined");
+    let receipt = market.submit_payment(3, &payment.payload).await;
     assert!(receipt.status());
 
     let task_id = task_id_of(server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &header), "").await).await;

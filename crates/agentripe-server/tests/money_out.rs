@@ -4,48 +4,13 @@
 use agentripe_chain::bindings::Agentripe;
 use agentripe_server::{
     on_both_engines,
-    testing::{Market, PRICE, Server, key, now, vendor_headers},
+    testing::{Market, PRICE, key, now, vendor_headers},
 };
 use alloy::{
-    primitives::{Address, B256, U256},
+    primitives::{B256, U256},
     providers::ProviderBuilder,
 };
 use serde_json::{Value, json};
-
-async fn purchase(market: &Market, server: &Server) -> (alloy::signers::local::PrivateKeySigner, String) {
-    let buyer = market.buyer(PRICE).await;
-    let response = server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &market.pay_v2(&buyer)), "").await;
-    assert_eq!(response.status(), 200);
-    let task = response.json::<Value>().await.expect("json")["taskId"].as_str().expect("taskId").to_owned();
-    (buyer, task)
-}
-
-async fn credit(market: &Market, account: Address) -> U256 {
-    Agentripe::new(market.deployment.agentripe, &market.provider)
-        .withdrawableBalance(account)
-        .call()
-        .await
-        .expect("credit")
-}
-
-async fn escrow_status_eventually(server: &Server, task: &str, expected: &str) -> Value {
-    for _ in 0..150 {
-        let body: Value = server
-            .http
-            .get(format!("{}/tasks/{task}", server.base))
-            .send()
-            .await
-            .expect("get")
-            .json()
-            .await
-            .expect("json");
-        if body["task"]["escrowStatus"] == expected {
-            return body;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("task {task} never reached escrow status {expected}");
-}
 
 /// Waits past a deposit's expiry on chain time; anvil stamps the next block with the wall clock.
 async fn wait_until_expired(market: &Market, task: &str) {
@@ -67,16 +32,16 @@ async fn expiry_and_reclaim() {
 
         // The server refunds a deposit nobody worked on once it expires.
         let server = market.start().await;
-        let (buyer, task) = purchase(&market, &server).await;
+        let (buyer, task) = server.purchase(&market, &json!({})).await;
         wait_until_expired(&market, &task).await;
-        let body = escrow_status_eventually(&server, &task, "refunded").await;
+        let body = server.escrow_status_eventually(&task, "refunded").await;
         assert_eq!(body["task"]["status"], "failed");
         assert!(body["task"]["errorMessage"].as_str().is_some_and(|m| m.contains("expired")), "{body}");
         assert!(body["task"]["escrowTx"].is_string(), "our refund transaction: {body}");
-        assert_eq!(credit(&market, buyer.address()).await, U256::from(PRICE));
+        assert_eq!(market.credit(buyer.address()).await, U256::from(PRICE));
 
         // Work started but not approved before the expiry is refunded too.
-        let (_, late) = purchase(&market, &server).await;
+        let (_, late) = server.purchase(&market, &json!({})).await;
         let start = server
             .http
             .post(format!("{}/vendor/tasks/{late}/start", server.base))
@@ -86,7 +51,7 @@ async fn expiry_and_reclaim() {
             .expect("start");
         assert_eq!(start.status(), 200);
         wait_until_expired(&market, &late).await;
-        let body = escrow_status_eventually(&server, &late, "refunded").await;
+        let body = server.escrow_status_eventually(&late, "refunded").await;
         assert_eq!(body["task"]["status"], "failed", "{body}");
 
         // With the server down, the deposit is reclaimed on chain (anyone may, for the buyer); back
@@ -94,7 +59,7 @@ async fn expiry_and_reclaim() {
         server.running.abort();
         let restarted = market.start().await;
         restarted.running.reconciler.abort();
-        let (buyer, reclaimed) = purchase(&market, &restarted).await;
+        let (buyer, reclaimed) = restarted.purchase(&market, &json!({})).await;
         restarted.running.abort();
         wait_until_expired(&market, &reclaimed).await;
         let as_buyer =
@@ -107,18 +72,18 @@ async fn expiry_and_reclaim() {
             .watch()
             .await
             .expect("mined");
-        assert_eq!(credit(&market, buyer.address()).await, U256::from(PRICE));
+        assert_eq!(market.credit(buyer.address()).await, U256::from(PRICE));
         let back = market.start().await;
-        let body = escrow_status_eventually(&back, &reclaimed, "refunded").await;
+        let body = back.escrow_status_eventually(&reclaimed, "refunded").await;
         assert!(body["task"]["escrowTx"].is_null(), "not our transaction: {body}");
-        assert_eq!(credit(&market, buyer.address()).await, U256::from(PRICE), "refunded once");
+        assert_eq!(market.credit(buyer.address()).await, U256::from(PRICE), "refunded once");
     }
 }
 
 on_both_engines!(a_crash_between_approval_and_release_pays_once, |market| async move {
     let headers = || vendor_headers(&market.vendor, market.agent_id, now());
     let healthy = market.start().await;
-    let (_, task) = purchase(&market, &healthy).await;
+    let (_, task) = healthy.purchase(&market, &json!({})).await;
     let start = healthy
         .http
         .post(format!("{}/vendor/tasks/{task}/start", healthy.base))
@@ -153,12 +118,12 @@ on_both_engines!(a_crash_between_approval_and_release_pays_once, |market| async 
 
     // The next life's reconciler releases it; another restart pays nothing more.
     let next = market.start().await;
-    escrow_status_eventually(&next, &task, "released").await;
+    next.escrow_status_eventually(&task, "released").await;
     assert_eq!(market.deposit(task.parse().expect("hash")).await.status, 2);
-    assert_eq!(credit(&market, market.vendor.address()).await, U256::from(PRICE));
+    assert_eq!(market.credit(market.vendor.address()).await, U256::from(PRICE));
     next.running.abort();
     let last = market.start().await;
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
-    assert_eq!(credit(&market, market.vendor.address()).await, U256::from(PRICE), "paid exactly once");
+    assert_eq!(market.credit(market.vendor.address()).await, U256::from(PRICE), "paid exactly once");
     last.running.abort();
 });

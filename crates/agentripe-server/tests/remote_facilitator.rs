@@ -4,7 +4,10 @@
 use std::sync::Arc;
 
 use agentripe_chain::bindings::TestUSDC;
-use agentripe_server::{FacilitatorConfig, facilitator::RemoteFacilitator};
+use agentripe_server::{
+    FacilitatorConfig,
+    facilitator::{RemoteFacilitator, settlement_call},
+};
 use agentripe_server::{
     on_both_engines,
     testing::{Market, PRICE, key},
@@ -92,15 +95,7 @@ async fn settle(
     }
     let authorization = &payment.payload.authorization;
     let receipt = TestUSDC::new(facilitator.usdc, &facilitator.provider)
-        .transferWithAuthorization_0(
-            authorization.from,
-            authorization.to,
-            authorization.value,
-            authorization.valid_after,
-            authorization.valid_before,
-            authorization.nonce,
-            payment.payload.signature.clone(),
-        )
+        .call_builder(&settlement_call(&payment.payload))
         .send()
         .await
         .expect("submit")

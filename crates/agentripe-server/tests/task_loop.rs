@@ -1,44 +1,13 @@
 //! The vendor's loop and money out, over real HTTP on the real escrow, with the reviewer a scripted
 //! OpenAI-compatible server on loopback; on SQLite and PostgreSQL.
 
-use agentripe_chain::bindings::{Agentripe, ReputationRegistry};
+use agentripe_chain::bindings::ReputationRegistry;
 use agentripe_server::{
     on_both_engines,
     testing::{LlmAnswer, Market, PRICE, ScriptedLlm, Server, now, vendor_headers},
 };
-use alloy::primitives::{Address, B256, U256};
+use alloy::primitives::{B256, U256};
 use serde_json::{Value, json};
-
-/// Buys the translation with `body` and returns the buyer's address and the task id.
-async fn purchase(market: &Market, server: &Server, body: &Value) -> (Address, String) {
-    let buyer = market.buyer(PRICE).await;
-    let response =
-        server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &market.pay_v2(&buyer)), &body.to_string()).await;
-    assert_eq!(response.status(), 200);
-    let json: Value = response.json().await.expect("json");
-    (buyer.address(), json["taskId"].as_str().expect("taskId").to_owned())
-}
-
-async fn vendor(market: &Market, server: &Server, action: &str, task: &str, body: Value) -> (u16, Value) {
-    let response = server
-        .http
-        .post(format!("{}/vendor/tasks/{task}/{action}", server.base))
-        .headers(vendor_headers(&market.vendor, market.agent_id, now()))
-        .json(&body)
-        .send()
-        .await
-        .expect("request");
-    let status = response.status().as_u16();
-    (status, response.json().await.expect("json"))
-}
-
-async fn credit(market: &Market, account: Address) -> U256 {
-    Agentripe::new(market.deployment.agentripe, &market.provider)
-        .withdrawableBalance(account)
-        .call()
-        .await
-        .expect("credit")
-}
 
 async fn reviewed_server(market: &Market, llm: &ScriptedLlm) -> Server {
     let mut config = market.config();
@@ -55,7 +24,7 @@ fn request() -> Value {
 on_both_engines!(an_approved_result_pays_the_vendor, |market| async move {
     let llm = ScriptedLlm::start(vec![LlmAnswer::verdict(true, "Translation is accurate")]).await;
     let server = reviewed_server(&market, &llm).await;
-    let (_, task) = purchase(&market, &server, &request()).await;
+    let (_, task) = server.purchase(&market, &request()).await;
 
     let listed: Value = server
         .http
@@ -73,10 +42,10 @@ on_both_engines!(an_approved_result_pays_the_vendor, |market| async move {
     assert_eq!(tasks[0]["status"], "pending");
     assert_eq!(tasks[0]["reviewerRequest"], REVIEWED);
 
-    let (status, started) = vendor(&market, &server, "start", &task, json!({})).await;
+    let (status, started) = server.vendor(&market, "start", &task, json!({})).await;
     assert_eq!((status, started["task"]["status"].as_str()), (200, Some("processing")));
     let (status, done) =
-        vendor(&market, &server, "complete", &task, json!({ "result": "こんにちは世界" })).await;
+        server.vendor(&market, "complete", &task, json!({ "result": "こんにちは世界" })).await;
     assert_eq!(status, 200, "{done}");
     assert_eq!(done["review"], json!({ "approved": true, "reason": "Translation is accurate" }));
     assert_eq!(done["escrowAction"], "released");
@@ -94,7 +63,7 @@ on_both_engines!(an_approved_result_pays_the_vendor, |market| async move {
     // The money: released on chain, withdrawable by the vendor, the buyer's result final.
     let deposit: B256 = task.parse().expect("hash");
     assert_eq!(market.deposit(deposit).await.status, 2);
-    assert_eq!(credit(&market, market.vendor.address()).await, U256::from(PRICE));
+    assert_eq!(market.credit(market.vendor.address()).await, U256::from(PRICE));
     let result = server.http.get(format!("{}/tasks/{task}/result", server.base)).send().await.expect("get");
     assert_eq!(result.status(), 200);
     let result: Value = result.json().await.expect("json");
@@ -104,15 +73,7 @@ on_both_engines!(an_approved_result_pays_the_vendor, |market| async move {
     );
 
     // The verdict is on record, with what produced it, for the buyer and the vendor.
-    let detail: Value = server
-        .http
-        .get(format!("{}/tasks/{task}", server.base))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let detail: Value = server.task(&task).await;
     let review = &detail["task"]["reviews"][0];
     assert_eq!(review["attempt"], 1);
     assert_eq!(review["approved"], true);
@@ -148,9 +109,9 @@ on_both_engines!(an_approved_result_pays_the_vendor, |market| async move {
 on_both_engines!(without_reviewer_request_the_result_is_approved_unreviewed, |market| async move {
     let llm = ScriptedLlm::start(vec![]).await;
     let server = reviewed_server(&market, &llm).await;
-    let (_, task) = purchase(&market, &server, &json!({ "task_detail": "anything" })).await;
-    vendor(&market, &server, "start", &task, json!({})).await;
-    let (status, done) = vendor(&market, &server, "complete", &task, json!({ "result": "done" })).await;
+    let (_, task) = server.purchase(&market, &json!({ "task_detail": "anything" })).await;
+    server.vendor(&market, "start", &task, json!({})).await;
+    let (status, done) = server.vendor(&market, "complete", &task, json!({ "result": "done" })).await;
     assert_eq!(status, 200, "{done}");
     assert_eq!(done["escrowAction"], "released");
     assert_eq!(done["review"]["approved"], true);
@@ -159,18 +120,18 @@ on_both_engines!(without_reviewer_request_the_result_is_approved_unreviewed, |ma
 
 on_both_engines!(a_failed_task_refunds_the_buyer, |market| async move {
     let server = market.start().await;
-    let (buyer, task) = purchase(&market, &server, &request()).await;
+    let (buyer, task) = server.purchase(&market, &request()).await;
     let (status, failed) =
-        vendor(&market, &server, "fail", &task, json!({ "errorMessage": "Unsupported language pair" })).await;
+        server.vendor(&market, "fail", &task, json!({ "errorMessage": "Unsupported language pair" })).await;
     assert_eq!(status, 200, "{failed}");
     assert_eq!(failed["task"]["status"], "failed");
     assert_eq!(failed["task"]["errorMessage"], "Unsupported language pair");
     assert_eq!(failed["escrowAction"], "refunded");
     assert_eq!(market.deposit(task.parse().expect("hash")).await.status, 3);
-    assert_eq!(credit(&market, buyer).await, U256::from(PRICE));
-    assert_eq!(credit(&market, market.vendor.address()).await, U256::ZERO);
+    assert_eq!(market.credit(buyer.address()).await, U256::from(PRICE));
+    assert_eq!(market.credit(market.vendor.address()).await, U256::ZERO);
 
-    let (status, again) = vendor(&market, &server, "complete", &task, json!({ "result": "too late" })).await;
+    let (status, again) = server.vendor(&market, "complete", &task, json!({ "result": "too late" })).await;
     assert_eq!((status, again["error"].as_str()), (409, Some("invalid_state")), "final is final");
 });
 
@@ -178,38 +139,36 @@ on_both_engines!(the_fifth_rejection_refunds_and_four_then_approval_pays, |marke
     let rejection = || LlmAnswer::verdict(false, "Not Japanese");
     let llm = ScriptedLlm::start(vec![rejection(), rejection(), rejection(), rejection(), rejection()]).await;
     let server = reviewed_server(&market, &llm).await;
-    let (buyer, task) = purchase(&market, &server, &request()).await;
-    vendor(&market, &server, "start", &task, json!({})).await;
+    let (buyer, task) = server.purchase(&market, &request()).await;
+    server.vendor(&market, "start", &task, json!({})).await;
     for round in 1..=5 {
         let (status, reply) =
-            vendor(&market, &server, "complete", &task, json!({ "result": format!("attempt {round}") }))
-                .await;
+            server.vendor(&market, "complete", &task, json!({ "result": format!("attempt {round}") })).await;
         assert_eq!(status, 200, "{reply}");
         assert_eq!(reply["review"]["approved"], false);
         assert_eq!(reply["task"]["reviewRejectCount"], round);
         assert_eq!(reply["task"]["status"], "rejected");
         assert_eq!(reply["escrowAction"], if round < 5 { "none" } else { "refunded" }, "round {round}");
     }
-    assert_eq!(credit(&market, buyer).await, U256::from(PRICE));
+    assert_eq!(market.credit(buyer.address()).await, U256::from(PRICE));
 
     // Another purchase: four rejections, then the fixed result is approved.
     llm.push([rejection(), rejection(), rejection(), rejection(), LlmAnswer::verdict(true, "Now correct")]);
-    let (buyer, task) = purchase(&market, &server, &request()).await;
-    vendor(&market, &server, "start", &task, json!({})).await;
+    let (buyer, task) = server.purchase(&market, &request()).await;
+    server.vendor(&market, "start", &task, json!({})).await;
     for round in 1..=4 {
         let (_, reply) =
-            vendor(&market, &server, "complete", &task, json!({ "result": format!("try {round}") })).await;
+            server.vendor(&market, "complete", &task, json!({ "result": format!("try {round}") })).await;
         assert_eq!(reply["escrowAction"], "none");
     }
-    let (status, reply) =
-        vendor(&market, &server, "complete", &task, json!({ "result": "こんにちは" })).await;
+    let (status, reply) = server.vendor(&market, "complete", &task, json!({ "result": "こんにちは" })).await;
     assert_eq!(status, 200, "{reply}");
     assert_eq!(
         (reply["escrowAction"].as_str(), reply["task"]["reviewRejectCount"].as_i64()),
         (Some("released"), Some(4))
     );
-    assert_eq!(credit(&market, market.vendor.address()).await, U256::from(PRICE));
-    assert_eq!(credit(&market, buyer).await, U256::ZERO);
+    assert_eq!(market.credit(market.vendor.address()).await, U256::from(PRICE));
+    assert_eq!(market.credit(buyer.address()).await, U256::ZERO);
 });
 
 on_both_engines!(a_reviewer_outage_is_never_a_rejection, |market| async move {
@@ -222,8 +181,8 @@ on_both_engines!(a_reviewer_outage_is_never_a_rejection, |market| async move {
     ])
     .await;
     let server = reviewed_server(&market, &llm).await;
-    let (_, task) = purchase(&market, &server, &request()).await;
-    vendor(&market, &server, "start", &task, json!({})).await;
+    let (_, task) = server.purchase(&market, &request()).await;
+    server.vendor(&market, "start", &task, json!({})).await;
     for outage in ["500", "429", "not JSON", "missing reason", "too slow"] {
         let response = server
             .http
@@ -235,15 +194,7 @@ on_both_engines!(a_reviewer_outage_is_never_a_rejection, |market| async move {
             .expect("request");
         assert_eq!(response.status(), 503, "{outage}");
         assert!(response.headers().contains_key("retry-after"), "{outage}");
-        let task_now: Value = server
-            .http
-            .get(format!("{}/tasks/{task}", server.base))
-            .send()
-            .await
-            .expect("get")
-            .json()
-            .await
-            .expect("json");
+        let task_now: Value = server.task(&task).await;
         assert_eq!(
             (task_now["task"]["status"].as_str(), task_now["task"]["reviewRejectCount"].as_i64()),
             (Some("processing"), Some(0)),
@@ -253,8 +204,7 @@ on_both_engines!(a_reviewer_outage_is_never_a_rejection, |market| async move {
     assert_eq!(market.deposit(task.parse().expect("hash")).await.status, 1, "no money moved");
 
     llm.push([LlmAnswer::verdict(true, "Accurate")]);
-    let (status, reply) =
-        vendor(&market, &server, "complete", &task, json!({ "result": "こんにちは" })).await;
+    let (status, reply) = server.vendor(&market, "complete", &task, json!({ "result": "こんにちは" })).await;
     assert_eq!((status, reply["escrowAction"].as_str()), (200, Some("released")), "{reply}");
 });
 
@@ -267,11 +217,11 @@ on_both_engines!(concurrent_completes_give_one_outcome, |market| async move {
     };
     let llm = ScriptedLlm::start(vec![slow(true), slow(false)]).await;
     let server = reviewed_server(&market, &llm).await;
-    let (_, task) = purchase(&market, &server, &request()).await;
-    vendor(&market, &server, "start", &task, json!({})).await;
+    let (_, task) = server.purchase(&market, &request()).await;
+    server.vendor(&market, "start", &task, json!({})).await;
     let (first, second) = tokio::join!(
-        vendor(&market, &server, "complete", &task, json!({ "result": "a" })),
-        vendor(&market, &server, "complete", &task, json!({ "result": "b" })),
+        server.vendor(&market, "complete", &task, json!({ "result": "a" })),
+        server.vendor(&market, "complete", &task, json!({ "result": "b" })),
     );
     let mut statuses = [first.0, second.0];
     statuses.sort();
@@ -287,36 +237,20 @@ on_both_engines!(the_same_submission_is_never_reviewed_twice, |market| async mov
         ScriptedLlm::start(vec![LlmAnswer::verdict(false, "Not Japanese"), LlmAnswer::verdict(true, "Good")])
             .await;
     let server = reviewed_server(&market, &llm).await;
-    let (_, task) = purchase(&market, &server, &request()).await;
-    vendor(&market, &server, "start", &task, json!({})).await;
-    let (_, first) = vendor(&market, &server, "complete", &task, json!({ "result": "hello" })).await;
+    let (_, task) = server.purchase(&market, &request()).await;
+    server.vendor(&market, "start", &task, json!({})).await;
+    let (_, first) = server.vendor(&market, "complete", &task, json!({ "result": "hello" })).await;
     assert_eq!(first["task"]["reviewRejectCount"], 1);
-    let (status, again) = vendor(&market, &server, "complete", &task, json!({ "result": "hello" })).await;
+    let (status, again) = server.vendor(&market, "complete", &task, json!({ "result": "hello" })).await;
     assert_eq!((status, again["error"].as_str()), (409, Some("already_reviewed")), "{again}");
     assert!(again["message"].as_str().is_some_and(|m| m.contains("Not Japanese")), "{again}");
     assert_eq!(llm.requests.lock().expect("lock").len(), 1, "not sent to the reviewer again");
-    let detail: Value = server
-        .http
-        .get(format!("{}/tasks/{task}", server.base))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let detail: Value = server.task(&task).await;
     assert_eq!(detail["task"]["reviewRejectCount"], 1, "and not counted again");
     let (status, revised) =
-        vendor(&market, &server, "complete", &task, json!({ "result": "こんにちは" })).await;
+        server.vendor(&market, "complete", &task, json!({ "result": "こんにちは" })).await;
     assert_eq!((status, revised["escrowAction"].as_str()), (200, Some("released")), "{revised}");
-    let detail: Value = server
-        .http
-        .get(format!("{}/tasks/{task}", server.base))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let detail: Value = server.task(&task).await;
     let attempts: Vec<_> = detail["task"]["reviews"]
         .as_array()
         .expect("reviews")
@@ -334,28 +268,20 @@ on_both_engines!(an_outage_opens_the_circuit_and_recovery_closes_it, |market| as
     reviewer.breaker_cooldown = std::time::Duration::from_secs(1);
     config.reviewer = Some(reviewer);
     let server = market.start_with(config).await;
-    let (_, task) = purchase(&market, &server, &request()).await;
-    vendor(&market, &server, "start", &task, json!({})).await;
+    let (_, task) = server.purchase(&market, &request()).await;
+    server.vendor(&market, "start", &task, json!({})).await;
     for _ in 0..3 {
         let (status, body) =
-            vendor(&market, &server, "complete", &task, json!({ "result": "こんにちは" })).await;
+            server.vendor(&market, "complete", &task, json!({ "result": "こんにちは" })).await;
         assert_eq!(status, 503, "{body}");
     }
     assert_eq!(llm.requests.lock().expect("lock").len(), 2, "the open circuit spares the endpoint");
 
     llm.push([LlmAnswer::verdict(true, "Accurate")]);
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let (status, done) = vendor(&market, &server, "complete", &task, json!({ "result": "こんにちは" })).await;
+    let (status, done) = server.vendor(&market, "complete", &task, json!({ "result": "こんにちは" })).await;
     assert_eq!((status, done["escrowAction"].as_str()), (200, Some("released")), "{done}");
-    let detail: Value = server
-        .http
-        .get(format!("{}/tasks/{task}", server.base))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let detail: Value = server.task(&task).await;
     assert_eq!(
         detail["task"]["reviewRejectCount"], 0,
         "no task is rejected or refunded because of an outage"

@@ -1,10 +1,7 @@
 //! What the server spends on a payment before it touches the chain: decode the `PAYMENT-SIGNATURE`
 //! header (base64 + JSON) and verify it (terms + EIP-712 signature recovery).
 
-use agentripe_x402::{
-    Authorization, ExactEvmPayload, Network, Offer, PaymentPayload, encode_header,
-    exact::TransferWithAuthorization, v2,
-};
+use agentripe_x402::{Authorization, ExactEvmPayload, Network, Offer, PaymentPayload, encode_header, v2};
 use alloy::{
     primitives::{Address, B256, U256},
     signers::{SignerSync, local::PrivateKeySigner},
@@ -32,14 +29,7 @@ fn bench(c: &mut Criterion) {
         valid_before: U256::from(NOW + 120),
         nonce: B256::repeat_byte(7),
     };
-    let message = TransferWithAuthorization {
-        from: authorization.from,
-        to: authorization.to,
-        value: authorization.value,
-        validAfter: authorization.valid_after,
-        validBefore: authorization.valid_before,
-        nonce: authorization.nonce,
-    };
+    let message = authorization.message();
     let signature = buyer.sign_typed_data_sync(&message, &offer.token_domain()).expect("signs");
     let header = encode_header(&v2::PaymentPayload {
         x402_version: 2,

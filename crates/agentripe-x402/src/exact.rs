@@ -52,6 +52,20 @@ pub struct Authorization {
     pub nonce: B256,
 }
 
+impl Authorization {
+    /// The EIP-3009 message this authorization is, as signed under the token's EIP-712 domain.
+    pub fn message(&self) -> TransferWithAuthorization {
+        TransferWithAuthorization {
+            from: self.from,
+            to: self.to,
+            value: self.value,
+            validAfter: self.valid_after,
+            validBefore: self.valid_before,
+            nonce: self.nonce,
+        }
+    }
+}
+
 /// The `payload` of an `exact` EVM payment.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExactEvmPayload {
@@ -130,14 +144,7 @@ pub fn verify(payload: &ExactEvmPayload, offer: &Offer, now: u64) -> Result<Veri
     }
 
     let signature = parse_signature(&payload.signature)?;
-    let message = TransferWithAuthorization {
-        from: authorization.from,
-        to: authorization.to,
-        value: authorization.value,
-        validAfter: authorization.valid_after,
-        validBefore: authorization.valid_before,
-        nonce: authorization.nonce,
-    };
+    let message = authorization.message();
     let digest = message.eip712_signing_hash(&offer.token_domain());
     let signer = signature
         .recover_address_from_prehash(&digest)
@@ -218,14 +225,7 @@ mod tests {
             nonce: B256::repeat_byte(1),
         };
         edit(&mut authorization);
-        let message = TransferWithAuthorization {
-            from: authorization.from,
-            to: authorization.to,
-            value: authorization.value,
-            validAfter: authorization.valid_after,
-            validBefore: authorization.valid_before,
-            nonce: authorization.nonce,
-        };
+        let message = authorization.message();
         let signature = buyer.sign_typed_data_sync(&message, &offer.token_domain()).expect("signs");
         ExactEvmPayload { signature: signature.as_bytes().to_vec().into(), authorization }
     }
