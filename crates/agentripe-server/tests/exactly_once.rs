@@ -90,17 +90,19 @@ on_both_engines!(a_crash_between_settlement_and_recording_is_finished_after_rest
     // Second life, same database: the reconciler records it at start-up, without any request.
     let second = market.start().await;
     let settled = find_settlement(&market, &header).await;
-    let mut recorded = false;
+    let mut task = None;
     for _ in 0..100 {
-        if market.deposit(settled).await.status == 1 {
-            recorded = true;
+        let response =
+            second.http.get(format!("{}/tasks/{settled:#x}", second.base)).send().await.expect("get");
+        if response.status() == 200 {
+            task = Some(response.json::<Value>().await.expect("json"));
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    assert!(recorded, "the reconciler recorded the deposit");
-    let task = second.http.get(format!("{}/tasks/{settled:#x}", second.base)).send().await.expect("get");
-    assert_eq!(task.status(), 200, "the task exists once its deposit is recorded");
+    let task = task.expect("the reconciler recorded the deposit and created the task");
+    assert_eq!(task["task"]["escrowStatus"], "deposited");
+    assert_eq!(market.deposit(settled).await.status, 1, "a task exists only for a recorded deposit");
 
     // The buyer's retry gets the task, and is not charged again.
     let task_id = task_id_of(second.buy(market.agent_id, ("PAYMENT-SIGNATURE", &header), "").await).await;
