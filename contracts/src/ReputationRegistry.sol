@@ -2,16 +2,17 @@
 pragma solidity ^0.8.28;
 
 import {IERC721} from "@openzeppelin/contracts/token/ERC721/IERC721.sol";
+import {IERC8004Reputation} from "./interfaces/IERC8004Reputation.sol";
 
 /// @title ReputationRegistry
 /// @notice ERC-8004 (January 2026 revision) reputation registry: any client may leave signed-decimal
 ///         feedback on an agent (never the agent's own owner or operators), revoke it, and anyone may
-///         append responses. Exposes the ABI of the official deployed registries, without their proxy
-///         and ownership machinery.
+///         append responses. Implements the ABI of the official deployed registries (the compiler holds
+///         it to IERC8004Reputation), without their proxy and ownership machinery.
 /// @dev    Works with any ERC-721 identity registry: self-feedback is detected through `ownerOf`,
 ///         `getApproved` and `isApprovedForAll`, so it also runs against the official IdentityRegistry.
 ///         Feedback indexes are 1-based per (agent, client) pair; 0 means "none yet".
-contract ReputationRegistry {
+contract ReputationRegistry is IERC8004Reputation {
     struct Feedback {
         int128 value;
         uint8 valueDecimals;
@@ -35,34 +36,6 @@ contract ReputationRegistry {
         uint256 agentId
             => mapping(address client => mapping(uint64 feedbackIndex => mapping(address responder => uint64)))
     ) private _responseCount;
-
-    /// @notice `clientAddress` left feedback number `feedbackIndex` on `agentId`.
-    event NewFeedback(
-        uint256 indexed agentId,
-        address indexed clientAddress,
-        uint64 feedbackIndex,
-        int128 value,
-        uint8 valueDecimals,
-        string indexed indexedTag1,
-        string tag1,
-        string tag2,
-        string endpoint,
-        string feedbackURI,
-        bytes32 feedbackHash
-    );
-
-    /// @notice `clientAddress` withdrew its feedback number `feedbackIndex` on `agentId`.
-    event FeedbackRevoked(uint256 indexed agentId, address indexed clientAddress, uint64 indexed feedbackIndex);
-
-    /// @notice `responder` answered feedback number `feedbackIndex` that `clientAddress` left on `agentId`.
-    event ResponseAppended(
-        uint256 indexed agentId,
-        address indexed clientAddress,
-        uint64 feedbackIndex,
-        address indexed responder,
-        string responseURI,
-        bytes32 responseHash
-    );
 
     /// @notice The identity registry address is zero.
     error ZeroIdentityRegistry();

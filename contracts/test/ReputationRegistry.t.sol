@@ -2,32 +2,10 @@
 pragma solidity ^0.8.28;
 
 import {ReputationRegistry} from "../src/ReputationRegistry.sol";
+import {IERC8004Reputation} from "../src/interfaces/IERC8004Reputation.sol";
 import {Fixture} from "./utils/Fixture.sol";
 
 contract ReputationRegistryTest is Fixture {
-    event NewFeedback(
-        uint256 indexed agentId,
-        address indexed clientAddress,
-        uint64 feedbackIndex,
-        int128 value,
-        uint8 valueDecimals,
-        string indexed indexedTag1,
-        string tag1,
-        string tag2,
-        string endpoint,
-        string feedbackURI,
-        bytes32 feedbackHash
-    );
-    event FeedbackRevoked(uint256 indexed agentId, address indexed clientAddress, uint64 indexed feedbackIndex);
-    event ResponseAppended(
-        uint256 indexed agentId,
-        address indexed clientAddress,
-        uint64 feedbackIndex,
-        address indexed responder,
-        string responseURI,
-        bytes32 responseHash
-    );
-
     address internal client1 = makeAddr("client1");
     address internal client2 = makeAddr("client2");
 
@@ -50,7 +28,7 @@ contract ReputationRegistryTest is Fixture {
 
     function test_giveFeedback_storesAndEmits() public {
         vm.expectEmit(address(reputation));
-        emit NewFeedback(
+        emit IERC8004Reputation.NewFeedback(
             agentId, client1, 1, 9977, 2, "quality", "quality", "speed", "/translate", "ipfs://f", bytes32("h")
         );
         vm.prank(client1);
@@ -106,7 +84,7 @@ contract ReputationRegistryTest is Fixture {
     function test_revokeFeedback() public {
         _give(client1, 80, 0, "", "");
         vm.expectEmit(address(reputation));
-        emit FeedbackRevoked(agentId, client1, 1);
+        emit IERC8004Reputation.FeedbackRevoked(agentId, client1, 1);
         vm.prank(client1);
         reputation.revokeFeedback(agentId, 1);
         (,,,, bool revoked) = reputation.readFeedback(agentId, client1, 1);
@@ -138,7 +116,7 @@ contract ReputationRegistryTest is Fixture {
         _give(client1, 20, 0, "", "");
         _give(client2, 30, 0, "", "");
         vm.expectEmit(address(reputation));
-        emit ResponseAppended(agentId, client1, 1, vendor, "ipfs://reply", bytes32("r"));
+        emit IERC8004Reputation.ResponseAppended(agentId, client1, 1, vendor, "ipfs://reply", bytes32("r"));
         vm.prank(vendor);
         reputation.appendResponse(agentId, client1, 1, "ipfs://reply", bytes32("r"));
         vm.prank(vendor);
