@@ -35,3 +35,31 @@ async fn a_model_that_approves_everything_is_caught() {
         evaluate(&Reviewer::OpenAi(Box::new(OpenAiReviewer::new(broken.reviewer()))), &cases[..2]).await;
     assert_eq!(report.no_verdict.len(), 2, "garbage and errors are no verdict, not a wrong one: {report}");
 }
+
+#[tokio::test]
+async fn failures_are_retried_within_the_bound() {
+    let input = agentripe_review::ReviewInput {
+        reviewer_request: "accurate".into(),
+        task_detail: None,
+        task_metadata: None,
+        result: "こんにちは".into(),
+    };
+    let recovering = ScriptedLlm::start(vec![
+        LlmAnswer::Status(500),
+        LlmAnswer::Status(429),
+        LlmAnswer::verdict(true, "Accurate"),
+    ])
+    .await;
+    let mut config = recovering.reviewer();
+    config.max_retries = 2;
+    let review =
+        OpenAiReviewer::new(config.clone()).review(&input).await.expect("recovers within two retries");
+    assert!(review.approved);
+    assert_eq!(recovering.requests.lock().expect("lock").len(), 3);
+
+    let down = ScriptedLlm::start(vec![LlmAnswer::Status(503); 10]).await;
+    config.base_url = down.base_url.clone();
+    let error = OpenAiReviewer::new(config).review(&input).await.expect_err("still down after two retries");
+    assert!(matches!(error, agentripe_review::ReviewError::Unavailable(_)), "{error}");
+    assert_eq!(down.requests.lock().expect("lock").len(), 3, "one try and two retries, no more");
+}
