@@ -119,6 +119,11 @@ impl Payments {
         Self { store, provider, deployment, operator, facilitator, confirmation, lease }
     }
 
+    /// The chain connection.
+    pub fn provider(&self) -> &DynProvider {
+        &self.provider
+    }
+
     /// The chain head now: no settlement of a payment that arrives now can be in an older block.
     pub async fn search_from_block(&self) -> Result<i64, PipelineError> {
         let head = self.provider.get_block_number().await.map_err(rpc("reading the head"))?;

@@ -269,6 +269,21 @@ impl Store {
         rows.into_iter().map(Task::try_from).collect()
     }
 
+    /// How many of an agent's tasks ended released and refunded.
+    pub async fn agent_outcomes(&self, agent_id: &str) -> Result<(i64, i64), StoreError> {
+        let count = |status: &'static str| async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM tasks WHERE agent_id = $1 AND escrow_status = $2",
+            )
+            .bind(agent_id)
+            .bind(status)
+            .fetch_one(self.pool())
+            .await
+            .context("counting an agent's tasks")
+        };
+        Ok((count("released").await?, count("refunded").await?))
+    }
+
     /// Tasks whose payout is confirmed but whose reputation feedback is not yet posted.
     pub async fn tasks_awaiting_feedback(&self, limit: i64) -> Result<Vec<Task>, StoreError> {
         let rows: Vec<Row> = sqlx::query_as(concat!(

@@ -1,5 +1,6 @@
 //! The HTTP API, Agentripe's paths and shapes.
 
+mod agents;
 mod purchase;
 mod tasks;
 mod vendor;
@@ -20,6 +21,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let max_body = state.config.max_body_bytes;
     Router::new()
         .route("/health", get(health))
+        .route("/agents/{agent_id}", get(agents::show))
         .route("/tasks/{task_id}", get(tasks::show))
         .route("/tasks/{task_id}/result", get(tasks::result))
         .route("/vendor/tasks", get(vendor::list))
