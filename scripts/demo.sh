@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# The demo: installs the toolchain from the registries if needed, starts a local chain (anvil) on a free
-# port, deploys the contracts, and takes one purchase through the escrow on chain: the buyer signs an
-# EIP-3009 payment to the escrow (as x402 does), a facilitator submits it, the operator records the
-# deposit under the settlement tx hash, releases it to the vendor agent, and the vendor withdraws.
-# Everything it starts is stopped on exit, Ctrl-C included. Exits non-zero if any step misbehaves.
+# The demo, in two parts. Installs the toolchain from the registries if needed; everything it starts is
+# stopped on exit, Ctrl-C included; exits non-zero if any step misbehaves.
+#  1. The contracts alone, with cast: anvil on a free port, the deploy script, and one purchase through
+#     the escrow: the buyer signs an EIP-3009 payment (as x402 does), a facilitator submits it, the
+#     operator records the deposit under the settlement tx hash and releases it, the vendor withdraws.
+#  2. The marketplace: the server on SQLite in front of a fresh chain, a vendor agent, and two purchases
+#     over x402: one approved (vendor paid), one rejected five times (buyer refunded), with a scripted
+#     local reviewer (crates/agentripe-server/examples/demo.rs).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/toolchain.sh"
 ensure_toolchain
@@ -109,5 +112,7 @@ cat <<TABLE
   buyer  $BUYER  $buyer_before  $buyer_after
   vendor $VENDOR  $vendor_before  $vendor_after
 TABLE
-echo
-echo "demo: ok"
+stop_anvil
+
+step "Part 2: the marketplace server (building it the first time takes a few minutes)"
+cargo run --quiet --locked -p agentripe-server --features testing --example demo

@@ -156,6 +156,15 @@ impl Market {
             .expect("mined");
     }
 
+    /// Sends `account` 1 ETH for gas from an anvil account (x402 buyers need none; withdrawing does).
+    pub async fn fund_gas(&self, account: Address) {
+        use alloy::{network::TransactionBuilder, rpc::types::TransactionRequest};
+        let funder =
+            ProviderBuilder::new().wallet(key(&self.anvil, 8)).connect_http(self.anvil.endpoint_url());
+        let transfer = TransactionRequest::default().with_to(account).with_value(U256::from(10u128.pow(18)));
+        funder.send_transaction(transfer).await.expect("send ETH").watch().await.expect("mined");
+    }
+
     /// What `account` may withdraw from the escrow.
     pub async fn credit(&self, account: Address) -> U256 {
         Agentripe::new(self.deployment.agentripe, &self.provider)
