@@ -56,6 +56,7 @@ pub struct CatalogEntry {
 pub struct Agent {
     pub id: U256,
     pub owner: Address,
+    pub uri: String,
     pub data: AgentUriData,
 }
 
@@ -110,13 +111,18 @@ impl Catalog {
         }
     }
 
-    /// The agent and its catalog.
+    /// The agent and its catalog, from the cache when fresh.
     pub async fn agent(&self, id: U256) -> Result<Agent, CatalogError> {
         if let Some((at, agent)) = self.cache.lock().expect("catalog cache lock").get(&id)
             && at.elapsed() < self.ttl
         {
             return Ok(agent.clone());
         }
+        self.fetch(id).await
+    }
+
+    /// The agent and its catalog, read anew from the registry (and its registration file).
+    pub async fn fetch(&self, id: U256) -> Result<Agent, CatalogError> {
         let owner = match self.identity.ownerOf(id).call().await {
             Ok(owner) => owner,
             Err(error) if error.as_revert_data().is_some() => return Err(CatalogError::UnknownAgent(id)),
@@ -129,7 +135,7 @@ impl Catalog {
             .await
             .map_err(|error| CatalogError::Unavailable { agent: id, reason: error.to_string() })?;
         let data = self.read_registration(id, &uri).await?;
-        let agent = Agent { id, owner, data };
+        let agent = Agent { id, owner, uri, data };
         self.cache.lock().expect("catalog cache lock").insert(id, (Instant::now(), agent.clone()));
         Ok(agent)
     }
@@ -248,6 +254,7 @@ mod tests {
         let agent = Agent {
             id: U256::from(1),
             owner: Address::ZERO,
+            uri: String::new(),
             data: AgentUriData {
                 name: "A".into(),
                 description: None,

@@ -1,6 +1,7 @@
 //! The Agentripe marketplace server: Agentripe's HTTP API over axum, x402 purchases settled into the
 //! escrow exactly once, and the durable pipeline that writes to the chain.
 
+mod agent_index;
 pub mod catalog;
 pub mod chain_writer;
 mod env;
@@ -122,7 +123,7 @@ impl Config {
 pub struct AppState {
     pub config: Config,
     pub store: Store,
-    pub catalog: Catalog,
+    pub catalog: Arc<Catalog>,
     pub payments: Arc<Payments>,
     pub payouts: Arc<Payouts>,
     pub reviewer: Reviewer,
@@ -203,8 +204,16 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Running, Sta
     ));
     let payouts =
         Arc::new(Payouts::new(store.clone(), provider.clone(), config.deployment.clone(), operator));
-    let reconciler = spawn_reconciler(payments.clone(), payouts.clone(), config.reconcile_interval);
-    let catalog = Catalog::new(config.deployment.identity_registry, provider.clone(), config.catalog_ttl);
+    let catalog =
+        Arc::new(Catalog::new(config.deployment.identity_registry, provider.clone(), config.catalog_ttl));
+    let index = AgentIndexer {
+        store: store.clone(),
+        provider: provider.clone(),
+        catalog: catalog.clone(),
+        registry: config.deployment.identity_registry,
+        start_block: config.deployment.start_block,
+    };
+    let reconciler = spawn_reconciler(payments.clone(), payouts.clone(), index, config.reconcile_interval);
     let authorizations =
         Authorizations::new(config.deployment.identity_registry, provider, config.authorization_ttl);
     let reviewer = match &config.reviewer {
@@ -222,10 +231,36 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Running, Sta
     Ok(Running { state, reconciler, http })
 }
 
-/// Finishes what crashes and timeouts interrupted, money in and money out, at start-up and every `interval`.
-fn spawn_reconciler(payments: Arc<Payments>, payouts: Arc<Payouts>, interval: Duration) -> JoinHandle<()> {
+/// What the agent index needs.
+struct AgentIndexer {
+    store: Store,
+    provider: alloy::providers::DynProvider,
+    catalog: Arc<Catalog>,
+    registry: alloy::primitives::Address,
+    start_block: u64,
+}
+
+/// Finishes what crashes and timeouts interrupted, money in and money out, and follows the identity
+/// registry for the agent index: at start-up and every `interval`.
+fn spawn_reconciler(
+    payments: Arc<Payments>,
+    payouts: Arc<Payouts>,
+    index: AgentIndexer,
+    interval: Duration,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
+            if let Err(error) = agent_index::sync(
+                &index.store,
+                &index.provider,
+                &index.catalog,
+                index.registry,
+                index.start_block,
+            )
+            .await
+            {
+                tracing::warn!(%error, "agent index pass failed");
+            }
             if let Err(error) = payments.reconcile_once().await {
                 tracing::warn!(%error, "payment reconciler pass failed");
             }

@@ -51,3 +51,69 @@ on_both_engines!(an_agents_record_shows_what_a_buyer_should_know, |market| async
         assert_eq!(response.status(), 404, "{unknown}");
     }
 });
+
+on_both_engines!(agents_are_indexed_listed_searched_and_discoverable, |market| async move {
+    use base64::{Engine as _, engine::general_purpose::STANDARD};
+    let server = market.start().await;
+    // Registered while the server runs: the index follows the registry's logs.
+    let summarizer = r#"{"name":"Summarizer","description":"Short summaries","services":[{"name":"x402","endpoint":"/","catalog":[{"path":"summarize","price":"$0.25","type":"async","description":"Summarize a text"}]}]}"#;
+    let second =
+        market.register_agent(&format!("data:application/json;base64,{}", STANDARD.encode(summarizer))).await;
+    market.register_agent("data:application/json,not-json").await;
+
+    let mut listed = Value::Null;
+    for _ in 0..100 {
+        listed = server
+            .http
+            .get(format!("{}/agents", server.base))
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
+        if listed["total"] == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(listed["total"], 2, "the unreadable registration is not listed: {listed}");
+    let ids: Vec<&str> =
+        listed["agents"].as_array().expect("agents").iter().filter_map(|a| a["agentId"].as_str()).collect();
+    assert_eq!(ids, vec![market.agent_id.to_string(), second.to_string()]);
+    assert_eq!(listed["agents"][1]["data"]["name"], "Summarizer");
+
+    let get = |path: String| {
+        let http = server.http.clone();
+        async move {
+            let response = http.get(path).send().await.expect("get");
+            (response.status().as_u16(), response.json::<Value>().await.expect("json"))
+        }
+    };
+    let (_, found) = get(format!("{}/agents?q=SUMMAR%20text", server.base)).await;
+    assert_eq!(
+        (found["total"].as_u64(), found["agents"][0]["agentId"].as_str()),
+        (Some(1), Some(second.to_string().as_str()))
+    );
+    let (_, none) = get(format!("{}/agents?q=weather", server.base)).await;
+    assert_eq!(none["total"], 0);
+    let (_, page) = get(format!("{}/agents?limit=1&offset=1", server.base)).await;
+    assert_eq!((page["agents"].as_array().map(Vec::len), page["total"].as_u64()), (Some(1), Some(2)));
+    let (status, bad) = get(format!("{}/agents?limit=0", server.base)).await;
+    assert_eq!((status, bad["error"].as_str()), (400, Some("bad_page")));
+
+    let (_, discovery) = get(format!("{}/discovery/resources", server.base)).await;
+    assert_eq!(discovery["x402Version"], 2);
+    assert_eq!(discovery["pagination"]["total"], 2);
+    let items = discovery["items"].as_array().expect("items");
+    assert_eq!(items[0]["resource"], format!("{}/{}/translate", server.base, market.agent_id));
+    assert_eq!(items[1]["resource"], format!("{}/{second}/summarize", server.base));
+    assert_eq!(items[1]["accepts"][0]["amount"], "250000");
+    assert_eq!(items[1]["accepts"][0]["payTo"], market.deployment.agentripe.to_checksum(None));
+    assert_eq!(items[1]["metadata"]["description"], "Summarize a text");
+
+    // What discovery lists is what the purchase endpoint asks for.
+    let (status, required) = get(items[1]["resource"].as_str().expect("url").to_owned()).await;
+    assert_eq!(status, 402);
+    assert_eq!(required["accepts"][0]["maxAmountRequired"], "250000");
+});

@@ -8,6 +8,7 @@
 //!
 //! SQL here uses `$1, $2, ...` placeholders in order of first appearance, which both engines bind alike.
 
+mod agents;
 mod chain_txs;
 mod payments;
 mod reviews;
@@ -15,6 +16,7 @@ mod tasks;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+pub use agents::IndexedAgent;
 pub use chain_txs::{ChainTx, ChainTxStatus, SignedTx};
 pub use payments::{Claim, NewPayment, Payment, PaymentStatus};
 pub use reviews::ReviewRecord;

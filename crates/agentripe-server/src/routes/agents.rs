@@ -1,17 +1,120 @@
-//! `GET /agents/{id}`: what a buyer checks before paying: the agent's catalog, owner and payout wallet,
-//! the platform's reputation feedback on it, and how its tasks here ended.
+//! Agents: `GET /agents` (with `q` to search their services), `GET /agents/{id}` (what a buyer checks
+//! before paying), and the x402 discovery listing `GET /discovery/resources`.
 
 use std::sync::Arc;
 
 use agentripe_chain::bindings::{IERC8004Identity, IERC8004Reputation};
+use agentripe_store::IndexedAgent;
+use agentripe_x402::{Network, Offer, v2};
 use alloy::primitives::U256;
 use axum::{
     Json,
-    extract::{Path, State},
+    extract::{Path, Query, State},
 };
+use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{ApiError, AppState, catalog::CatalogError};
+use crate::{
+    ApiError, AppState,
+    catalog::{AgentUriData, CatalogError, parse_price},
+};
+
+#[derive(Debug, Deserialize)]
+pub struct Page {
+    /// Words that must all appear in an agent's name, description or catalog (case-insensitive).
+    q: Option<String>,
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+impl Page {
+    fn bounds(&self) -> Result<(usize, usize), ApiError> {
+        let limit = self.limit.unwrap_or(20);
+        let offset = self.offset.unwrap_or(0);
+        if !(1..=100).contains(&limit) || offset < 0 {
+            return Err(ApiError::bad_request("bad_page", "limit must be 1-100 and offset at least 0"));
+        }
+        Ok((usize::try_from(limit).unwrap_or(20), usize::try_from(offset).unwrap_or(0)))
+    }
+}
+
+/// Every indexed agent with a readable registration file that matches `q`.
+async fn matching(state: &AppState, q: Option<&str>) -> Result<Vec<(IndexedAgent, AgentUriData)>, ApiError> {
+    let (agents, _) = state.store.listed_agents(10_000, 0).await.map_err(ApiError::internal)?;
+    let words: Vec<String> = q.unwrap_or_default().split_whitespace().map(str::to_lowercase).collect();
+    Ok(agents
+        .into_iter()
+        .filter_map(|agent| {
+            let data: AgentUriData = serde_json::from_str(agent.data.as_deref()?).ok()?;
+            let text = serde_json::to_string(&data).unwrap_or_default().to_lowercase();
+            words.iter().all(|word| text.contains(word)).then_some((agent, data))
+        })
+        .collect())
+}
+
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    Query(page): Query<Page>,
+) -> Result<Json<Value>, ApiError> {
+    let (limit, offset) = page.bounds()?;
+    let agents = matching(&state, page.q.as_deref()).await?;
+    let total = agents.len();
+    let listed: Vec<Value> = agents
+        .into_iter()
+        .skip(offset)
+        .take(limit)
+        .map(|(agent, data)| json!({ "agentId": agent.agent_id, "owner": agent.owner, "agentURI": agent.uri, "data": data }))
+        .collect();
+    Ok(Json(json!({ "agents": listed, "total": total, "limit": limit, "offset": offset })))
+}
+
+/// The x402 discovery listing (the "bazaar" format): one resource per catalog entry sold over x402.
+pub async fn discovery(
+    State(state): State<Arc<AppState>>,
+    Query(page): Query<Page>,
+) -> Result<Json<Value>, ApiError> {
+    let (limit, offset) = page.bounds()?;
+    let config = &state.config;
+    let base = config.public_url.trim_end_matches('/');
+    let mut items = Vec::new();
+    for (agent, data) in matching(&state, page.q.as_deref()).await? {
+        for service in data.services.iter().filter(|service| service.name.eq_ignore_ascii_case("x402")) {
+            for entry in &service.catalog {
+                let Ok(amount) = parse_price(&entry.price, config.token_decimals) else { continue };
+                let offer = Offer {
+                    network: Network::new(config.deployment.chain_id),
+                    asset: config.deployment.usdc,
+                    pay_to: config.deployment.agentripe,
+                    amount,
+                    max_timeout_seconds: config.max_timeout_seconds,
+                    token_name: config.token_name.clone(),
+                    token_version: config.token_version.clone(),
+                };
+                items.push(json!({
+                    "resource": format!("{base}/{}/{}", agent.agent_id, entry.path),
+                    "type": "http",
+                    "x402Version": 2,
+                    "accepts": [v2::PaymentRequirements::for_offer(&offer)],
+                    "lastUpdated": agent.updated_at / 1000,
+                    "metadata": {
+                        "agentId": agent.agent_id,
+                        "agentName": data.name,
+                        "path": entry.path,
+                        "description": entry.description,
+                        "price": entry.price,
+                    },
+                }));
+            }
+        }
+    }
+    let total = items.len();
+    let items: Vec<Value> = items.into_iter().skip(offset).take(limit).collect();
+    Ok(Json(json!({
+        "x402Version": 2,
+        "items": items,
+        "pagination": { "limit": limit, "offset": offset, "total": total },
+    })))
+}
 
 pub async fn show(
     State(state): State<Arc<AppState>>,

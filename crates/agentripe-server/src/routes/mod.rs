@@ -21,7 +21,9 @@ pub fn router(state: Arc<AppState>) -> Router {
     let max_body = state.config.max_body_bytes;
     Router::new()
         .route("/health", get(health))
+        .route("/agents", get(agents::list))
         .route("/agents/{agent_id}", get(agents::show))
+        .route("/discovery/resources", get(agents::discovery))
         .route("/tasks/{task_id}", get(tasks::show))
         .route("/tasks/{task_id}/result", get(tasks::result))
         .route("/vendor/tasks", get(vendor::list))
