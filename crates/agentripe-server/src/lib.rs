@@ -9,6 +9,7 @@ mod error;
 pub mod facilitator;
 pub mod payments;
 pub mod payouts;
+pub mod registrar;
 mod routes;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -35,6 +36,7 @@ use crate::{
     facilitator::{Facilitator, RemoteFacilitator},
     payments::Payments,
     payouts::Payouts,
+    registrar::Registrar,
     vendor_auth::Authorizations,
 };
 
@@ -126,6 +128,7 @@ pub struct AppState {
     pub catalog: Arc<Catalog>,
     pub payments: Arc<Payments>,
     pub payouts: Arc<Payouts>,
+    pub registrar: Arc<Registrar>,
     pub reviewer: Reviewer,
     pub authorizations: Authorizations,
 }
@@ -203,7 +206,13 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Running, Sta
         confirmation,
     ));
     let payouts =
-        Arc::new(Payouts::new(store.clone(), provider.clone(), config.deployment.clone(), operator));
+        Arc::new(Payouts::new(store.clone(), provider.clone(), config.deployment.clone(), operator.clone()));
+    let registrar = Arc::new(Registrar::new(
+        store.clone(),
+        provider.clone(),
+        config.deployment.identity_registry,
+        operator,
+    ));
     let catalog =
         Arc::new(Catalog::new(config.deployment.identity_registry, provider.clone(), config.catalog_ttl));
     let index = AgentIndexer {
@@ -213,7 +222,13 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Running, Sta
         registry: config.deployment.identity_registry,
         start_block: config.deployment.start_block,
     };
-    let reconciler = spawn_reconciler(payments.clone(), payouts.clone(), index, config.reconcile_interval);
+    let reconciler = spawn_reconciler(
+        payments.clone(),
+        payouts.clone(),
+        registrar.clone(),
+        index,
+        config.reconcile_interval,
+    );
     let authorizations =
         Authorizations::new(config.deployment.identity_registry, provider, config.authorization_ttl);
     let reviewer = match &config.reviewer {
@@ -225,7 +240,8 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Running, Sta
             Reviewer::Unconfigured
         }
     };
-    let state = Arc::new(AppState { config, store, catalog, payments, payouts, reviewer, authorizations });
+    let state =
+        Arc::new(AppState { config, store, catalog, payments, payouts, registrar, reviewer, authorizations });
     let router = routes::router(state.clone());
     let http = tokio::spawn(async move { axum::serve(listener, router).await });
     Ok(Running { state, reconciler, http })
@@ -245,6 +261,7 @@ struct AgentIndexer {
 fn spawn_reconciler(
     payments: Arc<Payments>,
     payouts: Arc<Payouts>,
+    registrar: Arc<Registrar>,
     index: AgentIndexer,
     interval: Duration,
 ) -> JoinHandle<()> {
@@ -266,6 +283,9 @@ fn spawn_reconciler(
             }
             if let Err(error) = payouts.reconcile_once().await {
                 tracing::warn!(%error, "payout reconciler pass failed");
+            }
+            if let Err(error) = registrar.reconcile_once().await {
+                tracing::warn!(%error, "registration reconciler pass failed");
             }
             tokio::time::sleep(interval).await;
         }

@@ -50,8 +50,15 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, ApiError> {
 
 /// Checks the signature and the clock; no chain access.
 pub fn verify_signed_headers(headers: &HeaderMap, now: u64) -> Result<Vendor, ApiError> {
-    let address_text = header(headers, "x-vendor-address")?;
     let agent_text = header(headers, "x-agent-id")?;
+    let agent_id = U256::from_str_radix(agent_text.trim(), 10)
+        .map_err(|_| unauthorized("X-Agent-Id is not a decimal agent id"))?;
+    Ok(Vendor { signer: verify_signer(headers, now)?, agent_id })
+}
+
+/// The address that signed `"{X-Vendor-Address}:{X-Timestamp}"` in `X-Signature`, within the clock window.
+pub fn verify_signer(headers: &HeaderMap, now: u64) -> Result<Address, ApiError> {
+    let address_text = header(headers, "x-vendor-address")?;
     let timestamp_text = header(headers, "x-timestamp")?;
     let signature_text = header(headers, "x-signature")?;
 
@@ -59,8 +66,6 @@ pub fn verify_signed_headers(headers: &HeaderMap, now: u64) -> Result<Vendor, Ap
         .trim()
         .parse()
         .map_err(|_| unauthorized("X-Vendor-Address is not a 0x-prefixed 20-byte address"))?;
-    let agent_id = U256::from_str_radix(agent_text.trim(), 10)
-        .map_err(|_| unauthorized("X-Agent-Id is not a decimal agent id"))?;
     let timestamp: u64 = timestamp_text
         .trim()
         .parse()
@@ -88,7 +93,7 @@ pub fn verify_signed_headers(headers: &HeaderMap, now: u64) -> Result<Vendor, Ap
             "X-Signature is not {address}'s signature of \"{message}\" (it recovers to {signer})"
         )));
     }
-    Ok(Vendor { signer, agent_id })
+    Ok(signer)
 }
 
 /// Who may act for which agent, read from the identity registry and cached briefly.

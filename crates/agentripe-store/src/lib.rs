@@ -11,6 +11,7 @@
 mod agents;
 mod chain_txs;
 mod payments;
+mod registrations;
 mod reviews;
 mod tasks;
 #[cfg(any(test, feature = "testing"))]
@@ -19,6 +20,7 @@ pub mod testing;
 pub use agents::IndexedAgent;
 pub use chain_txs::{ChainTx, ChainTxStatus, SignedTx};
 pub use payments::{Claim, NewPayment, Payment, PaymentStatus};
+pub use registrations::Registration;
 pub use reviews::ReviewRecord;
 pub use tasks::{EscrowStatus, NewTask, Task, TaskStatus, Verdict};
 

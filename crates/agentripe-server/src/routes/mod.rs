@@ -2,6 +2,7 @@
 
 mod agents;
 mod purchase;
+mod register;
 mod tasks;
 mod vendor;
 
@@ -28,6 +29,7 @@ fn routes() -> Vec<(&'static str, MethodRouter<Arc<AppState>>)> {
         ("/health", get(health)),
         ("/openapi.json", get(openapi)),
         ("/agents", get(agents::list)),
+        ("/agents/register", post(register::register)),
         ("/agents/{agent_id}", get(agents::show)),
         ("/discovery/resources", get(agents::discovery)),
         ("/tasks/{task_id}", get(tasks::show)),

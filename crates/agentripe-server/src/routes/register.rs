@@ -1,0 +1,189 @@
+//! `POST /agents/register`: Agentripe's simplified registration. The caller proves it controls its
+//! address with the vendor headers (`X-Vendor-Address`, `X-Timestamp`, `X-Signature`), the server
+//! checks the registration file, points its endpoints at itself, mints the agent and gives it to the
+//! caller: `201 {"agentId", "transactionHash", "walletSet"}`.
+
+use std::sync::Arc;
+
+use axum::{
+    Json,
+    body::Bytes,
+    extract::{State, rejection::BytesRejection},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+};
+use base64::{Engine, engine::general_purpose::STANDARD};
+use serde_json::{Value, json};
+
+use crate::{ApiError, AppState, catalog::parse_price, now_secs, vendor_auth::verify_signer};
+
+fn invalid(field: &str, problem: &str) -> ApiError {
+    ApiError::bad_request("invalid_field", format!("{field} {problem}"))
+}
+
+/// Checks Agentripe's validation rules, naming the field at fault, and points endpoints at `public_url`.
+fn validate(mut data: Value, public_url: &str, decimals: u32) -> Result<Value, ApiError> {
+    let Some(object) = data.as_object_mut() else { return Err(invalid("data", "must be a JSON object")) };
+    match object.get("name") {
+        Some(Value::String(name)) if !name.trim().is_empty() => {}
+        _ => return Err(invalid("data.name", "is required: a non-empty string")),
+    }
+    let Some(Value::Array(services)) = object.get_mut("services") else {
+        return Err(invalid("data.services", "is required: a non-empty array"));
+    };
+    if services.is_empty() {
+        return Err(invalid("data.services", "must not be empty"));
+    }
+    for (s, service) in services.iter_mut().enumerate() {
+        let Some(service) = service.as_object_mut() else {
+            return Err(invalid(&format!("data.services[{s}]"), "must be an object"));
+        };
+        if !service.get("name").is_some_and(Value::is_string) {
+            return Err(invalid(&format!("data.services[{s}].name"), "is required"));
+        }
+        service.insert("endpoint".into(), Value::String(public_url.to_owned()));
+        let catalog = match service.get("catalog") {
+            None => continue,
+            Some(Value::Array(catalog)) => catalog,
+            Some(_) => return Err(invalid(&format!("data.services[{s}].catalog"), "must be an array")),
+        };
+        for (c, entry) in catalog.iter().enumerate() {
+            let at = |field: &str| format!("data.services[{s}].catalog[{c}].{field}");
+            for field in ["path", "price", "type", "description"] {
+                match entry.get(field) {
+                    Some(Value::String(text)) if !text.trim().is_empty() => {}
+                    _ => return Err(invalid(&at(field), "is required: a non-empty string")),
+                }
+            }
+            let price = entry["price"].as_str().unwrap_or_default();
+            parse_price(price, decimals)
+                .map_err(|problem| invalid(&at("price"), &format!("is invalid: {problem}")))?;
+            let path = entry["path"].as_str().unwrap_or_default();
+            if path.contains('/') || path.contains('?') {
+                return Err(invalid(&at("path"), "must be one URL segment (no / or ?)"));
+            }
+        }
+    }
+    Ok(data)
+}
+
+pub async fn register(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let owner = verify_signer(&headers, now_secs())?;
+    let body =
+        body.map_err(|rejection| ApiError::new(rejection.status(), "bad_body", rejection.body_text()))?;
+    let body: Value = serde_json::from_slice(&body).map_err(|error| {
+        ApiError::bad_request("bad_json", format!("the body must be a JSON object: {error}"))
+    })?;
+    if let Some(wallet) = body.get("wallet") {
+        let same = wallet
+            .get("address")
+            .and_then(Value::as_str)
+            .and_then(|a| a.parse::<alloy::primitives::Address>().ok())
+            == Some(owner);
+        if !same {
+            return Err(ApiError::bad_request(
+                "wallet_unsupported",
+                "a payout wallet other than your own address cannot be set here: the registry clears the wallet when \
+                 the server hands you the agent. Register, then call setAgentWallet yourself; until then payouts go to you",
+            ));
+        }
+    }
+    let data = validate(
+        body.get("data").cloned().unwrap_or(Value::Null),
+        &state.config.public_url,
+        state.config.token_decimals,
+    )?;
+    let uri = format!("data:application/json;base64,{}", STANDARD.encode(data.to_string()));
+    let (agent_id, transaction) = state.registrar.register(owner, &uri).await.map_err(|error| {
+        tracing::warn!(%error, "registration left to the reconciler");
+        ApiError::unavailable(format!("registration is under way and will be finished: {error}"), 10)
+    })?;
+    let agent_id: Value =
+        u64::try_from(agent_id).map_or_else(|_| Value::String(agent_id.to_string()), Value::from);
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "agentId": agent_id, "transactionHash": format!("{transaction:#x}"), "walletSet": false })),
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> Value {
+        json!({
+            "name": "Translator",
+            "services": [{ "name": "x402", "endpoint": "/", "catalog": [
+                { "path": "translate", "price": "$0.10", "type": "async", "description": "Translate" }
+            ]}]
+        })
+    }
+
+    #[test]
+    fn points_endpoints_at_the_server() {
+        let data = validate(valid(), "https://market.test", 6).expect("valid");
+        assert_eq!(data["services"][0]["endpoint"], "https://market.test");
+    }
+
+    #[test]
+    fn each_rule_names_its_field() {
+        type Edit = Box<dyn Fn(&mut Value)>;
+        let cases: Vec<(Edit, &str)> = vec![
+            (
+                Box::new(|d| {
+                    d.as_object_mut().map(|o| o.remove("name"));
+                }),
+                "data.name",
+            ),
+            (Box::new(|d| d["name"] = json!("  ")), "data.name"),
+            (Box::new(|d| d["services"] = json!([])), "data.services"),
+            (
+                Box::new(|d| {
+                    d.as_object_mut().map(|o| o.remove("services"));
+                }),
+                "data.services",
+            ),
+            (
+                Box::new(|d| d["services"][0]["catalog"][0]["price"] = json!("0.10")),
+                "data.services[0].catalog[0].price",
+            ),
+            (
+                Box::new(|d| d["services"][0]["catalog"][0]["price"] = json!("$0.1234567")),
+                "data.services[0].catalog[0].price",
+            ),
+            (
+                Box::new(|d| {
+                    d["services"][0]["catalog"][0].as_object_mut().map(|o| o.remove("path"));
+                }),
+                "data.services[0].catalog[0].path",
+            ),
+            (
+                Box::new(|d| d["services"][0]["catalog"][0]["path"] = json!("a/b")),
+                "data.services[0].catalog[0].path",
+            ),
+            (
+                Box::new(|d| {
+                    d["services"][0]["catalog"][0].as_object_mut().map(|o| o.remove("type"));
+                }),
+                "data.services[0].catalog[0].type",
+            ),
+            (
+                Box::new(|d| d["services"][0]["catalog"][0]["description"] = json!("")),
+                "data.services[0].catalog[0].description",
+            ),
+        ];
+        for (edit, field) in cases {
+            let mut data = valid();
+            edit(&mut data);
+            let error = validate(data, "https://market.test", 6).expect_err(field);
+            assert_eq!(error.status, StatusCode::BAD_REQUEST, "{field}");
+            assert!(error.message.starts_with(field), "{field}: {}", error.message);
+        }
+        assert!(validate(json!("text"), "u", 6).is_err());
+    }
+}
