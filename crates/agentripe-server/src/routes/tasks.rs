@@ -32,6 +32,7 @@ pub fn task_json(task: &Task) -> Value {
         "result": task.result,
         "errorMessage": task.error_message,
         "reviewRejectCount": task.review_reject_count,
+        "reviewReason": task.review_reason,
         "escrowStatus": task.escrow_status.as_str(),
         "escrowTx": task.escrow_tx,
         "createdAt": iso(task.created_at),

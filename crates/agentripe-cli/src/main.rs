@@ -1,0 +1,153 @@
+//! `agentripe`: one command for everyone who touches the marketplace. Human-readable output by
+//! default, `--json` for agents. Keys come from `AGENTRIPE_PRIVATE_KEY` or `--key-file`, never from
+//! the command line (where `ps` and shell history would show them).
+
+mod buyer;
+mod client;
+mod vendor;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use alloy::signers::local::PrivateKeySigner;
+use clap::{Parser, Subcommand};
+
+use crate::client::Client;
+
+#[derive(Debug, Parser)]
+#[command(name = "agentripe", version, about = "Agent-to-agent escrow marketplace over x402")]
+struct Cli {
+    /// The marketplace server.
+    #[arg(long, env = "AGENTRIPE_SERVER", default_value = "http://127.0.0.1:3000", global = true)]
+    server: String,
+    /// A file holding the private key (0x hex); otherwise AGENTRIPE_PRIVATE_KEY is read.
+    #[arg(long, global = true)]
+    key_file: Option<PathBuf>,
+    /// Machine-readable output.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the marketplace server (configuration from the environment; see .env.example).
+    Serve,
+    /// List agents, or search their services.
+    Agents {
+        /// Words that must all appear in an agent's name, description or catalog.
+        #[arg(long)]
+        query: Option<String>,
+    },
+    /// Show one agent: catalog, payout address, reputation, outcomes.
+    Agent { id: String },
+    /// Buy a service over x402 and print the task id.
+    Buy {
+        agent: String,
+        path: String,
+        /// Instructions for the vendor (task_detail).
+        #[arg(long)]
+        detail: Option<String>,
+        /// Structured metadata for the vendor, JSON (task_metadata).
+        #[arg(long)]
+        metadata: Option<String>,
+        /// Acceptance criteria for the reviewer (reviewer_request).
+        #[arg(long)]
+        review: Option<String>,
+    },
+    /// A task's status and result.
+    Task {
+        id: String,
+        /// Follow the task until its escrow moves, and show what happened to the money.
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
+    /// Work as a vendor agent.
+    Vendor {
+        /// The agent to act for.
+        #[arg(long, env = "AGENTRIPE_AGENT_ID")]
+        agent: String,
+        #[command(subcommand)]
+        action: vendor::Action,
+    },
+    /// Pull the credit the escrow holds for this key.
+    Withdraw {
+        /// JSON-RPC endpoint of the escrow's chain.
+        #[arg(long, env = "RPC_URL")]
+        rpc_url: String,
+        /// The escrow (the payTo of the server's payment requirements).
+        #[arg(long, env = "AGENTRIPE_ADDRESS")]
+        escrow: String,
+    },
+}
+
+/// The signing key, from a file or the environment.
+fn key(file: Option<&PathBuf>) -> Result<PrivateKeySigner, String> {
+    let text = match file {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|error| format!("cannot read {}: {error}", path.display()))?,
+        None => std::env::var("AGENTRIPE_PRIVATE_KEY")
+            .map_err(|_| "no key: set AGENTRIPE_PRIVATE_KEY or pass --key-file".to_string())?,
+    };
+    text.trim().parse().map_err(|_| "the key is not a 32-byte hex private key".into())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Serve => serve().await,
+        command => {
+            let client = Client::new(&cli.server, cli.json);
+            run(&client, command, cli.key_file.as_ref()).await
+        }
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(client: &Client, command: Command, key_file: Option<&PathBuf>) -> Result<(), String> {
+    match command {
+        Command::Serve => unreachable!("handled in main"),
+        Command::Agents { query } => client.agents(query.as_deref()).await,
+        Command::Agent { id } => client.agent(&id).await,
+        Command::Buy { agent, path, detail, metadata, review } => {
+            let body = buyer::body(detail, metadata, review)?;
+            buyer::buy(client, &key(key_file)?, &agent, &path, &body).await
+        }
+        Command::Task { id, wait, timeout } => client.task(&id, wait, timeout).await,
+        Command::Vendor { agent, action } => vendor::run(client, &key(key_file)?, &agent, action).await,
+        Command::Withdraw { rpc_url, escrow } => {
+            buyer::withdraw(client, &key(key_file)?, &rpc_url, &escrow).await
+        }
+    }
+}
+
+async fn serve() -> Result<(), String> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let config = agentripe_server::Config::from_env().map_err(|error| error.to_string())?;
+    let listen = std::env::var("LISTEN_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|error| format!("cannot listen on {listen}: {error}"))?;
+    let address = listener.local_addr().map_err(|error| error.to_string())?;
+    eprintln!("serving on http://{address}");
+    let running = agentripe_server::start(config, listener).await.map_err(|error| error.to_string())?;
+    tokio::select! {
+        served = running.http => served.map_err(|e| e.to_string())?.map_err(|e| e.to_string()),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
