@@ -2,6 +2,7 @@
 //! default, `--json` for agents. Keys come from `AGENTRIPE_PRIVATE_KEY` or `--key-file`, never from
 //! the command line (where `ps` and shell history would show them).
 
+mod admin;
 mod buyer;
 mod client;
 mod vendor;
@@ -33,6 +34,35 @@ struct Cli {
 enum Command {
     /// Run the marketplace server (configuration from the environment; see .env.example).
     Serve,
+    /// Deploy the contracts to a chain and write the deployment file the server reads.
+    Deploy {
+        /// JSON-RPC endpoint.
+        #[arg(long, env = "RPC_URL")]
+        rpc_url: String,
+        /// The escrow's operator (the server's key); default: the deployer.
+        #[arg(long, env = "OPERATOR_ADDRESS")]
+        operator: Option<String>,
+        /// Seconds until a buyer may reclaim an unresolved deposit.
+        #[arg(long, env = "DEPOSIT_TIMEOUT_SECONDS", default_value_t = 604_800)]
+        deposit_timeout: u64,
+        /// Reuse this USDC (otherwise a TestUSDC is deployed: local chains only).
+        #[arg(long, env = "USDC_ADDRESS")]
+        usdc: Option<String>,
+        /// Reuse this ERC-8004 identity registry.
+        #[arg(long, env = "IDENTITY_REGISTRY_ADDRESS")]
+        identity_registry: Option<String>,
+        /// Reuse this ERC-8004 reputation registry.
+        #[arg(long, env = "REPUTATION_REGISTRY_ADDRESS")]
+        reputation_registry: Option<String>,
+        /// Where to write the deployment.
+        #[arg(long, default_value = "deployments/deployment.json")]
+        out: PathBuf,
+    },
+    /// Register an agent through the server (this key signs and ends up owning it).
+    Register {
+        /// The registration file (AgentURIData JSON).
+        file: PathBuf,
+    },
     /// List agents, or search their services.
     Agents {
         /// Words that must all appear in an agent's name, description or catalog.
@@ -117,6 +147,29 @@ async fn main() -> ExitCode {
 async fn run(client: &Client, command: Command, key_file: Option<&PathBuf>) -> Result<(), String> {
     match command {
         Command::Serve => unreachable!("handled in main"),
+        Command::Deploy {
+            rpc_url,
+            operator,
+            deposit_timeout,
+            usdc,
+            identity_registry,
+            reputation_registry,
+            out,
+        } => {
+            let address = |name: &str, value: Option<String>| {
+                value
+                    .map(|text| text.parse().map_err(|_| format!("--{name} {text} is not an address")))
+                    .transpose()
+            };
+            let reuse = admin::Reuse {
+                usdc: address("usdc", usdc)?,
+                identity: address("identity-registry", identity_registry)?,
+                reputation: address("reputation-registry", reputation_registry)?,
+            };
+            let operator = address("operator", operator)?;
+            admin::deploy(client, &key(key_file)?, &rpc_url, operator, deposit_timeout, reuse, &out).await
+        }
+        Command::Register { file } => admin::register(client, &key(key_file)?, &file).await,
         Command::Agents { query } => client.agents(query.as_deref()).await,
         Command::Agent { id } => client.agent(&id).await,
         Command::Buy { agent, path, detail, metadata, review } => {

@@ -127,3 +127,66 @@ async fn errors_are_clear_and_keys_never_come_from_arguments() {
         agentripe("http://127.0.0.1:9", None, &["buy", "1", "translate", "--private-key", "0x1"]).await;
     assert!(!ok, "there is no --private-key option: {out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_and_register_through_the_cli() {
+    let market = Market::new(Engine::Sqlite, "cli_admin").await.expect("SQLite needs no set-up");
+    let server = market.start().await;
+    let rpc = market.anvil.endpoint();
+    let deployer = agentripe_server::testing::key(&market.anvil, 7);
+
+    // A second escrow next to the market's, reusing its registries and token.
+    let out = std::env::temp_dir().join(format!("agentripe-cli-deployment-{}.json", std::process::id()));
+    let usdc = market.deployment.usdc.to_string();
+    let identity = market.deployment.identity_registry.to_string();
+    let reputation = market.deployment.reputation_registry.to_string();
+    let (ok, text) = agentripe(
+        &server.base,
+        Some(&deployer),
+        &[
+            "deploy",
+            "--rpc-url",
+            &rpc,
+            "--usdc",
+            &usdc,
+            "--identity-registry",
+            &identity,
+            "--reputation-registry",
+            &reputation,
+            "--deposit-timeout",
+            "3600",
+            "--out",
+            out.to_str().expect("path"),
+        ],
+    )
+    .await;
+    assert!(ok, "{text}");
+    let deployment = agentripe_chain::Deployment::load(&out).expect("the server can read what deploy wrote");
+    std::fs::remove_file(&out).expect("cleanup");
+    assert_eq!(
+        (deployment.usdc, deployment.identity_registry, deployment.usdc_is_test_token),
+        (market.deployment.usdc, market.deployment.identity_registry, false)
+    );
+    assert_eq!(deployment.operator, deployer.address());
+    let escrow = agentripe_chain::bindings::Agentripe::new(deployment.agentripe, &market.provider);
+    assert_eq!(escrow.depositTimeout().call().await.expect("deployed"), U256::from(3600));
+    assert_eq!(escrow.token().call().await.expect("deployed"), market.deployment.usdc);
+
+    // A vendor registers through the server with a file.
+    let vendor = agentripe_server::testing::key(&market.anvil, 6);
+    let file = std::env::temp_dir().join(format!("agentripe-cli-agent-{}.json", std::process::id()));
+    std::fs::write(&file, r#"{"name":"Summarizer","services":[{"name":"x402","endpoint":"/","catalog":[{"path":"summarize","price":"$0.25","type":"async","description":"Summarize"}]}]}"#).expect("file");
+    let (ok, text) =
+        agentripe(&server.base, Some(&vendor), &["register", file.to_str().expect("path")]).await;
+    std::fs::remove_file(&file).expect("cleanup");
+    assert!(ok, "{text}");
+    let agent = U256::from(json(&text)["agentId"].as_u64().expect("agentId"));
+    let identity = agentripe_chain::bindings::IdentityRegistry::new(
+        market.deployment.identity_registry,
+        &market.provider,
+    );
+    assert_eq!(identity.ownerOf(agent).call().await.expect("owner"), vendor.address());
+
+    let (ok, text) = agentripe(&server.base, Some(&vendor), &["register", "/nonexistent.json"]).await;
+    assert!(!ok && text.contains("/nonexistent.json"), "{text}");
+}

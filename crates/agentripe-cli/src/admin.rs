@@ -1,0 +1,119 @@
+//! Operator and vendor set-up: deploying the contracts, registering an agent.
+
+use std::path::Path;
+
+use agentripe_chain::bindings::{Agentripe, IdentityRegistry, ReputationRegistry, TestUSDC};
+use alloy::{
+    primitives::{Address, U256},
+    providers::{Provider, ProviderBuilder},
+    signers::{SignerSync, local::PrivateKeySigner},
+};
+use serde_json::{Value, json};
+
+use crate::client::Client;
+
+/// What `deploy` reuses instead of deploying.
+#[derive(Debug, Default)]
+pub struct Reuse {
+    pub usdc: Option<Address>,
+    pub identity: Option<Address>,
+    pub reputation: Option<Address>,
+}
+
+/// Deploys what is not reused (a TestUSDC only when no USDC is given) and writes the deployment file
+/// the server reads, in the format of contracts/script/Deploy.s.sol.
+pub async fn deploy(
+    client: &Client,
+    key: &PrivateKeySigner,
+    rpc_url: &str,
+    operator: Option<Address>,
+    timeout: u64,
+    reuse: Reuse,
+    out: &Path,
+) -> Result<(), String> {
+    let url = rpc_url.parse().map_err(|_| format!("bad RPC URL {rpc_url}"))?;
+    let provider = ProviderBuilder::new().wallet(key.clone()).connect_http(url);
+    let fail = |what: &str| {
+        let what = what.to_owned();
+        move |error: alloy::contract::Error| format!("deploying {what}: {error}")
+    };
+    let chain_id = provider.get_chain_id().await.map_err(|e| format!("cannot reach {rpc_url}: {e}"))?;
+    let start_block = provider.get_block_number().await.map_err(|e| e.to_string())?;
+    let deployer = key.address();
+    let test_token = reuse.usdc.is_none();
+    let usdc = match reuse.usdc {
+        Some(usdc) => usdc,
+        None => *TestUSDC::deploy(&provider, deployer).await.map_err(fail("TestUSDC"))?.address(),
+    };
+    let identity = match reuse.identity {
+        Some(identity) => identity,
+        None => *IdentityRegistry::deploy(&provider).await.map_err(fail("IdentityRegistry"))?.address(),
+    };
+    let reputation = match reuse.reputation {
+        Some(reputation) => reputation,
+        None => *ReputationRegistry::deploy(&provider, identity)
+            .await
+            .map_err(fail("ReputationRegistry"))?
+            .address(),
+    };
+    let operator = operator.unwrap_or(deployer);
+    let escrow = Agentripe::deploy(&provider, usdc, identity, operator, deployer, U256::from(timeout))
+        .await
+        .map_err(fail("Agentripe"))?;
+    let deployment = json!({
+        "chainId": chain_id,
+        "agentripe": escrow.address().to_checksum(None),
+        "usdc": usdc.to_checksum(None),
+        "usdcIsTestToken": test_token,
+        "identityRegistry": identity.to_checksum(None),
+        "reputationRegistry": reputation.to_checksum(None),
+        "operator": operator.to_checksum(None),
+        "depositTimeoutSeconds": timeout,
+        "startBlock": start_block,
+    });
+    std::fs::write(out, serde_json::to_string_pretty(&deployment).unwrap_or_default())
+        .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    client.show(&deployment, || {
+        format!(
+            "deployed on chain {chain_id}\n  escrow              {}\n  USDC                {}{}\n  IdentityRegistry    {identity}\n  ReputationRegistry  {reputation}\n  operator            {operator}\nwritten to {}",
+            escrow.address(),
+            usdc,
+            if test_token { " (TestUSDC: local chains only)" } else { "" },
+            out.display()
+        )
+    });
+    Ok(())
+}
+
+/// Registers an agent through the server: this key signs, the server mints and hands the agent over.
+pub async fn register(client: &Client, key: &PrivateKeySigner, file: &Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let data: Value =
+        serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", file.display()))?;
+    let address = key.address().to_checksum(None);
+    let timestamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_secs();
+    let signature =
+        key.sign_message_sync(format!("{address}:{timestamp}").as_bytes()).map_err(|e| e.to_string())?;
+    let response = client
+        .http
+        .post(format!("{}/agents/register", client.base))
+        .header("x-vendor-address", &address)
+        .header("x-timestamp", timestamp.to_string())
+        .header("x-signature", format!("0x{}", alloy::primitives::hex::encode(signature.as_bytes())))
+        .json(&json!({ "data": data }))
+        .send()
+        .await
+        .map_err(|e| format!("server unreachable: {e}"))?;
+    let (_, answer) = Client::read(response).await?;
+    client.show(&answer, || {
+        format!(
+            "registered agent #{} for {address}\ntransaction {}",
+            answer["agentId"],
+            answer["transactionHash"].as_str().unwrap_or("?")
+        )
+    });
+    Ok(())
+}
