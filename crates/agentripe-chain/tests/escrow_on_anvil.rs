@@ -7,26 +7,14 @@ use agentripe_chain::bindings::{
     Agentripe::{self, AgentripeErrors},
     DepositStatus, IERC8004Identity, IdentityRegistry, TestUSDC,
 };
+use agentripe_x402::Authorization;
 use alloy::{
     node_bindings::{Anvil, AnvilInstance},
     primitives::{Address, B256, U256},
     providers::{Provider, ProviderBuilder},
     signers::{Signer, local::PrivateKeySigner},
-    sol,
     sol_types::eip712_domain,
 };
-
-sol! {
-    /// EIP-3009's payment authorization, as x402's `exact` scheme has the buyer sign it.
-    struct TransferWithAuthorization {
-        address from;
-        address to;
-        uint256 value;
-        uint256 validAfter;
-        uint256 validBefore;
-        bytes32 nonce;
-    }
-}
 
 const PRICE: u64 = 100_000;
 const DEPOSIT_TIMEOUT: u64 = 7 * 24 * 3600;
@@ -92,15 +80,15 @@ async fn a_purchase_goes_through_the_escrow() {
         chain_id: chain_id,
         verifying_contract: *usdc.address(),
     };
-    let authorization = TransferWithAuthorization {
+    let authorization = Authorization {
         from: buyer.address(),
         to: *escrow.address(),
         value: U256::from(PRICE),
-        validAfter: U256::ZERO,
-        validBefore: U256::from(u64::MAX),
+        valid_after: U256::ZERO,
+        valid_before: U256::from(u64::MAX),
         nonce: B256::repeat_byte(7),
     };
-    let signature = buyer.sign_typed_data(&authorization, &domain).await.expect("sign");
+    let signature = buyer.sign_typed_data(&authorization.message(), &domain).await.expect("sign");
 
     // A facilitator settles it; the settlement hash becomes the deposit id.
     let settlement = usdc
@@ -108,8 +96,8 @@ async fn a_purchase_goes_through_the_escrow() {
             authorization.from,
             authorization.to,
             authorization.value,
-            authorization.validAfter,
-            authorization.validBefore,
+            authorization.valid_after,
+            authorization.valid_before,
             authorization.nonce,
             signature.as_bytes().into(),
         )

@@ -88,6 +88,24 @@ pub struct Config {
 }
 
 impl Config {
+    /// The terms of payment for something priced at `amount` token units: USDC into the escrow.
+    pub fn offer(&self, amount: alloy::primitives::U256) -> agentripe_x402::Offer {
+        agentripe_x402::Offer {
+            network: agentripe_x402::Network::new(self.deployment.chain_id),
+            asset: self.deployment.usdc,
+            pay_to: self.deployment.agentripe,
+            amount,
+            max_timeout_seconds: self.max_timeout_seconds,
+            token_name: self.token_name.clone(),
+            token_version: self.token_version.clone(),
+        }
+    }
+
+    /// The public URL of an agent's catalog entry, where it is bought.
+    pub fn resource_url(&self, agent_id: &str, path: &str) -> String {
+        format!("{}/{agent_id}/{path}", self.public_url.trim_end_matches('/'))
+    }
+
     /// Defaults for everything but the chain, keys and database.
     pub fn new(
         rpc_url: String,

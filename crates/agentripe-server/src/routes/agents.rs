@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use agentripe_chain::bindings::{IERC8004Identity, IERC8004Reputation};
 use agentripe_store::IndexedAgent;
-use agentripe_x402::{Network, Offer, v2};
+use agentripe_x402::v2;
 use alloy::primitives::U256;
 use axum::{
     Json,
@@ -75,26 +75,16 @@ pub async fn discovery(
 ) -> Result<Json<Value>, ApiError> {
     let (limit, offset) = page.bounds()?;
     let config = &state.config;
-    let base = config.public_url.trim_end_matches('/');
     let mut items = Vec::new();
     for (agent, data) in matching(&state, page.q.as_deref()).await? {
         for service in data.services.iter().filter(|service| service.name.eq_ignore_ascii_case("x402")) {
             for entry in &service.catalog {
                 let Ok(amount) = parse_price(&entry.price, config.token_decimals) else { continue };
-                let offer = Offer {
-                    network: Network::new(config.deployment.chain_id),
-                    asset: config.deployment.usdc,
-                    pay_to: config.deployment.agentripe,
-                    amount,
-                    max_timeout_seconds: config.max_timeout_seconds,
-                    token_name: config.token_name.clone(),
-                    token_version: config.token_version.clone(),
-                };
                 items.push(json!({
-                    "resource": format!("{base}/{}/{}", agent.agent_id, entry.path),
+                    "resource": config.resource_url(&agent.agent_id, &entry.path),
                     "type": "http",
                     "x402Version": 2,
-                    "accepts": [v2::PaymentRequirements::for_offer(&offer)],
+                    "accepts": [v2::PaymentRequirements::for_offer(&config.offer(amount))],
                     "lastUpdated": agent.updated_at / 1000,
                     "metadata": {
                         "agentId": agent.agent_id,

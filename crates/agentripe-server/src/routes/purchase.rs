@@ -219,16 +219,8 @@ async fn terms(state: &AppState, agent_id: &str, service_path: &str) -> Result<T
         agent_id: id,
         service_path: service_path.to_owned(),
         description: entry.description.clone(),
-        resource: format!("{}/{}/{}", config.public_url.trim_end_matches('/'), id, service_path),
-        offer: Offer {
-            network: agentripe_x402::Network::new(config.deployment.chain_id),
-            asset: config.deployment.usdc,
-            pay_to: config.deployment.agentripe,
-            amount,
-            max_timeout_seconds: config.max_timeout_seconds,
-            token_name: config.token_name.clone(),
-            token_version: config.token_version.clone(),
-        },
+        resource: config.resource_url(&id.to_string(), service_path),
+        offer: config.offer(amount),
     })
 }
 
