@@ -302,10 +302,10 @@ impl Store {
         &self,
         context: &'static str,
         sql: &'static str,
-        binds: Binds<'_>,
+        binds: &[Bind<'_>],
     ) -> Result<bool, StoreError> {
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for bind in binds.0 {
+        for &bind in binds {
             query = match bind {
                 Bind::Text(text) => query.bind(text.map(str::to_owned)),
                 Bind::Int(int) => query.bind(int),
@@ -320,7 +320,7 @@ impl Store {
             "starting a task",
             "UPDATE tasks SET status = 'processing', updated_at = $1 WHERE id = $2 \
              AND status IN ('pending', 'rejected') AND escrow_status = 'deposited'",
-            Binds(vec![Bind::Int(now_ms), Bind::Text(Some(id))]),
+            &[Bind::Int(now_ms), Bind::Text(Some(id))],
         )
         .await
     }
@@ -338,7 +338,7 @@ impl Store {
             "UPDATE tasks SET review_started_at = $1, updated_at = $1 WHERE id = $2 \
              AND status IN ('processing', 'rejected') AND escrow_status = 'deposited' \
              AND (review_started_at IS NULL OR review_started_at < $3)",
-            Binds(vec![Bind::Int(now_ms), Bind::Text(Some(id)), Bind::Int(stale_before_ms)]),
+            &[Bind::Int(now_ms), Bind::Text(Some(id)), Bind::Int(stale_before_ms)],
         )
         .await
     }
@@ -348,7 +348,7 @@ impl Store {
         self.transition(
             "abandoning a review",
             "UPDATE tasks SET review_started_at = NULL WHERE id = $1",
-            Binds(vec![Bind::Text(Some(id))]),
+            &[Bind::Text(Some(id))],
         )
         .await?;
         Ok(())
@@ -370,7 +370,7 @@ impl Store {
                 "UPDATE tasks SET result = $1, review_approved = 1, review_reason = $2, review_started_at = NULL, \
                  status = 'processing', escrow_status = 'releasing', updated_at = $3 \
                  WHERE id = $4 AND review_started_at IS NOT NULL AND escrow_status = 'deposited'",
-                Binds(vec![Bind::Text(Some(result)), Bind::Text(Some(&verdict.reason)), Bind::Int(now_ms), Bind::Text(Some(id))]),
+                &[Bind::Text(Some(result)), Bind::Text(Some(&verdict.reason)), Bind::Int(now_ms), Bind::Text(Some(id))],
             )
             .await?
         } else {
@@ -380,13 +380,13 @@ impl Store {
                  status = 'rejected', review_reject_count = review_reject_count + 1, \
                  escrow_status = CASE WHEN review_reject_count + 1 >= $3 THEN 'refunding' ELSE 'deposited' END, \
                  updated_at = $4 WHERE id = $5 AND review_started_at IS NOT NULL AND escrow_status = 'deposited'",
-                Binds(vec![
+                &[
                     Bind::Text(Some(result)),
                     Bind::Text(Some(&verdict.reason)),
                     Bind::Int(i64::from(max_rejections)),
                     Bind::Int(now_ms),
                     Bind::Text(Some(id)),
-                ]),
+                ],
             )
             .await?
         };
@@ -403,7 +403,7 @@ impl Store {
             "UPDATE tasks SET status = 'failed', error_message = $1, escrow_status = 'refunding', updated_at = $2 \
              WHERE id = $3 AND status IN ('pending', 'processing', 'rejected') AND escrow_status = 'deposited' \
              AND review_started_at IS NULL",
-            Binds(vec![Bind::Text(Some(message)), Bind::Int(now_ms), Bind::Text(Some(id))]),
+            &[Bind::Text(Some(message)), Bind::Int(now_ms), Bind::Text(Some(id))],
         )
         .await
     }
@@ -415,7 +415,7 @@ impl Store {
             "UPDATE tasks SET error_message = COALESCE(error_message, 'the deposit expired before the work was approved'), \
              escrow_status = 'refunding', updated_at = $1 WHERE id = $2 AND escrow_status = 'deposited' \
              AND expires_at > 0 AND expires_at <= $1",
-            Binds(vec![Bind::Int(now_ms), Bind::Text(Some(id))]),
+            &[Bind::Int(now_ms), Bind::Text(Some(id))],
         )
         .await
     }
@@ -449,8 +449,7 @@ impl Store {
                 });
             }
         };
-        self.transition(context, sql, Binds(vec![Bind::Text(tx), Bind::Int(now_ms), Bind::Text(Some(id))]))
-            .await
+        self.transition(context, sql, &[Bind::Text(tx), Bind::Int(now_ms), Bind::Text(Some(id))]).await
     }
 
     /// An approved release that can no longer happen (the deposit expired first; the escrow then only
@@ -461,7 +460,7 @@ impl Store {
             "UPDATE tasks SET escrow_status = 'refunding', error_message = \
              COALESCE(error_message, 'approved, but the deposit expired before it was released'), updated_at = $1 \
              WHERE id = $2 AND escrow_status = 'releasing'",
-            Binds(vec![Bind::Int(now_ms), Bind::Text(Some(id))]),
+            &[Bind::Int(now_ms), Bind::Text(Some(id))],
         )
         .await
     }
@@ -474,14 +473,13 @@ impl Store {
         } else {
             "UPDATE tasks SET feedback_status = 'skipped' WHERE id = $1"
         };
-        self.transition("noting feedback", sql, Binds(vec![Bind::Text(Some(id))])).await?;
+        self.transition("noting feedback", sql, &[Bind::Text(Some(id))]).await?;
         Ok(())
     }
 }
 
+#[derive(Clone, Copy)]
 enum Bind<'a> {
     Text(Option<&'a str>),
     Int(i64),
 }
-
-struct Binds<'a>(Vec<Bind<'a>>);
