@@ -176,9 +176,12 @@ contract ReputationRegistry is IERC8004Reputation {
             }
         }
         if (count == 0) return (0, 0, 0);
-        // The mean of int128 values scaled back to one of their own precisions fits in int128.
-        summaryValue =
-            int128(total / int256(uint256(count)) / int256(10 ** (MAX_VALUE_DECIMALS - summaryValueDecimals)));
+        // Mixed precisions can push the mean, at the finest precision used, past int128 (a huge value at
+        // 0 decimals beside any at 18): it saturates at the int128 bounds rather than wrapping silently.
+        int256 mean = total / int256(uint256(count)) / int256(10 ** (MAX_VALUE_DECIMALS - summaryValueDecimals));
+        if (mean > type(int128).max) return (count, type(int128).max, summaryValueDecimals);
+        if (mean < type(int128).min) return (count, type(int128).min, summaryValueDecimals);
+        summaryValue = int128(mean);
     }
 
     /// @notice Every feedback entry from `clientAddresses` (all clients when empty) matching the tags.

@@ -6,6 +6,7 @@ import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {SignatureChecker} from "@openzeppelin/contracts/utils/cryptography/SignatureChecker.sol";
+import {IERC3009} from "./interfaces/IERC3009.sol";
 
 /// @title TestUSDC
 /// @notice A USDC stand-in for local chains and tests ONLY: 6 decimals, the EIP-712 domain of Circle's
@@ -13,7 +14,7 @@ import {SignatureChecker} from "@openzeppelin/contracts/utils/cryptography/Signa
 ///         in both the v,r,s and the bytes-signature forms), so that x402 `exact` payments signed for real
 ///         USDC verify here unchanged. The owner mints. Real deployments use real USDC.
 /// @dev    The bytes-signature forms accept ERC-1271 smart-contract wallets, as FiatToken v2.2 does.
-contract TestUSDC is ERC20, EIP712, Ownable {
+contract TestUSDC is ERC20, EIP712, Ownable, IERC3009 {
     /// @notice EIP-3009 type: `from` lets anyone submit a transfer of `value` to `to`.
     bytes32 public constant TRANSFER_WITH_AUTHORIZATION_TYPEHASH = keccak256(
         "TransferWithAuthorization(address from,address to,uint256 value,uint256 validAfter,uint256 validBefore,bytes32 nonce)"
@@ -29,12 +30,6 @@ contract TestUSDC is ERC20, EIP712, Ownable {
         keccak256("CancelAuthorization(address authorizer,bytes32 nonce)");
 
     mapping(address authorizer => mapping(bytes32 nonce => bool)) private _authorizationStates;
-
-    /// @notice `nonce` of `authorizer` was spent on a transfer.
-    event AuthorizationUsed(address indexed authorizer, bytes32 indexed nonce);
-
-    /// @notice `nonce` of `authorizer` was cancelled unused.
-    event AuthorizationCanceled(address indexed authorizer, bytes32 indexed nonce);
 
     /// @notice The authorization is not valid before `validAfter` (now `currentTime`).
     error AuthorizationNotYetValid(uint256 validAfter, uint256 currentTime);

@@ -154,6 +154,21 @@ contract ReputationRegistryTest is Fixture {
         assertEq(value, 4933); // (100 + 50.5 - 2.5) / 3 = 49.333..., truncated at 2 decimals
     }
 
+    function test_getSummary_saturatesInsteadOfWrapping() public {
+        // int128.max at 0 decimals beside 1e-18: the mean at 18 decimals is far past int128.
+        _give(client1, type(int128).max, 0, "", "");
+        _give(client1, 1, 18, "", "");
+        (uint64 count, int128 value, uint8 decimals) = reputation.getSummary(agentId, _clients(), "", "");
+        assertEq(count, 2);
+        assertEq(decimals, 18);
+        assertEq(value, type(int128).max);
+
+        _give(client2, type(int128).min, 0, "low", "");
+        _give(client2, -1, 18, "low", "");
+        (, value,) = reputation.getSummary(agentId, _clients(), "low", "");
+        assertEq(value, type(int128).min);
+    }
+
     function test_getSummary_filtersByTagsClientsAndRevocation() public {
         _give(client1, 100, 0, "escrow", "released");
         _give(client1, 0, 0, "escrow", "refunded");

@@ -2,8 +2,9 @@
 //! script, so they always match the Solidity sources). Each module carries the contract's calls, events,
 //! custom errors and, for the contracts we deploy, its bytecode.
 //!
-//! [`IERC8004Identity`] and [`IERC8004Reputation`] are the surfaces of the official ERC-8004 registries:
-//! code that must also work against those deployments binds to them instead of to our implementations.
+//! [`IERC8004Identity`] and [`IERC8004Reputation`] are the surfaces of the official ERC-8004 registries,
+//! and [`IERC3009`] that of Circle's USDC: code that must also work against those deployments binds to
+//! them instead of to our implementations ([`TestUSDC`] is a token for local chains and tests only).
 
 use alloy::sol;
 
@@ -33,6 +34,13 @@ sol!(
     #[derive(Debug)]
     TestUSDC,
     "../../out/TestUSDC.sol/TestUSDC.json"
+);
+
+sol!(
+    #[sol(rpc)]
+    #[derive(Debug)]
+    IERC3009,
+    "../../out/IERC3009.sol/IERC3009.json"
 );
 
 sol!(

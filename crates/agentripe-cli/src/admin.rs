@@ -3,10 +3,11 @@
 use std::path::Path;
 
 use agentripe_chain::bindings::{Agentripe, IdentityRegistry, ReputationRegistry, TestUSDC};
+use agentripe_server::{util::now_secs, vendor_auth::signed_headers};
 use alloy::{
     primitives::{Address, U256},
     providers::{Provider, ProviderBuilder},
-    signers::{SignerSync, local::PrivateKeySigner},
+    signers::local::PrivateKeySigner,
 };
 use serde_json::{Value, json};
 
@@ -91,18 +92,10 @@ pub async fn register(client: &Client, key: &PrivateKeySigner, file: &Path) -> R
     let data: Value =
         serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", file.display()))?;
     let address = key.address().to_checksum(None);
-    let timestamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_err(|e| e.to_string())?
-        .as_secs();
-    let signature =
-        key.sign_message_sync(format!("{address}:{timestamp}").as_bytes()).map_err(|e| e.to_string())?;
     let response = client
         .http
         .post(format!("{}/agents/register", client.base))
-        .header("x-vendor-address", &address)
-        .header("x-timestamp", timestamp.to_string())
-        .header("x-signature", format!("0x{}", alloy::primitives::hex::encode(signature.as_bytes())))
+        .headers(signed_headers(key, None, now_secs()).map_err(|e| e.to_string())?)
         .json(&json!({ "data": data }))
         .send()
         .await

@@ -4,12 +4,9 @@
 use std::time::Duration;
 
 use agentripe_chain::bindings::Agentripe;
-use agentripe_x402::{Authorization, Network, Offer, decode_header, encode_header, v2};
-use alloy::{
-    primitives::{Address, U256, keccak256},
-    providers::ProviderBuilder,
-    signers::{SignerSync, local::PrivateKeySigner},
-};
+use agentripe_server::catalog::format_price;
+use agentripe_x402::{Offer, client, decode_header, encode_header, v2};
+use alloy::{primitives::Address, providers::ProviderBuilder, signers::local::PrivateKeySigner};
 use serde_json::{Map, Value, json};
 
 use crate::client::Client;
@@ -68,39 +65,10 @@ pub async fn buy(
         decode_header(&header).map_err(|e| format!("bad PAYMENT-REQUIRED: {e}"))?;
     let accepted =
         required.accepts.into_iter().find(|r| r.scheme == "exact").ok_or("no exact payment offered")?;
-    let network =
-        Network::parse(&accepted.network).ok_or_else(|| format!("unknown network {}", accepted.network))?;
-    let extra = accepted.extra.clone().unwrap_or_default();
-    let offer = Offer {
-        network,
-        asset: accepted.asset,
-        pay_to: accepted.pay_to,
-        amount: accepted.amount.parse().map_err(|_| format!("bad amount {}", accepted.amount))?,
-        max_timeout_seconds: accepted.max_timeout_seconds,
-        token_name: extra["name"].as_str().unwrap_or("USDC").to_owned(),
-        token_version: extra["version"].as_str().unwrap_or("2").to_owned(),
-    };
-    let authorization = Authorization {
-        from: key.address(),
-        to: offer.pay_to,
-        value: offer.amount,
-        valid_after: U256::ZERO,
-        valid_before: U256::from(now() + offer.max_timeout_seconds.min(300)),
-        nonce: keccak256(PrivateKeySigner::random().to_bytes()),
-    };
-    let signature = key
-        .sign_typed_data_sync(&authorization.message(), &offer.token_domain())
-        .map_err(|e| e.to_string())?;
-    let payment = encode_header(&v2::PaymentPayload {
-        x402_version: 2,
-        resource: Some(required.resource),
-        accepted,
-        payload: agentripe_x402::ExactEvmPayload {
-            signature: signature.as_bytes().to_vec().into(),
-            authorization,
-        },
-        extensions: None,
-    });
+    let amount = Offer::from_requirements(&accepted).map_err(|e| e.to_string())?.amount;
+    let payment = encode_header(
+        &client::pay(key, &accepted, Some(required.resource), now()).map_err(|e| e.to_string())?,
+    );
     for _ in 0..10 {
         let response = client
             .http
@@ -117,8 +85,9 @@ pub async fn buy(
         match status {
             200 => {
                 let task = answer["taskId"].as_str().unwrap_or("?");
-                client
-                    .show(&answer, || format!("paid {} for {agent}/{path}\ntask {task}", usdc(offer.amount)));
+                client.show(&answer, || {
+                    format!("paid {} for {agent}/{path}\ntask {task}", format_price(amount, 6))
+                });
                 return Ok(());
             }
             503 => tokio::time::sleep(Duration::from_secs(retry)).await,
@@ -127,11 +96,6 @@ pub async fn buy(
         }
     }
     Err("the server kept answering 503; the payment is safe to resend later with the same command".into())
-}
-
-fn usdc(amount: U256) -> String {
-    let units = amount.to::<u128>();
-    format!("${}.{:06}", units / 1_000_000, units % 1_000_000)
 }
 
 /// Withdraws this key's credit from the escrow.
@@ -160,7 +124,12 @@ pub async fn withdraw(
         .map_err(|e| format!("withdraw: {e}"))?;
     let answer = json!({ "withdrawn": credit.to_string(), "transactionHash": format!("{:#x}", receipt.transaction_hash) });
     client.show(&answer, || {
-        format!("withdrew {} to {}\ntransaction {:#x}", usdc(credit), key.address(), receipt.transaction_hash)
+        format!(
+            "withdrew {} to {}\ntransaction {:#x}",
+            format_price(credit, 6),
+            key.address(),
+            receipt.transaction_hash
+        )
     });
     Ok(())
 }

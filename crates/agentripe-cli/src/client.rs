@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use agentripe_server::{util::now_secs, vendor_auth::buyer_headers};
+use alloy::signers::local::PrivateKeySigner;
 use serde_json::Value;
 
 #[derive(Debug)]
@@ -28,12 +30,20 @@ impl Client {
     }
 
     pub async fn get(&self, path: &str) -> Result<(u16, Value), String> {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .map_err(|e| format!("server unreachable: {e}"))?;
+        self.get_signed(path, None).await
+    }
+
+    /// `GET` signed as the buyer `key` (X-Buyer-Address), when there is one.
+    pub async fn get_signed(
+        &self,
+        path: &str,
+        key: Option<&PrivateKeySigner>,
+    ) -> Result<(u16, Value), String> {
+        let mut request = self.http.get(format!("{}{path}", self.base));
+        if let Some(key) = key {
+            request = request.headers(buyer_headers(key, now_secs()).map_err(|e| e.to_string())?);
+        }
+        let response = request.send().await.map_err(|e| format!("server unreachable: {e}"))?;
         Self::read(response).await
     }
 
@@ -83,26 +93,33 @@ impl Client {
 
     pub async fn agent(&self, id: &str) -> Result<(), String> {
         let (_, body) = self.get(&format!("/agents/{id}")).await?;
+        let outcomes = &body["tasks"]["outcomes"];
         self.show(&body, || {
             format!(
-                "agent #{} {}\n  owner   {}\n  payout  {}\n  tasks   {} completed, {} refunded\n  reputation ({} feedback) {}",
+                "agent #{} {}\n  owner   {}\n  payout  {}\n  tasks   {} released, {} rejected, {} failed, {} expired",
                 body["agentId"].as_str().unwrap_or("?"),
                 body["data"]["name"].as_str().unwrap_or("?"),
                 body["owner"].as_str().unwrap_or("?"),
                 body["payoutAddress"].as_str().unwrap_or("?"),
-                body["tasks"]["completed"],
-                body["tasks"]["refunded"],
-                body["reputation"]["count"],
-                body["reputation"]["summaryValue"].as_str().unwrap_or("0"),
+                outcomes["released"],
+                outcomes["rejected"],
+                outcomes["failed"],
+                outcomes["expired"],
             )
         });
         Ok(())
     }
 
     /// A task, or with `wait` its result once the escrow has moved.
-    pub async fn task(&self, id: &str, wait: bool, timeout: u64) -> Result<(), String> {
+    pub async fn task(
+        &self,
+        id: &str,
+        wait: bool,
+        timeout: u64,
+        key: Option<&PrivateKeySigner>,
+    ) -> Result<(), String> {
         if !wait {
-            let (_, body) = self.get(&format!("/tasks/{id}")).await?;
+            let (_, body) = self.get_signed(&format!("/tasks/{id}"), key).await?;
             let task = &body["task"];
             self.show(&body, || describe(task));
             return Ok(());
@@ -111,7 +128,7 @@ impl Client {
         let spinner = ['|', '/', '-', '\\'];
         let mut turn = 0;
         loop {
-            let (status, body) = self.get(&format!("/tasks/{id}/result")).await?;
+            let (status, body) = self.get_signed(&format!("/tasks/{id}/result"), key).await?;
             if status == 200 {
                 if !self.json {
                     eprint!("\r");

@@ -176,7 +176,10 @@ async fn run(client: &Client, command: Command, key_file: Option<&PathBuf>) -> R
             let body = buyer::body(detail, metadata, review)?;
             buyer::buy(client, &key(key_file)?, &agent, &path, &body).await
         }
-        Command::Task { id, wait, timeout } => client.task(&id, wait, timeout).await,
+        // The request and the result are private to the buyer: sign as it when a key is at hand.
+        Command::Task { id, wait, timeout } => {
+            client.task(&id, wait, timeout, key(key_file).ok().as_ref()).await
+        }
         Command::Vendor { agent, action } => vendor::run(client, &key(key_file)?, &agent, action).await,
         Command::Withdraw { rpc_url, escrow } => {
             buyer::withdraw(client, &key(key_file)?, &rpc_url, &escrow).await

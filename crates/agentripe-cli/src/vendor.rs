@@ -3,7 +3,8 @@
 
 use std::{process::Stdio, time::Duration};
 
-use alloy::signers::{SignerSync, local::PrivateKeySigner};
+use agentripe_server::{util::now_secs, vendor_auth::signed_headers};
+use alloy::signers::local::PrivateKeySigner;
 use clap::Subcommand;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
@@ -56,25 +57,7 @@ struct Vendor<'a> {
 
 impl Vendor<'_> {
     fn headers(&self) -> Result<reqwest::header::HeaderMap, String> {
-        let address = self.key.address().to_checksum(None);
-        let timestamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_err(|e| e.to_string())?
-            .as_secs();
-        let signature = self
-            .key
-            .sign_message_sync(format!("{address}:{timestamp}").as_bytes())
-            .map_err(|e| e.to_string())?;
-        let mut headers = reqwest::header::HeaderMap::new();
-        for (name, value) in [
-            ("x-vendor-address", address),
-            ("x-agent-id", self.agent.to_owned()),
-            ("x-timestamp", timestamp.to_string()),
-            ("x-signature", format!("0x{}", alloy::primitives::hex::encode(signature.as_bytes()))),
-        ] {
-            headers.insert(name, value.parse().map_err(|_| format!("bad {name}"))?);
-        }
-        Ok(headers)
+        signed_headers(self.key, Some(self.agent), now_secs()).map_err(|e| e.to_string())
     }
 
     async fn list(&self, status: &str) -> Result<Vec<Value>, String> {

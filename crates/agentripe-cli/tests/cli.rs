@@ -88,7 +88,7 @@ async fn a_buyer_and_a_vendor_trade_through_the_cli() {
     assert_eq!(deliverables, ["hello", "こんにちは"]);
 
     // The buyer follows the task to its end.
-    let (ok, out) = agentripe(base, None, &["task", &task, "--wait", "--timeout", "30"]).await;
+    let (ok, out) = agentripe(base, Some(&buyer), &["task", &task, "--wait", "--timeout", "30"]).await;
     assert!(ok, "{out}");
     let result = json(&out);
     assert_eq!(

@@ -61,7 +61,7 @@ pub enum ReviewError {
 }
 
 /// Settings of an OpenAI-compatible reviewer.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ReviewerConfig {
     /// e.g. `https://api.openai.com/v1` or `http://127.0.0.1:8080/v1`.
     pub base_url: String,
@@ -79,6 +79,20 @@ pub struct ReviewerConfig {
     /// endpoint, until `breaker_cooldown` has passed and one trial review is let through.
     pub breaker_threshold: u32,
     pub breaker_cooldown: Duration,
+}
+
+/// Everything but the API key, which is never printed.
+impl std::fmt::Debug for ReviewerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReviewerConfig")
+            .field("base_url", &self.base_url)
+            .field("api_key", &if self.api_key.is_empty() { "" } else { "<redacted>" })
+            .field("model", &self.model)
+            .field("timeout", &self.timeout)
+            .field("max_retries", &self.max_retries)
+            .field("structured_output", &self.structured_output)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The reviewer the server uses.

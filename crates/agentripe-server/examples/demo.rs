@@ -4,6 +4,7 @@
 //! withdraws). Every check fails the demo loudly; Ctrl-C stops everything it started.
 
 use agentripe_chain::bindings::Agentripe;
+use agentripe_server::catalog::format_price;
 use agentripe_server::testing::{LlmAnswer, Market, PRICE, ScriptedLlm, Server};
 use agentripe_store::testing::Engine;
 use alloy::{
@@ -33,11 +34,6 @@ async fn main() -> std::process::ExitCode {
 
 fn check(condition: bool, what: impl std::fmt::Display) -> Result<(), String> {
     if condition { Ok(()) } else { Err(what.to_string()) }
-}
-
-fn usdc(amount: U256) -> String {
-    let units = amount.to::<u128>();
-    format!("{}.{:06}", units / 1_000_000, units % 1_000_000)
 }
 
 async fn withdraw(market: &Market, who: &PrivateKeySigner) -> Result<String, String> {
@@ -142,7 +138,7 @@ async fn run() -> Result<(), String> {
     println!("\n  USDC        before      after");
     for ((name, address), before) in accounts.iter().zip(before) {
         let after = market.usdc_balance(*address).await;
-        println!("  {name:<9} {:>9}  {:>9}", usdc(before), usdc(after));
+        println!("  {name:<9} {:>9}  {:>9}", format_price(before, 6), format_price(after, 6));
     }
     check(
         market.usdc_balance(market.vendor.address()).await == U256::from(PRICE),

@@ -2,7 +2,9 @@
 //! registry's logs (`Registered`, `URIUpdated`, `Transfer`) from the deployment's start block, in
 //! bounded chunks, and stores each touched agent with its registration file.
 
-use agentripe_chain::bindings::IERC8004Identity;
+use std::sync::Arc;
+
+use agentripe_chain::{Deployment, bindings::IERC8004Identity};
 use agentripe_store::{IndexedAgent, Store};
 use alloy::{
     primitives::{Address, U256},
@@ -13,61 +15,75 @@ use alloy::{
 
 use crate::{
     catalog::{Catalog, CatalogError},
-    now_ms,
-    payments::PipelineError,
+    pipeline::{PipelineError, RpcError, rpc},
+    util::{now_ms, to_i64},
 };
 
 const CURSOR: &str = "identity_registry";
 /// Blocks per log query: public RPCs cap ranges.
 const CHUNK: u64 = 2_000;
 
-fn rpc<E: std::fmt::Display>(context: &'static str) -> impl FnOnce(E) -> PipelineError {
-    move |error| PipelineError::Rpc { context, message: error.to_string() }
-}
-
-/// Reads the registry's logs since the last pass and refreshes the agents they touch.
-pub async fn sync(
-    store: &Store,
-    provider: &DynProvider,
-    catalog: &Catalog,
+/// The index of the identity registry's agents.
+#[derive(Debug)]
+pub struct AgentIndex {
+    store: Store,
+    provider: DynProvider,
+    catalog: Arc<Catalog>,
     registry: Address,
     start_block: u64,
-) -> Result<usize, PipelineError> {
-    let head = provider.get_block_number().await.map_err(rpc("reading the head"))?;
-    let mut from =
-        store.index_cursor(CURSOR).await?.map_or(start_block, |next| u64::try_from(next).unwrap_or(0));
-    let mut refreshed = 0;
-    while from <= head {
-        let to = (from + CHUNK - 1).min(head);
-        let filter = Filter::new().address(registry).from_block(from).to_block(to).event_signature(vec![
-            IERC8004Identity::Registered::SIGNATURE_HASH,
-            IERC8004Identity::URIUpdated::SIGNATURE_HASH,
-            IERC8004Identity::Transfer::SIGNATURE_HASH,
-        ]);
-        let logs = provider.get_logs(&filter).await.map_err(rpc("reading the registry's logs"))?;
-        let mut touched: Vec<U256> = logs
-            .iter()
-            .filter_map(|log| {
-                let topics = log.topics();
-                // Transfer(from, to, tokenId) carries the agent third; the others first.
-                let topic = if topics.first() == Some(&IERC8004Identity::Transfer::SIGNATURE_HASH) {
-                    topics.get(3)
-                } else {
-                    topics.get(1)
-                };
-                topic.map(|word| U256::from_be_bytes(word.0))
-            })
-            .collect();
-        touched.sort();
-        touched.dedup();
-        for id in touched {
-            index_agent(store, catalog, id).await?;
-            refreshed += 1;
+}
+
+impl AgentIndex {
+    pub fn new(store: Store, provider: DynProvider, catalog: Arc<Catalog>, deployment: &Deployment) -> Self {
+        Self {
+            store,
+            provider,
+            catalog,
+            registry: deployment.identity_registry,
+            start_block: deployment.start_block,
         }
-        store.set_index_cursor(CURSOR, i64::try_from(to + 1).unwrap_or(i64::MAX)).await?;
-        from = to + 1;
     }
-    Ok(refreshed)
+
+    /// Reads the registry's logs since the last pass and refreshes the agents they touch.
+    pub async fn sync(&self) -> Result<usize, PipelineError> {
+        let Self { store, provider, catalog, registry, start_block } = self;
+        let (registry, start_block) = (*registry, *start_block);
+        let head = provider.get_block_number().await.map_err(rpc("reading the head"))?;
+        let mut from =
+            store.index_cursor(CURSOR).await?.map_or(start_block, |next| u64::try_from(next).unwrap_or(0));
+        let mut refreshed = 0;
+        while from <= head {
+            let to = (from + CHUNK - 1).min(head);
+            let filter = Filter::new().address(registry).from_block(from).to_block(to).event_signature(vec![
+                IERC8004Identity::Registered::SIGNATURE_HASH,
+                IERC8004Identity::URIUpdated::SIGNATURE_HASH,
+                IERC8004Identity::Transfer::SIGNATURE_HASH,
+            ]);
+            let logs = provider.get_logs(&filter).await.map_err(rpc("reading the registry's logs"))?;
+            let mut touched: Vec<U256> = logs
+                .iter()
+                .filter_map(|log| {
+                    let topics = log.topics();
+                    // Transfer(from, to, tokenId) carries the agent third; the others first.
+                    let topic = if topics.first() == Some(&IERC8004Identity::Transfer::SIGNATURE_HASH) {
+                        topics.get(3)
+                    } else {
+                        topics.get(1)
+                    };
+                    topic.map(|word| U256::from_be_bytes(word.0))
+                })
+                .collect();
+            touched.sort();
+            touched.dedup();
+            for id in touched {
+                index_agent(store, catalog, id).await?;
+                refreshed += 1;
+            }
+            store.set_index_cursor(CURSOR, to_i64(to + 1)).await?;
+            from = to + 1;
+        }
+        Ok(refreshed)
+    }
 }
 
 async fn index_agent(store: &Store, catalog: &Catalog, id: U256) -> Result<(), PipelineError> {
@@ -77,7 +93,8 @@ async fn index_agent(store: &Store, catalog: &Catalog, id: U256) -> Result<(), P
             owner: agent.owner.to_checksum(None),
             uri: agent.uri,
             data: Some(
-                serde_json::to_string(&agent.data).map_err(|e| PipelineError::Corrupt(0, e.to_string()))?,
+                serde_json::to_string(&agent.data)
+                    .map_err(|error| PipelineError::corrupt(format!("agent {id}"), error.to_string()))?,
             ),
             problem: None,
             updated_at: now_ms(),
@@ -93,7 +110,7 @@ async fn index_agent(store: &Store, catalog: &Catalog, id: U256) -> Result<(), P
         // Burned, or gone: nothing to list.
         Err(CatalogError::UnknownAgent(_)) => return Ok(()),
         Err(error @ CatalogError::Unavailable { .. }) => {
-            return Err(PipelineError::Rpc { context: "reading an agent", message: error.to_string() });
+            return Err(RpcError { context: "reading an agent", message: error.to_string() }.into());
         }
     };
     store.upsert_agent(&indexed).await?;

@@ -19,7 +19,10 @@ use alloy::{
     signers::local::PrivateKeySigner,
 };
 
-use crate::now_ms;
+use crate::{
+    pipeline::{RpcError, rpc},
+    util::{hex, now_ms, to_i64},
+};
 
 /// Why a chain write did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -28,8 +31,8 @@ pub enum WriteError {
     #[error("the call would revert: {0}")]
     WouldRevert(String),
     /// The node could not be reached or answered nonsense; try again later.
-    #[error("chain RPC error while {context}: {message}")]
-    Rpc { context: &'static str, message: String },
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -41,10 +44,6 @@ pub enum WriteError {
     Dropped(B256),
 }
 
-fn rpc(context: &'static str) -> impl FnOnce(alloy::transports::TransportError) -> WriteError {
-    move |error| WriteError::Rpc { context, message: error.to_string() }
-}
-
 /// Timing of confirmations.
 #[derive(Clone, Copy, Debug)]
 pub struct Confirmation {
@@ -54,6 +53,9 @@ pub struct Confirmation {
     pub poll_interval: Duration,
     /// How long to wait for one before giving up for now.
     pub timeout: Duration,
+    /// How far the RPC's receipts and logs may trail its state: a transaction whose nonce the chain has
+    /// passed is only taken for dropped once its receipt stayed missing this long.
+    pub rpc_lag: Duration,
 }
 
 /// A signing key that writes durably.
@@ -137,7 +139,7 @@ impl ChainWriter {
                 })
             })
             .await?
-            .map_err(|message| WriteError::Rpc { context: "signing", message })?;
+            .map_err(|message| RpcError { context: "signing", message })?;
         self.broadcast(&stored).await;
         Ok(stored)
     }
@@ -181,45 +183,21 @@ impl ChainWriter {
     /// Waits until `tx` is mined with the configured confirmations, rebroadcasting it while the node
     /// does not know it. Returns its receipt (which may show a revert).
     pub async fn confirm(&self, tx: &ChainTx) -> Result<TransactionReceipt, WriteError> {
-        let hash: B256 = tx.tx_hash.parse().map_err(|_| WriteError::Rpc {
-            context: "reading a stored transaction",
-            message: format!("bad hash {}", tx.tx_hash),
-        })?;
-        let deadline = tokio::time::Instant::now() + self.confirmation.timeout;
-        let mut rebroadcast_at = tokio::time::Instant::now();
-        loop {
-            if let Some(receipt) =
-                self.provider.get_transaction_receipt(hash).await.map_err(rpc("reading a receipt"))?
-            {
-                if self.is_confirmed(&receipt).await? {
-                    self.store.mark_tx(&tx.tx_hash, ChainTxStatus::Mined, now_ms()).await?;
-                    return Ok(receipt);
-                }
-            } else if self.nonce_taken_by_another(tx).await? {
-                self.store.mark_tx(&tx.tx_hash, ChainTxStatus::Dropped, now_ms()).await?;
-                self.sync_nonce().await?;
-                return Err(WriteError::Dropped(hash));
-            } else if tokio::time::Instant::now() >= rebroadcast_at {
-                self.broadcast(tx).await;
-                rebroadcast_at = tokio::time::Instant::now() + Duration::from_secs(5);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(WriteError::NotMinedYet(hash));
-            }
-            tokio::time::sleep(self.confirmation.poll_interval).await;
-        }
-    }
-
-    async fn is_confirmed(&self, receipt: &TransactionReceipt) -> Result<bool, WriteError> {
-        if self.confirmation.confirmations == 0 {
-            return Ok(true);
-        }
-        let head = self.provider.get_block_number().await.map_err(rpc("reading the head"))?;
-        Ok(receipt.block_number.is_some_and(|block| head >= block + self.confirmation.confirmations))
+        let hash = stored_hash(tx)?;
+        let rebroadcasting = Rebroadcasting {
+            writer: self,
+            tx,
+            hash,
+            next_at: tokio::time::Instant::now(),
+            nonce_passed_at: None,
+        };
+        let receipt = self.confirmation.wait_for_receipt(&self.provider, hash, rebroadcasting).await?;
+        self.store.mark_tx(&tx.tx_hash, ChainTxStatus::Mined, now_ms()).await?;
+        Ok(receipt)
     }
 
     /// The chain's mined nonce passed ours, yet our transaction has no receipt: another one took it.
-    async fn nonce_taken_by_another(&self, tx: &ChainTx) -> Result<bool, WriteError> {
+    async fn nonce_taken_by_another(&self, tx: &ChainTx, hash: B256) -> Result<bool, WriteError> {
         let mined = self
             .provider
             .get_transaction_count(self.address())
@@ -230,12 +208,12 @@ impl ChainWriter {
             return Ok(false);
         }
         // Mined nonces passed ours: look once more for our receipt, which may have landed meanwhile.
-        let hash: B256 = tx.tx_hash.parse().unwrap_or_default();
         Ok(self.provider.get_transaction_receipt(hash).await.map_err(rpc("reading a receipt"))?.is_none())
     }
 
-    /// Confirms the latest still-pending transaction stored for `purpose` on `subject`, if any: what a
-    /// crash may have left in flight. Returns its receipt.
+    /// What the chain says of the transactions stored for `purpose` on `subject`, latest first: the
+    /// receipt of one that is mined (even one taken for dropped), after confirming one a crash left in
+    /// flight. Every caller asks this before sending, so no write is sent twice.
     pub async fn resume(
         &self,
         purpose: &str,
@@ -249,29 +227,120 @@ impl ChainWriter {
                     Err(WriteError::Dropped(_)) => continue,
                     Err(error) => return Err(error),
                 },
-                ChainTxStatus::Mined => {
-                    let hash: B256 = tx.tx_hash.parse().unwrap_or_default();
+                // A transaction taken for dropped may have been mined after all (a receipt that lagged
+                // longer than we waited): the chain is asked before anything is sent again.
+                status @ (ChainTxStatus::Mined | ChainTxStatus::Dropped) => {
                     let receipt = self
                         .provider
-                        .get_transaction_receipt(hash)
+                        .get_transaction_receipt(stored_hash(tx)?)
                         .await
                         .map_err(rpc("reading a receipt"))?;
-                    if receipt.is_some() {
-                        return Ok(receipt);
+                    if let Some(receipt) = receipt {
+                        if status == ChainTxStatus::Dropped {
+                            tracing::warn!(tx = %tx.tx_hash, purpose, subject, "a transaction taken for dropped was mined");
+                            self.store.mark_tx(&tx.tx_hash, ChainTxStatus::Mined, now_ms()).await?;
+                        }
+                        return Ok(Some(receipt));
                     }
                 }
-                ChainTxStatus::Dropped => {}
             }
         }
         Ok(None)
     }
 }
 
-/// Lowercase 0x hex, the stored spelling of addresses and hashes.
-pub fn hex(value: impl AsRef<[u8]>) -> String {
-    format!("0x{}", alloy::primitives::hex::encode(value))
+fn stored_hash(tx: &ChainTx) -> Result<B256, RpcError> {
+    tx.tx_hash.parse().map_err(|_| RpcError {
+        context: "reading a stored transaction",
+        message: format!("bad hash {}", tx.tx_hash),
+    })
 }
 
-fn to_i64(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
+/// What to do each time a transaction awaited has no receipt yet.
+pub trait WhileMissing: Send {
+    /// Called on every poll without a receipt; an error ends the wait.
+    fn missing(&mut self) -> impl Future<Output = Result<(), WriteError>> + Send;
+}
+
+/// Someone else's transaction: nothing to do but wait.
+#[derive(Clone, Copy, Debug)]
+pub struct Patiently;
+
+impl WhileMissing for Patiently {
+    async fn missing(&mut self) -> Result<(), WriteError> {
+        Ok(())
+    }
+}
+
+/// Our own transaction: rebroadcast it now and then, and give up once another took its nonce.
+struct Rebroadcasting<'a> {
+    writer: &'a ChainWriter,
+    tx: &'a ChainTx,
+    hash: B256,
+    next_at: tokio::time::Instant,
+    /// Since when the chain's nonce has been past ours with no receipt for us.
+    nonce_passed_at: Option<tokio::time::Instant>,
+}
+
+impl WhileMissing for Rebroadcasting<'_> {
+    async fn missing(&mut self) -> Result<(), WriteError> {
+        let writer = self.writer;
+        if writer.nonce_taken_by_another(self.tx, self.hash).await? {
+            // A lagging RPC shows the nonce passed before it shows our receipt: only a receipt that
+            // stays missing longer than the lag means another transaction took the nonce.
+            let since = *self.nonce_passed_at.get_or_insert_with(tokio::time::Instant::now);
+            if since.elapsed() >= writer.confirmation.rpc_lag {
+                writer.store.mark_tx(&self.tx.tx_hash, ChainTxStatus::Dropped, now_ms()).await?;
+                writer.sync_nonce().await?;
+                return Err(WriteError::Dropped(self.hash));
+            }
+            return Ok(());
+        }
+        self.nonce_passed_at = None;
+        if tokio::time::Instant::now() >= self.next_at {
+            writer.broadcast(self.tx).await;
+            self.next_at = tokio::time::Instant::now() + Duration::from_secs(5);
+        }
+        Ok(())
+    }
+}
+
+impl Confirmation {
+    /// The one receipt waiter: polls until transaction `hash` is mined `confirmations` deep and returns
+    /// its receipt. While the node has no receipt, `while_missing` decides (rebroadcast, or give up);
+    /// past the timeout the transaction is left for later as [`WriteError::NotMinedYet`].
+    pub async fn wait_for_receipt(
+        &self,
+        provider: &DynProvider,
+        hash: B256,
+        mut while_missing: impl WhileMissing,
+    ) -> Result<TransactionReceipt, WriteError> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            match provider.get_transaction_receipt(hash).await.map_err(rpc("reading a receipt"))? {
+                Some(receipt) => {
+                    if self.is_deep_enough(provider, &receipt).await? {
+                        return Ok(receipt);
+                    }
+                }
+                None => while_missing.missing().await?,
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(WriteError::NotMinedYet(hash));
+            }
+            tokio::time::sleep(self.poll_interval).await;
+        }
+    }
+
+    async fn is_deep_enough(
+        &self,
+        provider: &DynProvider,
+        receipt: &TransactionReceipt,
+    ) -> Result<bool, RpcError> {
+        if self.confirmations == 0 {
+            return Ok(true);
+        }
+        let head = provider.get_block_number().await.map_err(rpc("reading the head"))?;
+        Ok(receipt.block_number.is_some_and(|block| head >= block + self.confirmations))
+    }
 }

@@ -7,6 +7,8 @@ use axum::{
 };
 use serde_json::json;
 
+use crate::catalog::CatalogError;
+
 /// An error answer.
 #[derive(Debug)]
 pub struct ApiError {
@@ -17,11 +19,13 @@ pub struct ApiError {
     pub message: String,
     /// Seconds after which a retry makes sense (503s).
     pub retry_after: Option<u64>,
+    /// More fields of the body, beside `error` and `message` (what the caller can follow up with).
+    pub details: serde_json::Map<String, serde_json::Value>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), retry_after: None }
+        Self { status, code, message: message.into(), retry_after: None, details: serde_json::Map::new() }
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -39,6 +43,24 @@ impl ApiError {
         }
     }
 
+    /// Adds a field to the body.
+    pub fn with(mut self, field: &str, value: serde_json::Value) -> Self {
+        self.details.insert(field.to_owned(), value);
+        self
+    }
+
+    /// A 503 whose cause (an RPC or HTTP error, which may carry a URL with a key in it, or an internal
+    /// address a stranger could map) is logged, never answered.
+    pub fn unavailable_because(
+        message: impl Into<String>,
+        cause: impl std::fmt::Display,
+        retry_after: u64,
+    ) -> Self {
+        let message = message.into();
+        tracing::warn!(%cause, "{message}");
+        Self::unavailable(message, retry_after)
+    }
+
     /// A failure of ours: logged in full, answered without internals.
     pub fn internal(error: impl std::fmt::Display) -> Self {
         tracing::error!(%error, "internal error");
@@ -48,11 +70,45 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response =
-            (self.status, Json(json!({ "error": self.code, "message": self.message }))).into_response();
+        let mut body = self.details;
+        body.insert("error".into(), json!(self.code));
+        body.insert("message".into(), json!(self.message));
+        let mut response = (self.status, Json(body)).into_response();
         if let Some(seconds) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
+    }
+}
+
+/// The database failing is ours to fix, not the caller's.
+impl From<agentripe_store::StoreError> for ApiError {
+    fn from(error: agentripe_store::StoreError) -> Self {
+        Self::internal(error)
+    }
+}
+
+/// An agent that is not for sale is not found; one we cannot read now is a retry later.
+impl From<CatalogError> for ApiError {
+    fn from(error: CatalogError) -> Self {
+        match error {
+            CatalogError::UnknownAgent(_) | CatalogError::BadRegistration { .. } => {
+                Self::not_found(error.to_string())
+            }
+            CatalogError::Unavailable { agent, .. } => Self::unavailable_because(
+                format!("agent {agent}'s catalog is unavailable right now"),
+                error,
+                5,
+            ),
+        }
+    }
+}
+
+/// A body that could not be read: too large (413), or cut off.
+impl From<axum::extract::rejection::BytesRejection> for ApiError {
+    fn from(rejection: axum::extract::rejection::BytesRejection) -> Self {
+        let status = rejection.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "body_too_large" } else { "bad_body" };
+        Self::new(status, code, rejection.body_text())
     }
 }

@@ -3,7 +3,7 @@
 //! durable writer and every step is stored, so the reconciler finishes what a crash interrupted.
 
 use agentripe_chain::bindings::IERC8004Identity;
-use agentripe_store::{Registration, Store};
+use agentripe_store::{Registration, RegistrationStatus, Store};
 use alloy::{
     primitives::{Address, B256, U256},
     providers::DynProvider,
@@ -12,9 +12,9 @@ use alloy::{
 };
 
 use crate::{
-    chain_writer::{ChainWriter, hex},
-    now_ms,
-    payments::PipelineError,
+    chain_writer::ChainWriter,
+    pipeline::{PipelineError, RpcError, rpc},
+    util::{hex, now_ms},
 };
 
 #[derive(Debug)]
@@ -26,7 +26,7 @@ pub struct Registrar {
 }
 
 fn corrupt(id: i64, detail: impl Into<String>) -> PipelineError {
-    PipelineError::Corrupt(id, detail.into())
+    PipelineError::corrupt(format!("registration {id}"), detail)
 }
 
 impl Registrar {
@@ -43,7 +43,7 @@ impl Registrar {
     /// Takes a registration as far as it goes: minted, then transferred to its owner.
     pub async fn advance(&self, id: i64) -> Result<(U256, B256), PipelineError> {
         let mut registration = self.load(id).await?;
-        if registration.status == "minting" {
+        if registration.status()? == RegistrationStatus::Minting {
             let receipt = match self.operator.resume("register", &id.to_string()).await? {
                 Some(receipt) if receipt.status() => receipt,
                 _ => {
@@ -75,13 +75,10 @@ impl Registrar {
             .as_deref()
             .and_then(|text| text.parse().ok())
             .ok_or_else(|| corrupt(id, "minted without a transaction"))?;
-        if registration.status == "transferring" {
+        if registration.status()? == RegistrationStatus::Transferring {
             let owner: Address = registration.owner.parse().map_err(|_| corrupt(id, "owner"))?;
             let identity = IERC8004Identity::new(self.registry, &self.provider);
-            let holder = identity.ownerOf(agent).call().await.map_err(|e| PipelineError::Rpc {
-                context: "reading the agent's owner",
-                message: e.to_string(),
-            })?;
+            let holder = identity.ownerOf(agent).call().await.map_err(rpc("reading the agent's owner"))?;
             if holder != owner {
                 if self.operator.resume("transfer", &id.to_string()).await?.is_none() {
                     let call = IERC8004Identity::transferFromCall {
@@ -98,15 +95,14 @@ impl Registrar {
                         )
                         .await?;
                 }
-                let holder = identity.ownerOf(agent).call().await.map_err(|e| PipelineError::Rpc {
-                    context: "reading the agent's owner",
-                    message: e.to_string(),
-                })?;
+                let holder =
+                    identity.ownerOf(agent).call().await.map_err(rpc("reading the agent's owner"))?;
                 if holder != owner {
-                    return Err(PipelineError::Rpc {
+                    return Err(RpcError {
                         context: "handing the agent to its owner",
                         message: format!("agent {agent} is held by {holder}"),
-                    });
+                    }
+                    .into());
                 }
             }
             self.store.registration_done(id, now_ms()).await?;

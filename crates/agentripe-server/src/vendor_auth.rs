@@ -14,13 +14,14 @@ use agentripe_chain::bindings::IERC8004Identity;
 use alloy::{
     primitives::{Address, Signature, U256},
     providers::DynProvider,
+    signers::{SignerSync, local::PrivateKeySigner},
 };
 use axum::{
-    extract::FromRequestParts,
-    http::{HeaderMap, StatusCode, request::Parts},
+    extract::{FromRef, FromRequestParts},
+    http::{HeaderMap, HeaderValue, StatusCode, request::Parts},
 };
 
-use crate::{ApiError, AppState, now_secs};
+use crate::{ApiError, util::now_secs};
 
 /// How far a vendor's timestamp may be from ours.
 pub const TIMESTAMP_TOLERANCE_SECONDS: u64 = 300;
@@ -41,7 +42,8 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, ApiError> {
         .get(name)
         .ok_or_else(|| {
             unauthorized(format!(
-                "missing {name}: vendor endpoints need X-Vendor-Address, X-Agent-Id, X-Timestamp and X-Signature"
+                "missing {name}: signed requests carry X-Vendor-Address (vendors, with X-Agent-Id) or \
+                 X-Buyer-Address (buyers), X-Timestamp and X-Signature"
             ))
         })?
         .to_str()
@@ -56,16 +58,30 @@ pub fn verify_signed_headers(headers: &HeaderMap, now: u64) -> Result<Vendor, Ap
     Ok(Vendor { signer: verify_signer(headers, now)?, agent_id })
 }
 
+/// The header a vendor names its address in.
+pub const VENDOR_ADDRESS: &str = "x-vendor-address";
+/// The header a buyer names its address in (the payer of its payments).
+pub const BUYER_ADDRESS: &str = "x-buyer-address";
+
 /// The address that signed `"{X-Vendor-Address}:{X-Timestamp}"` in `X-Signature`, within the clock window.
 pub fn verify_signer(headers: &HeaderMap, now: u64) -> Result<Address, ApiError> {
-    let address_text = header(headers, "x-vendor-address")?;
+    verify_signer_named_in(headers, VENDOR_ADDRESS, now)
+}
+
+/// The same for a buyer: the address in `X-Buyer-Address` signed `"{address}:{timestamp}"`.
+pub fn verify_buyer(headers: &HeaderMap, now: u64) -> Result<Address, ApiError> {
+    verify_signer_named_in(headers, BUYER_ADDRESS, now)
+}
+
+fn verify_signer_named_in(headers: &HeaderMap, address_header: &str, now: u64) -> Result<Address, ApiError> {
+    let address_text = header(headers, address_header)?;
     let timestamp_text = header(headers, "x-timestamp")?;
     let signature_text = header(headers, "x-signature")?;
 
     let address: Address = address_text
         .trim()
         .parse()
-        .map_err(|_| unauthorized("X-Vendor-Address is not a 0x-prefixed 20-byte address"))?;
+        .map_err(|_| unauthorized(format!("{address_header} is not a 0x-prefixed 20-byte address")))?;
     let timestamp: u64 = timestamp_text
         .trim()
         .parse()
@@ -84,6 +100,10 @@ pub fn verify_signer(headers: &HeaderMap, now: u64) -> Result<Address, ApiError>
         .trim()
         .parse()
         .map_err(|_| unauthorized("X-Signature is not a 0x-prefixed 65-byte hex signature"))?;
+    // The high-s twin of a signature recovers the same signer; purchases refuse it, and so does this.
+    if signature.normalize_s().is_some() {
+        return Err(unauthorized("X-Signature has a high s: sign with a low-s (canonical) ECDSA signature"));
+    }
     let message = format!("{address_text}:{timestamp_text}");
     let signer = signature
         .recover_address_from_msg(message.as_bytes())
@@ -94,6 +114,45 @@ pub fn verify_signer(headers: &HeaderMap, now: u64) -> Result<Address, ApiError>
         )));
     }
     Ok(signer)
+}
+
+/// The signing side of [`verify_signed_headers`], what vendors send: `X-Vendor-Address`, `X-Timestamp`,
+/// `X-Signature` (EIP-191 over `"{address}:{timestamp}"`), and `X-Agent-Id` when acting for an agent.
+pub fn signed_headers(
+    signer: &PrivateKeySigner,
+    agent_id: Option<&str>,
+    timestamp: u64,
+) -> Result<HeaderMap, alloy::signers::Error> {
+    sign_as(signer, VENDOR_ADDRESS, agent_id, timestamp)
+}
+
+/// The signing side of [`verify_buyer`], what buyers send to read their tasks.
+pub fn buyer_headers(signer: &PrivateKeySigner, timestamp: u64) -> Result<HeaderMap, alloy::signers::Error> {
+    sign_as(signer, BUYER_ADDRESS, None, timestamp)
+}
+
+fn sign_as(
+    signer: &PrivateKeySigner,
+    address_header: &'static str,
+    agent_id: Option<&str>,
+    timestamp: u64,
+) -> Result<HeaderMap, alloy::signers::Error> {
+    let address = signer.address().to_checksum(None);
+    let signature = signer.sign_message_sync(format!("{address}:{timestamp}").as_bytes())?;
+    let mut headers = HeaderMap::new();
+    let mut insert = |name: &'static str, value: String| {
+        // Addresses, decimal numbers and hex are always valid header values.
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    };
+    insert(address_header, address);
+    if let Some(agent_id) = agent_id {
+        insert("x-agent-id", agent_id.to_owned());
+    }
+    insert("x-timestamp", timestamp.to_string());
+    insert("x-signature", format!("0x{}", alloy::primitives::hex::encode(signature.as_bytes())));
+    Ok(headers)
 }
 
 /// Who may act for which agent, read from the identity registry and cached briefly.
@@ -131,7 +190,7 @@ impl Authorizations {
             return Ok(verdict.clone());
         }
         let unavailable = |error: alloy::contract::Error| {
-            ApiError::unavailable(format!("the identity registry is unreachable: {error}"), 5)
+            ApiError::unavailable_because("the identity registry cannot be read right now", error, 5)
         };
         let owner = match self.identity.ownerOf(vendor.agent_id).call().await {
             Ok(owner) => owner,
@@ -156,12 +215,15 @@ impl Authorizations {
     }
 }
 
-impl FromRequestParts<Arc<AppState>> for Vendor {
+impl<S: Send + Sync> FromRequestParts<S> for Vendor
+where
+    Arc<Authorizations>: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let vendor = verify_signed_headers(&parts.headers, now_secs())?;
-        match state.authorizations.check(vendor).await? {
+        match Arc::<Authorizations>::from_ref(state).check(vendor).await? {
             Ok(()) => Ok(vendor),
             Err(AuthorizationError::UnknownAgent) => {
                 Err(ApiError::not_found(format!("agent {} is not registered", vendor.agent_id)))

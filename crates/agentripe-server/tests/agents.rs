@@ -1,5 +1,6 @@
 //! `GET /agents/{id}`: catalog, owner, payout address, the platform's feedback and task outcomes.
 
+use agentripe_chain::bindings::ReputationRegistry;
 use agentripe_server::{
     on_both_engines,
     testing::{LlmAnswer, ScriptedLlm},
@@ -20,30 +21,51 @@ on_both_engines!(an_agents_record_shows_what_a_buyer_should_know, |market| async
     let (status, _) = server.vendor(&market, "fail", &failed, json!({ "errorMessage": "cannot" })).await;
     assert_eq!(status, 200);
 
-    let mut record = Value::Null;
-    for _ in 0..100 {
-        record = server
-            .http
-            .get(format!("{}/agents/{}", server.base, market.agent_id))
-            .send()
-            .await
-            .expect("get")
-            .json()
-            .await
-            .expect("json");
-        if record["reputation"]["count"] == 2 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    // Counted from the server's records; the platform's feedback is on chain, tagged with the outcome.
+    let record: Value = server
+        .http
+        .get(format!("{}/agents/{}", server.base, market.agent_id))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(record["agentId"], market.agent_id.to_string());
     assert_eq!(record["owner"], market.vendor.address().to_checksum(None));
     assert_eq!(record["payoutAddress"], market.vendor.address().to_checksum(None));
     assert_eq!(record["data"]["name"], "Translator");
     assert_eq!(record["data"]["services"][0]["catalog"][0]["path"], "translate");
-    assert_eq!(record["tasks"], json!({ "completed": 1, "refunded": 1 }));
-    assert_eq!(record["reputation"]["count"], 2, "{record}");
-    assert_eq!(record["reputation"]["summaryValue"], "0", "one +1 and one -1");
+    assert_eq!(
+        record["tasks"],
+        json!({ "completed": 1, "refunded": 1,
+                "outcomes": { "released": 1, "rejected": 0, "failed": 1, "expired": 0 } })
+    );
+    assert_eq!(record["reputation"]["client"], market.operator.address().to_checksum(None));
+    let reputation = ReputationRegistry::new(market.deployment.reputation_registry, &market.provider);
+    let mut tags = Vec::new();
+    for _ in 0..100 {
+        let last =
+            reputation.getLastIndex(market.agent_id, market.operator.address()).call().await.expect("index");
+        if last == 2 {
+            for index in 1..=2 {
+                let feedback = reputation
+                    .readFeedback(market.agent_id, market.operator.address(), index)
+                    .call()
+                    .await
+                    .expect("read");
+                tags.push((feedback.value, feedback.tag1, feedback.tag2));
+            }
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tags.sort();
+    assert_eq!(
+        tags,
+        vec![(-1, "escrow".to_owned(), "failed".to_owned()), (1, "escrow".to_owned(), "released".to_owned())],
+        "why each deposit ended, tagged"
+    );
 
     for unknown in ["999", "abc"] {
         let response =

@@ -50,7 +50,9 @@ on_both_engines!(a_front_run_payment_is_recorded_under_the_front_runners_transac
     let server = market.start().await;
     let buyer = market.buyer(PRICE).await;
     let header = market.pay_v2(&buyer);
-    let PaymentPayload::V2(payment) = PaymentPayload::from_header(2, &header).expect("decodes") else {
+    let PaymentPayload::V2(payment) =
+        PaymentPayload::decode(agentripe_x402::Version::V2, &header).expect("decodes")
+    else {
         panic!()
     };
     // Someone who saw the authorization submits it first, from their own account.
@@ -67,16 +69,36 @@ on_both_engines!(a_front_run_payment_is_recorded_under_the_front_runners_transac
     assert_eq!(market.usdc_balance(market.deployment.agentripe).await, U256::from(PRICE));
 });
 
+on_both_engines!(a_payment_settled_blocks_before_it_arrives_is_found, |market| async move {
+    use alloy::providers::Provider;
+    let server = market.start().await;
+    let buyer = market.buyer(PRICE).await;
+    let header = market.pay_v2(&buyer);
+    let PaymentPayload::V2(payment) =
+        PaymentPayload::decode(agentripe_x402::Version::V2, &header).expect("decodes")
+    else {
+        panic!()
+    };
+    // Settled by someone else, then twenty blocks pass before the buyer's request reaches us.
+    let receipt = market.submit_payment(3, &payment.payload).await;
+    for _ in 0..20 {
+        let _: serde_json::Value = market.provider.raw_request("evm_mine".into(), ()).await.expect("mine");
+    }
+    let task_id = task_id_of(server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &header), "").await).await;
+    assert_eq!(task_id, receipt.transaction_hash, "found behind the head, and recorded under it");
+    assert_eq!(market.usdc_balance(market.deployment.agentripe).await, U256::from(PRICE));
+});
+
 on_both_engines!(a_crash_between_settlement_and_recording_is_finished_after_restart, |market| async move {
     let buyer = market.buyer(PRICE).await;
     let header = market.pay_v2(&buyer);
 
-    // First life: it settles, but cannot record (its operator key is not the escrow's), then dies.
-    let mut broken = market.config();
-    broken.facilitator = agentripe_server::FacilitatorConfig::BuiltIn(Some(market.operator.clone()));
-    broken.operator_key = key(&market.anvil, 5);
-    broken.chain_timeout = std::time::Duration::from_secs(2);
-    let first = market.start_with(broken).await;
+    // First life: it settles, but cannot record (the escrow's owner rotated the operator key away
+    // under it), then dies.
+    let mut short = market.config();
+    short.chain_timeout = std::time::Duration::from_secs(2);
+    let first = market.start_with(short).await;
+    market.appoint_operator(key(&market.anvil, 5).address()).await;
     let response = first.buy(market.agent_id, ("PAYMENT-SIGNATURE", &header), "").await;
     assert_eq!(response.status(), 503, "settled but not recorded: the buyer is told to retry");
     assert!(response.headers().contains_key("retry-after"));
@@ -86,6 +108,7 @@ on_both_engines!(a_crash_between_settlement_and_recording_is_finished_after_rest
         U256::from(PRICE),
         "the money is in escrow"
     );
+    market.appoint_operator(market.operator.address()).await;
 
     // Second life, same database: the reconciler records it at start-up, without any request.
     let second = market.start().await;
@@ -110,6 +133,172 @@ on_both_engines!(a_crash_between_settlement_and_recording_is_finished_after_rest
     assert_eq!(market.usdc_balance(buyer.address()).await, U256::ZERO);
     assert_eq!(market.usdc_balance(market.deployment.agentripe).await, U256::from(PRICE));
 });
+
+on_both_engines!(one_authorization_cannot_pay_for_two_purchases, |market| async move {
+    let server = market.start().await;
+    let other_agent =
+        market.register_agent(&format!("data:application/json;base64,{}", base64_catalog())).await;
+    let buyer = market.buyer(10 * PRICE).await;
+    let header = market.pay_v2(&buyer);
+    let task_id = task_id_of(server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &header), "").await).await;
+
+    // The same header for another agent, or for the same agent with another request: refused, naming
+    // the task the payment already bought, and nothing charged again.
+    for (agent, body) in [(other_agent, ""), (market.agent_id, r#"{"task_detail":"something else"}"#)] {
+        let response = server.buy(agent, ("PAYMENT-SIGNATURE", &header), body).await;
+        assert_eq!(response.status(), 409, "agent {agent}, body {body:?}");
+        let answer: Value = response.json().await.expect("json");
+        assert_eq!(answer["error"], "payment_already_used");
+        let message = answer["message"].as_str().expect("message");
+        assert!(message.contains(&format!("{task_id:#x}")), "names the task it bought: {message}");
+    }
+    assert_eq!(market.usdc_balance(buyer.address()).await, U256::from(9 * PRICE), "charged once");
+
+    // The purchase it did pay for still answers with its task.
+    let again = server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &header), "").await;
+    assert_eq!(task_id_of(again).await, task_id);
+});
+
+on_both_engines!(a_live_holder_keeps_its_short_lease_and_a_dead_ones_runs_out, |market| async move {
+    use alloy::providers::Provider;
+    let lease = std::time::Duration::from_secs(1);
+    let mut config = market.config();
+    config.payment_lease = lease;
+    let store = agentripe_store::Store::connect(&market.database_url).await.expect("store");
+    let stalled =
+        async || store.stalled_payments(agentripe_server::util::now_ms(), 10).await.expect("stalled");
+
+    // A live holder whose settlement waits in the mempool (no blocks mined) for three leases keeps the
+    // payment: it renews its lease, so no other instance's reconciler may take it.
+    let server = market.start_with(config.clone()).await;
+    let buyer = market.buyer(2 * PRICE).await;
+    let _: () = market.provider.raw_request("evm_setAutomine".into(), (false,)).await.expect("automine off");
+    let buying = {
+        let url = server.purchase_url(market.agent_id);
+        let header = market.pay_v2(&buyer);
+        tokio::spawn(async move {
+            reqwest::Client::new().post(url).header("PAYMENT-SIGNATURE", header).send().await
+        })
+    };
+    while store.payment(1).await.expect("read").is_none() {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for _ in 0..15 {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert_eq!(stalled().await, Vec::<i64>::new(), "a live holder's lease never runs out");
+    }
+    let _: () = market.provider.raw_request("evm_setAutomine".into(), (true,)).await.expect("automine on");
+    let _: serde_json::Value = market.provider.raw_request("evm_mine".into(), ()).await.expect("mine");
+    assert_eq!(buying.await.expect("join").expect("answer").status(), 200);
+    server.running.abort();
+
+    // A process killed right after leasing a payment never renews nor returns its lease: the payment
+    // waits one short lease, then another instance finishes it without any request.
+    let header = market.pay_v2(&buyer);
+    let first = market.start_with(config.clone()).await;
+    market.appoint_operator(key(&market.anvil, 5).address()).await;
+    assert_eq!(first.buy(market.agent_id, ("PAYMENT-SIGNATURE", &header), "").await.status(), 503);
+    first.running.abort();
+    market.appoint_operator(market.operator.address()).await;
+    let now = agentripe_server::util::now_ms();
+    let held = stalled().await;
+    assert_eq!(held.len(), 1);
+    assert!(store.lease_payment(held[0], "killed", now, now + 1_000).await.expect("lease"));
+    let second = market.start_with(config).await;
+    let settled = find_settlement(&market, &header).await;
+    let mut recorded = false;
+    for _ in 0..80 {
+        let response =
+            second.http.get(format!("{}/tasks/{settled:#x}", second.base)).send().await.expect("get");
+        if response.status() == 200 {
+            recorded = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(recorded, "taken over within seconds of the holder's death");
+    assert_eq!(
+        market.usdc_balance(market.deployment.agentripe).await,
+        U256::from(2 * PRICE),
+        "charged once each"
+    );
+});
+
+alloy::sol!(
+    #[sol(rpc)]
+    #[derive(Debug)]
+    BatchSettler,
+    "../../out/BatchSettler.sol/BatchSettler.json"
+);
+
+on_both_engines!(two_payments_settled_in_one_transaction_get_a_deposit_each, |market| async move {
+    use alloy::{primitives::keccak256, providers::ProviderBuilder, sol_types::SolValue};
+    let server = market.start().await;
+    let buyers = [market.buyer(PRICE).await, market.buyer(PRICE).await];
+    let headers: Vec<String> = buyers.iter().map(|buyer| market.pay_v2(buyer)).collect();
+    let payloads: Vec<agentripe_x402::ExactEvmPayload> = headers
+        .iter()
+        .map(|header| decode_header::<agentripe_x402::v2::PaymentPayload>(header).expect("v2").payload)
+        .collect();
+
+    // A batching facilitator settles both authorizations in one transaction, before either request.
+    let as_settler =
+        ProviderBuilder::new().wallet(key(&market.anvil, 3)).connect_http(market.anvil.endpoint_url());
+    let settler = BatchSettler::deploy(&as_settler).await.expect("deploy BatchSettler");
+    let batch: Vec<BatchSettler::SignedAuthorization> = payloads
+        .iter()
+        .map(|payload| {
+            let a = &payload.authorization;
+            BatchSettler::SignedAuthorization {
+                from: a.from,
+                to: a.to,
+                value: a.value,
+                validAfter: a.valid_after,
+                validBefore: a.valid_before,
+                nonce: a.nonce,
+                signature: payload.signature_for_chain(),
+            }
+        })
+        .collect();
+    let receipt = settler
+        .settleAll(market.deployment.usdc, batch)
+        .send()
+        .await
+        .expect("settle both")
+        .get_receipt()
+        .await
+        .expect("mined");
+    assert!(receipt.status());
+
+    // Each payment becomes a task of its own, keyed keccak256(abi.encode(txHash, payer, nonce)), and
+    // each buyer is told the transaction that moved its money.
+    let mut tasks = BTreeSet::new();
+    for (header, payload) in headers.iter().zip(&payloads) {
+        let response = server.buy(market.agent_id, ("PAYMENT-SIGNATURE", header), "").await;
+        let settled: agentripe_x402::SettleResponse =
+            decode_header(response.headers()["payment-response"].to_str().expect("ascii"))
+                .expect("PAYMENT-RESPONSE");
+        assert_eq!(settled.transaction, format!("{:#x}", receipt.transaction_hash));
+        let task_id = task_id_of(response).await;
+        let authorization = &payload.authorization;
+        let expected =
+            keccak256((receipt.transaction_hash, authorization.from, authorization.nonce).abi_encode());
+        assert_eq!(task_id, expected);
+        let deposit = market.deposit(task_id).await;
+        assert_eq!(
+            (deposit.buyer, deposit.amount, deposit.status),
+            (authorization.from, U256::from(PRICE), 1)
+        );
+        tasks.insert(task_id);
+    }
+    assert_eq!(tasks.len(), 2, "a deposit each");
+    assert_eq!(market.usdc_balance(market.deployment.agentripe).await, U256::from(2 * PRICE));
+});
+
+fn base64_catalog() -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(agentripe_server::testing::CATALOG)
+}
 
 /// The settlement transaction of a payment, found from its `AuthorizationUsed` log.
 async fn find_settlement(market: &agentripe_server::testing::Market, header: &str) -> B256 {

@@ -94,13 +94,13 @@ on_both_engines!(a_crash_between_approval_and_release_pays_once, |market| async 
     assert_eq!(start.status(), 200);
     healthy.running.abort();
 
-    // A life that approves and stores the decision, but whose release cannot reach the chain (its
-    // operator key is not the escrow's), and that dies before any reconciler pass.
-    let mut broken = market.config();
-    broken.operator_key = key(&market.anvil, 5);
-    broken.chain_timeout = std::time::Duration::from_secs(2);
-    let crashing = market.start_with(broken).await;
+    // A life that approves and stores the decision, but whose release cannot reach the chain (the
+    // escrow's owner rotated the operator key away under it), and that dies before any reconciler pass.
+    let mut short = market.config();
+    short.chain_timeout = std::time::Duration::from_secs(2);
+    let crashing = market.start_with(short).await;
     crashing.running.reconciler.abort();
+    market.appoint_operator(key(&market.anvil, 5).address()).await;
     let done: Value = crashing
         .http
         .post(format!("{}/vendor/tasks/{task}/complete", crashing.base))
@@ -115,6 +115,7 @@ on_both_engines!(a_crash_between_approval_and_release_pays_once, |market| async 
     assert_eq!(done["escrowAction"], "releasing", "decided, not yet on chain: {done}");
     crashing.running.abort();
     assert_eq!(market.deposit(task.parse().expect("hash")).await.status, 1);
+    market.appoint_operator(market.operator.address()).await;
 
     // The next life's reconciler releases it; another restart pays nothing more.
     let next = market.start().await;

@@ -51,6 +51,12 @@ on_both_engines!(each_bad_term_is_refused_with_its_reason, |market| async move {
             "invalid_exact_evm_payload_authorization_valid_after",
             signed(&|a| a.valid_after = U256::from(now() + 3600)),
         ),
+        // Not valid for a short while yet: the token would refuse it, so it is refused before the chain. (Not
+        // seconds: these headers are signed up front and a busy machine could reach this case after they passed.)
+        (
+            "invalid_exact_evm_payload_authorization_valid_after",
+            signed(&|a| a.valid_after = U256::from(now() + 60)),
+        ),
         (
             "invalid_exact_evm_payload_authorization_valid_before",
             signed(&|a| a.valid_before = U256::from(now() - 1)),

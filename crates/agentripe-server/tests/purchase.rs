@@ -6,7 +6,11 @@ use alloy::primitives::{B256, U256};
 use serde_json::Value;
 
 on_both_engines!(a_v2_purchase_locks_the_payment_in_escrow, |market| async move {
-    let server = market.start().await;
+    // A reviewer is configured: this purchase asks for a review.
+    let llm = agentripe_server::testing::ScriptedLlm::start(vec![]).await;
+    let mut config = market.config();
+    config.reviewer = Some(llm.reviewer());
+    let server = market.start_with(config).await;
     let buyer = market.buyer(1_000_000).await;
     let body = r#"{"task_detail":"Translate to Japanese","task_metadata":{"source_lang":"en"},"reviewer_request":"accurate","text":"hello"}"#;
     let response = server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &market.pay_v2(&buyer)), body).await;
@@ -38,15 +42,8 @@ on_both_engines!(a_v2_purchase_locks_the_payment_in_escrow, |market| async move 
         .expect("the task id is a transaction");
     assert!(receipt.status());
 
-    let task: Value = server
-        .http
-        .get(format!("{}/tasks/{}", server.base, json["taskId"].as_str().unwrap_or_default()))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let path = format!("/tasks/{}", json["taskId"].as_str().unwrap_or_default());
+    let (_, task) = agentripe_server::testing::get_as_buyer(&server, &buyer, &path).await;
     assert_eq!(task["task"]["status"], "pending");
     assert_eq!(task["task"]["taskDetail"], "Translate to Japanese");
     assert_eq!(task["task"]["taskMetadata"], r#"{"source_lang":"en"}"#);
@@ -133,4 +130,19 @@ on_both_engines!(a_catalog_served_over_http_is_read_and_checked, |market| async 
         let body: Value = response.json().await.expect("json");
         assert!(body["message"].as_str().is_some_and(|m| m.contains("registration file")), "{body}");
     }
+});
+
+on_both_engines!(a_signature_with_v_0_or_1_is_settled, |market| async move {
+    // Some signers write v as 0/1 rather than 27/28: the signature is valid, and the token must get 27/28.
+    let server = market.start().await;
+    let buyer = market.buyer(PRICE).await;
+    let offer = market.offer();
+    let mut payload = market.sign(&buyer, &offer, market.authorization(&buyer));
+    let mut signature = payload.signature.to_vec();
+    signature[64] -= 27;
+    payload.signature = signature.into();
+    let header = market.v2_header(payload, v2::PaymentRequirements::for_offer(&offer));
+    let response = server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &header), "").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(market.usdc_balance(market.deployment.agentripe).await, U256::from(PRICE));
 });

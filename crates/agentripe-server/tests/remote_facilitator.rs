@@ -5,10 +5,8 @@ use std::sync::Arc;
 
 use agentripe_chain::bindings::TestUSDC;
 use agentripe_server::{
-    FacilitatorConfig,
-    facilitator::{RemoteFacilitator, settlement_call},
-};
-use agentripe_server::{
+    FacilitatorConfig, StartError,
+    money_in::facilitator::settlement_call,
     on_both_engines,
     testing::{Market, PRICE, key},
 };
@@ -34,13 +32,18 @@ enum Script {
     SettlesThenFails,
     /// Refuses without touching the chain.
     Refuses,
+    /// Settles, but answers with the hash of another transaction (`decoy`).
+    AnswersAnotherHash,
 }
 
 struct Facilitator {
     script: Script,
     provider: DynProvider,
     usdc: Address,
+    /// The chain it says it settles on.
     chain_id: u64,
+    /// What a lying facilitator answers.
+    decoy: Option<alloy::primitives::B256>,
 }
 
 async fn supported(State(facilitator): State<Arc<Facilitator>>) -> Json<Value> {
@@ -105,27 +108,32 @@ async fn settle(
     if facilitator.script == Script::SettlesThenFails {
         return (StatusCode::INTERNAL_SERVER_ERROR, "upstream timeout").into_response();
     }
+    let transaction = facilitator.decoy.unwrap_or(receipt.transaction_hash);
     Json(SettleResponse {
         success: true,
         error_reason: None,
         payer: Some(authorization.from),
-        transaction: format!("{:#x}", receipt.transaction_hash),
+        transaction: format!("{transaction:#x}"),
         network: requirements.network,
     })
     .into_response()
 }
 
 async fn start_facilitator(market: &Market, script: Script) -> String {
+    start_facilitator_on(market, script, market.deployment.chain_id, None).await
+}
+
+async fn start_facilitator_on(
+    market: &Market,
+    script: Script,
+    chain_id: u64,
+    decoy: Option<alloy::primitives::B256>,
+) -> String {
     let provider = ProviderBuilder::new()
         .wallet(key(&market.anvil, 4))
         .connect_http(market.anvil.endpoint_url())
         .erased();
-    let state = Arc::new(Facilitator {
-        script,
-        provider,
-        usdc: market.deployment.usdc,
-        chain_id: market.deployment.chain_id,
-    });
+    let state = Arc::new(Facilitator { script, provider, usdc: market.deployment.usdc, chain_id, decoy });
     let app = Router::new()
         .route("/supported", get(supported))
         .route("/verify", post(verify))
@@ -193,22 +201,130 @@ async fn a_facilitator_is_checked_for_our_network_at_start() {
     else {
         return;
     };
-    let timeout = std::time::Duration::from_secs(5);
-    let local = agentripe_x402::Network::new(market.deployment.chain_id);
-    let remote = RemoteFacilitator::new(&start_facilitator(&market, Script::Honest).await, timeout);
-    assert_eq!(remote.check_supported(local).await, Ok(()));
-    let error =
-        remote.check_supported(agentripe_x402::Network::new(84532)).await.expect_err("not its network");
-    assert!(error.contains("eip155:84532"), "{error}");
-    let unreachable = RemoteFacilitator::new("http://127.0.0.1:9", timeout);
-    assert!(unreachable.check_supported(local).await.is_err());
+    let start_with = async |url: String| {
+        let mut config = market.config();
+        config.facilitator = FacilitatorConfig::Remote(url);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+        agentripe_server::start(config, listener).await
+    };
+    let elsewhere = start_facilitator_on(&market, Script::Honest, 84532, None).await;
+    let refused = start_with(elsewhere).await.expect_err("it does not settle on our chain");
+    assert!(matches!(refused, StartError::Facilitator(_)), "{refused}");
+    let local = format!("eip155:{}", market.deployment.chain_id);
+    assert!(refused.to_string().contains(&local), "names the network: {refused}");
+
+    let unreachable = start_with("http://127.0.0.1:9".into()).await.expect_err("nobody answers");
+    assert!(matches!(unreachable, StartError::Facilitator(_)), "{unreachable}");
+
+    let ours = start_facilitator(&market, Script::Honest).await;
+    start_with(ours).await.expect("a facilitator of our network is accepted").abort();
 }
 
 on_both_engines!(a_facilitators_refusal_is_passed_on, |market| async move {
     let server = server_with(&market, Script::Refuses).await;
     let buyer = market.buyer(PRICE).await;
-    let response = server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &market.pay_v2(&buyer)), "").await;
+    let header = market.pay_v2(&buyer);
+    let response = server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &header), "").await;
     assert_eq!(response.status(), 402);
     assert_eq!(response.json::<Value>().await.expect("json")["error"], "insufficient_funds");
     assert_eq!(market.usdc_balance(buyer.address()).await, U256::from(PRICE));
+    let (status, payment) = follow(&server, &header).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (payment["status"].as_str(), payment["reason"].as_str()),
+        (Some("refused"), Some("insufficient_funds"))
+    );
+});
+
+/// `GET /payments/{payer}/{nonce}` of the payment in a v2 header.
+async fn follow(server: &agentripe_server::testing::Server, header: &str) -> (u16, Value) {
+    let payment: v2::PaymentPayload = agentripe_x402::decode_header(header).expect("a v2 payment");
+    let authorization = &payment.payload.authorization;
+    let url = format!("{}/payments/{:#x}/{:#x}", server.base, authorization.from, authorization.nonce);
+    let response = server.http.get(url).send().await.expect("get");
+    (response.status().as_u16(), response.json().await.expect("json"))
+}
+
+on_both_engines!(a_buyer_follows_an_in_doubt_payment_instead_of_paying_again, |market| async move {
+    // Official x402 clients sign anew on every call: after a 503 the buyer follows the payment it made.
+    let server = server_with(&market, Script::SettlesThenFails).await;
+    let buyer = market.buyer(PRICE).await;
+    let header = market.pay_v2(&buyer);
+    let first = server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &header), "").await;
+    assert_eq!(first.status(), 503);
+    let answer: Value = first.json().await.expect("json");
+    assert_eq!(answer["payment"]["payer"], format!("{:#x}", buyer.address()));
+    let path = answer["payment"]["follow"].as_str().expect("a path to follow").to_owned();
+
+    let mut recorded = None;
+    for _ in 0..100 {
+        let (status, payment) = follow(&server, &header).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            server.http.get(format!("{}{path}", server.base)).send().await.expect("get").status(),
+            200
+        );
+        if payment["status"] == "recorded" {
+            recorded = Some(payment);
+            break;
+        }
+        assert!(
+            ["settling", "recording"].contains(&payment["status"].as_str().unwrap_or_default()),
+            "{payment}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let recorded = recorded.expect("the reconciler records it, and the buyer sees its task");
+    let task_id = recorded["taskId"].as_str().expect("taskId").parse().expect("hash");
+
+    // Or, knowing nothing but its key, the buyer lists its own tasks and finds it there.
+    let (status, mine) = agentripe_server::testing::get_as_buyer(&server, &buyer, "/buyer/tasks").await;
+    assert_eq!(status, 200);
+    assert_eq!(mine["tasks"][0]["id"], recorded["taskId"], "{mine}");
+    assert_eq!(mine["paymentsInFlight"], serde_json::json!([]));
+    let unsigned = server.http.get(format!("{}/buyer/tasks", server.base)).send().await.expect("get");
+    assert_eq!(unsigned.status(), 401);
+    assert_eq!(market.deposit(task_id).await.status, 1);
+    assert_eq!(market.usdc_balance(buyer.address()).await, U256::ZERO, "charged once");
+
+    let unknown = format!("{}/payments/{:#x}/0x{}", server.base, buyer.address(), "01".repeat(32));
+    assert_eq!(server.http.get(unknown).send().await.expect("get").status(), 404);
+});
+
+on_both_engines!(a_facilitators_hash_must_be_this_authorizations_settlement, |market| async move {
+    // The buyer also sends the escrow the same amount in a plain transfer; a facilitator answers with
+    // that transaction's hash. It moved the right amount from the right payer into the escrow, but it
+    // did not spend this authorization: the deposit is keyed by the settlement that did.
+    let buyer = market.buyer(2 * PRICE).await;
+    market.fund_gas(buyer.address()).await;
+    let as_buyer = ProviderBuilder::new().wallet(buyer.clone()).connect_http(market.anvil.endpoint_url());
+    let stray = TestUSDC::new(market.deployment.usdc, &as_buyer)
+        .transfer(market.deployment.agentripe, U256::from(PRICE))
+        .send()
+        .await
+        .expect("transfer")
+        .get_receipt()
+        .await
+        .expect("mined")
+        .transaction_hash;
+    let url =
+        start_facilitator_on(&market, Script::AnswersAnotherHash, market.deployment.chain_id, Some(stray))
+            .await;
+    let mut config = market.config();
+    config.facilitator = FacilitatorConfig::Remote(url);
+    let server = market.start_with(config).await;
+
+    let response = server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &market.pay_v2(&buyer)), "").await;
+    assert_eq!(response.status(), 200);
+    let task_id: alloy::primitives::B256 = response.json::<Value>().await.expect("json")["taskId"]
+        .as_str()
+        .expect("taskId")
+        .parse()
+        .expect("hash");
+    assert_ne!(task_id, stray, "not the decoy");
+    let settlement =
+        market.provider.get_transaction_receipt(task_id).await.expect("rpc").expect("a transaction");
+    assert_eq!(settlement.from, key(&market.anvil, 4).address(), "the facilitator's own settlement");
+    assert_eq!(market.deposit(task_id).await.status, 1);
+    assert_eq!(market.deposit(stray).await.status, 0, "the stray transfer is no deposit");
 });

@@ -4,7 +4,7 @@
 use agentripe_chain::bindings::ReputationRegistry;
 use agentripe_server::{
     on_both_engines,
-    testing::{LlmAnswer, Market, PRICE, ScriptedLlm, Server, now, vendor_headers},
+    testing::{LlmAnswer, Market, PRICE, ScriptedLlm, Server, get_as_buyer, now, vendor_headers},
 };
 use alloy::primitives::{B256, U256};
 use serde_json::{Value, json};
@@ -24,7 +24,7 @@ fn request() -> Value {
 on_both_engines!(an_approved_result_pays_the_vendor, |market| async move {
     let llm = ScriptedLlm::start(vec![LlmAnswer::verdict(true, "Translation is accurate")]).await;
     let server = reviewed_server(&market, &llm).await;
-    let (_, task) = server.purchase(&market, &request()).await;
+    let (buyer, task) = server.purchase(&market, &request()).await;
 
     let listed: Value = server
         .http
@@ -64,9 +64,8 @@ on_both_engines!(an_approved_result_pays_the_vendor, |market| async move {
     let deposit: B256 = task.parse().expect("hash");
     assert_eq!(market.deposit(deposit).await.status, 2);
     assert_eq!(market.credit(market.vendor.address()).await, U256::from(PRICE));
-    let result = server.http.get(format!("{}/tasks/{task}/result", server.base)).send().await.expect("get");
-    assert_eq!(result.status(), 200);
-    let result: Value = result.json().await.expect("json");
+    let (status, result) = get_as_buyer(&server, &buyer, &format!("/tasks/{task}/result")).await;
+    assert_eq!(status, 200);
     assert_eq!(
         (result["result"].as_str(), result["escrowAction"].as_str()),
         (Some("こんにちは世界"), Some("released"))
@@ -120,7 +119,7 @@ on_both_engines!(without_reviewer_request_the_result_is_approved_unreviewed, |ma
 
 on_both_engines!(a_failed_task_refunds_the_buyer, |market| async move {
     let server = market.start().await;
-    let (buyer, task) = server.purchase(&market, &request()).await;
+    let (buyer, task) = server.purchase(&market, &json!({ "task_detail": "Translate to Japanese" })).await;
     let (status, failed) =
         server.vendor(&market, "fail", &task, json!({ "errorMessage": "Unsupported language pair" })).await;
     assert_eq!(status, 200, "{failed}");
@@ -287,3 +286,76 @@ on_both_engines!(an_outage_opens_the_circuit_and_recovery_closes_it, |market| as
         "no task is rejected or refunded because of an outage"
     );
 });
+
+on_both_engines!(text_with_nul_is_refused_before_anything_moves, |market| async move {
+    // PostgreSQL cannot store U+0000: it is refused on both engines before any money moves.
+    let llm = ScriptedLlm::start(vec![LlmAnswer::verdict(true, "Accurate")]).await;
+    let server = reviewed_server(&market, &llm).await;
+    let buyer = market.buyer(PRICE).await;
+    let body = json!({ "task_detail": "Translate\u{0}", "reviewer_request": REVIEWED }).to_string();
+    let response = server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &market.pay_v2(&buyer)), &body).await;
+    assert_eq!(response.status(), 400);
+    let answer: Value = response.json().await.expect("json");
+    assert_eq!(answer["error"], "bad_field");
+    assert!(answer["message"].as_str().expect("message").starts_with("task_detail"), "{answer}");
+    assert_eq!(market.usdc_balance(buyer.address()).await, U256::from(PRICE), "nothing charged");
+
+    let (_, task) = server.purchase(&market, &request()).await;
+    assert_eq!(server.vendor(&market, "start", &task, json!({})).await.0, 200);
+    let (status, answer) =
+        server.vendor(&market, "complete", &task, json!({ "result": "こんにちは\u{0}" })).await;
+    assert_eq!((status, answer["error"].as_str()), (400, Some("bad_field")));
+    let (status, _) = server.vendor(&market, "fail", &task, json!({ "errorMessage": "\u{0}" })).await;
+    assert_eq!(status, 400);
+    // Nothing was claimed by the refused submission: a clean one is reviewed at once.
+    let (status, answer) = server.vendor(&market, "complete", &task, json!({ "result": "こんにちは" })).await;
+    assert_eq!((status, answer["escrowAction"].as_str()), (200, Some("released")), "{answer}");
+});
+
+on_both_engines!(
+    feedback_is_posted_once_even_when_its_transaction_was_taken_for_dropped,
+    |market| async move {
+        let server = market.start().await;
+        let (_, task) = server.purchase(&market, &json!({})).await;
+        server.vendor(&market, "start", &task, json!({})).await;
+        let (status, done) = server.vendor(&market, "complete", &task, json!({ "result": "done" })).await;
+        assert_eq!((status, done["escrowAction"].as_str()), (200, Some("released")));
+        let reputation = ReputationRegistry::new(market.deployment.reputation_registry, &market.provider);
+        let feedback_count = async || {
+            reputation
+                .getLastIndex(market.agent_id, market.operator.address())
+                .call()
+                .await
+                .expect("last index")
+        };
+        for _ in 0..100 {
+            if feedback_count().await == 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(feedback_count().await, 1, "feedback posted");
+        server.running.abort();
+
+        // As after a receipt that lagged past our patience: the mined feedback is stored as dropped, and
+        // the task as still awaiting feedback. The next life asks the chain before posting again.
+        let store = agentripe_store::Store::connect(&market.database_url).await.expect("store");
+        agentripe_store::testing::execute(
+            &store,
+            "UPDATE chain_txs SET status = 'dropped' WHERE purpose = 'feedback'",
+        )
+        .await;
+        agentripe_store::testing::execute(&store, "UPDATE tasks SET feedback_status = 'pending'").await;
+        let next = market.start().await;
+        for _ in 0..40 {
+            if store.tasks_awaiting_feedback(10).await.expect("awaiting").is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(store.tasks_awaiting_feedback(10).await.expect("awaiting").is_empty(), "feedback settled");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        assert_eq!(feedback_count().await, 1, "posted once, not twice");
+        next.running.abort();
+    }
+);

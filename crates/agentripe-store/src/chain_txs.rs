@@ -4,8 +4,6 @@
 //! that stores the signed transaction: two server instances sharing a key never sign two transactions
 //! with one nonce, and a nonce is never handed out without a transaction that can be (re)broadcast.
 
-use std::str::FromStr;
-
 use crate::{Context, Store, StoreError};
 
 /// What became of a signed transaction.
@@ -19,29 +17,11 @@ pub enum ChainTxStatus {
     Dropped,
 }
 
-impl ChainTxStatus {
-    /// The stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Mined => "mined",
-            Self::Dropped => "dropped",
-        }
-    }
-}
-
-impl FromStr for ChainTxStatus {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        Ok(match text {
-            "pending" => Self::Pending,
-            "mined" => Self::Mined,
-            "dropped" => Self::Dropped,
-            other => return Err(format!("unknown transaction status {other:?}")),
-        })
-    }
-}
+crate::text_enum!(ChainTxStatus {
+    Pending => "pending",
+    Mined => "mined",
+    Dropped => "dropped",
+});
 
 /// A signed transaction, ready to broadcast.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -141,19 +121,6 @@ impl Store {
         .context("storing a signed transaction")?;
         tx.commit().await.context("committing a signed transaction")?;
         Ok(Ok(stored))
-    }
-
-    /// The signer's transactions not yet seen in a block, lowest nonce first.
-    pub async fn pending_txs(&self, signer: &str) -> Result<Vec<ChainTx>, StoreError> {
-        sqlx::query_as(concat!(
-            "SELECT ",
-            columns!(),
-            " FROM chain_txs WHERE signer = $1 AND status = 'pending' ORDER BY nonce"
-        ))
-        .bind(signer)
-        .fetch_all(self.pool())
-        .await
-        .context("listing pending transactions")
     }
 
     /// Every transaction signed for `purpose` on `subject`, oldest first.

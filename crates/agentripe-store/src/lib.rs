@@ -8,6 +8,30 @@
 //!
 //! SQL here uses `$1, $2, ...` placeholders in order of first appearance, which both engines bind alike.
 
+/// A status stored as text: its spelling in one place, `as_str` to write it and `FromStr` to read it.
+macro_rules! text_enum {
+    ($name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        impl $name {
+            /// The stored and wire spelling.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $text),+ }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+
+            fn from_str(text: &str) -> Result<Self, String> {
+                match text {
+                    $($text => Ok(Self::$variant),)+
+                    other => Err(format!("unknown {} {other:?}", stringify!($name))),
+                }
+            }
+        }
+    };
+}
+pub(crate) use text_enum;
+
 mod agents;
 mod chain_txs;
 mod payments;
@@ -20,9 +44,9 @@ pub mod testing;
 pub use agents::IndexedAgent;
 pub use chain_txs::{ChainTx, ChainTxStatus, SignedTx};
 pub use payments::{Claim, NewPayment, Payment, PaymentStatus};
-pub use registrations::Registration;
+pub use registrations::{Registration, RegistrationStatus};
 pub use reviews::ReviewRecord;
-pub use tasks::{EscrowStatus, NewTask, Task, TaskStatus, Verdict};
+pub use tasks::{EscrowStatus, NewTask, Outcome, Task, TaskStatus, Verdict};
 
 use sqlx::{
     AnyPool,

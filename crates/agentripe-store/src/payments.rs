@@ -1,7 +1,5 @@
 //! Payments in: the exactly-once claim on a buyer's authorization, and its way to a recorded deposit.
 
-use std::str::FromStr;
-
 use crate::{Context, Store, StoreError, tasks::NewTask};
 
 /// Where a payment is on its way into the escrow.
@@ -17,31 +15,12 @@ pub enum PaymentStatus {
     Failed,
 }
 
-impl PaymentStatus {
-    /// The stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Verified => "verified",
-            Self::Settled => "settled",
-            Self::Recorded => "recorded",
-            Self::Failed => "failed",
-        }
-    }
-}
-
-impl FromStr for PaymentStatus {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        Ok(match text {
-            "verified" => Self::Verified,
-            "settled" => Self::Settled,
-            "recorded" => Self::Recorded,
-            "failed" => Self::Failed,
-            other => return Err(format!("unknown payment status {other:?}")),
-        })
-    }
-}
+crate::text_enum!(PaymentStatus {
+    Verified => "verified",
+    Settled => "settled",
+    Recorded => "recorded",
+    Failed => "failed",
+});
 
 /// A verified payment to claim.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,8 +48,11 @@ pub struct Payment {
     pub id: i64,
     pub new: NewPayment,
     pub status: PaymentStatus,
-    /// The settlement transaction hash (the deposit and task id), once known.
+    /// The deposit and task id, once settled: the settlement transaction's hash, unless that
+    /// transaction settled several authorizations.
     pub deposit_id: Option<String>,
+    /// The transaction that moved the money into the escrow, once settled.
+    pub settlement_tx: Option<String>,
     /// Why it failed.
     pub failure: Option<String>,
 }
@@ -101,6 +83,7 @@ struct Row {
     search_from_block: i64,
     status: String,
     deposit_id: Option<String>,
+    settlement_tx: Option<String>,
     failure: Option<String>,
 }
 
@@ -130,6 +113,7 @@ impl TryFrom<Row> for Payment {
             },
             status,
             deposit_id: row.deposit_id,
+            settlement_tx: row.settlement_tx,
             failure: row.failure,
         })
     }
@@ -138,7 +122,7 @@ impl TryFrom<Row> for Payment {
 macro_rules! columns {
     () => {
         "id, chain_id, asset, payer, nonce, amount, agent_id, service_path, x402_version, payment, valid_before, \
-         request, search_from_block, status, deposit_id, failure"
+         request, search_from_block, status, deposit_id, settlement_tx, failure"
     };
 }
 
@@ -172,19 +156,34 @@ impl Store {
         if let Some(id) = inserted {
             return Ok(Claim::New(self.require_payment(id).await?));
         }
-        let row: Row = sqlx::query_as(concat!(
+        let earlier = self.payment_by_authorization(new.chain_id, &new.asset, &new.payer, &new.nonce).await?;
+        Ok(Claim::Existing(earlier.ok_or(StoreError::Corrupt {
+            context: "reading an earlier claim",
+            detail: format!("the claim of {}'s nonce {} vanished", new.payer, new.nonce),
+        })?))
+    }
+
+    /// The payment of an authorization: (chain, token, payer, EIP-3009 nonce), spelled as stored.
+    pub async fn payment_by_authorization(
+        &self,
+        chain_id: i64,
+        asset: &str,
+        payer: &str,
+        nonce: &str,
+    ) -> Result<Option<Payment>, StoreError> {
+        let row: Option<Row> = sqlx::query_as(concat!(
             "SELECT ",
             columns!(),
             " FROM payments WHERE chain_id = $1 AND asset = $2 AND payer = $3 AND nonce = $4"
         ))
-        .bind(new.chain_id)
-        .bind(&new.asset)
-        .bind(&new.payer)
-        .bind(&new.nonce)
-        .fetch_one(self.pool())
+        .bind(chain_id)
+        .bind(asset)
+        .bind(payer)
+        .bind(nonce)
+        .fetch_optional(self.pool())
         .await
-        .context("reading an earlier claim")?;
-        Ok(Claim::Existing(row.try_into()?))
+        .context("reading a payment by its authorization")?;
+        row.map(Payment::try_from).transpose()
     }
 
     /// A payment by id.
@@ -204,14 +203,21 @@ impl Store {
         })
     }
 
-    /// Takes the exclusive right to advance an open payment until `until_ms`, unless someone else holds
-    /// it. Whoever holds the lease is the only one settling or recording this payment.
-    pub async fn lease_payment(&self, id: i64, now_ms: i64, until_ms: i64) -> Result<bool, StoreError> {
+    /// Takes the exclusive right to advance an open payment until `until_ms` for `holder`, unless
+    /// someone else holds it. Whoever holds the lease is the only one settling or recording this payment.
+    pub async fn lease_payment(
+        &self,
+        id: i64,
+        holder: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<bool, StoreError> {
         let result = sqlx::query(
-            "UPDATE payments SET lease_until = $1, updated_at = $2 WHERE id = $3 \
-             AND status IN ('verified', 'settled') AND (lease_until IS NULL OR lease_until < $2)",
+            "UPDATE payments SET lease_until = $1, lease_holder = $2, updated_at = $3 WHERE id = $4 \
+             AND status IN ('verified', 'settled') AND (lease_until IS NULL OR lease_until < $3)",
         )
         .bind(until_ms)
+        .bind(holder)
         .bind(now_ms)
         .bind(id)
         .execute(self.pool())
@@ -220,27 +226,52 @@ impl Store {
         Ok(result.rows_affected() == 1)
     }
 
-    /// Gives the lease back early, so that the reconciler may pick the payment up at once.
-    pub async fn unlease_payment(&self, id: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE payments SET lease_until = NULL WHERE id = $1")
+    /// Extends `holder`'s lease to `until_ms`; `false` if it is no longer `holder`'s (it ran out and
+    /// someone took it over, or the payment is done).
+    pub async fn renew_payment_lease(
+        &self,
+        id: i64,
+        holder: &str,
+        until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE payments SET lease_until = $1 WHERE id = $2 AND lease_holder = $3 AND lease_until IS NOT NULL",
+        )
+        .bind(until_ms)
+        .bind(id)
+        .bind(holder)
+        .execute(self.pool())
+        .await
+        .context("renewing a payment's lease")?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Gives `holder`'s lease back early, so that the reconciler may pick the payment up at once.
+    pub async fn unlease_payment(&self, id: i64, holder: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE payments SET lease_until = NULL WHERE id = $1 AND lease_holder = $2")
             .bind(id)
+            .bind(holder)
             .execute(self.pool())
             .await
             .context("unleasing a payment")?;
         Ok(())
     }
 
-    /// Notes that the tokens are in the escrow under `deposit_id`.
+    /// Notes that transaction `settlement_tx` moved the tokens into the escrow, to be recorded under
+    /// `deposit_id`.
     pub async fn mark_payment_settled(
         &self,
         id: i64,
         deposit_id: &str,
+        settlement_tx: &str,
         now_ms: i64,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE payments SET status = 'settled', deposit_id = $1, updated_at = $2 WHERE id = $3 AND status = 'verified'",
+            "UPDATE payments SET status = 'settled', deposit_id = $1, settlement_tx = $2, updated_at = $3 \
+             WHERE id = $4 AND status = 'verified'",
         )
         .bind(deposit_id)
+        .bind(settlement_tx)
         .bind(now_ms)
         .bind(id)
         .execute(self.pool())
@@ -293,6 +324,21 @@ impl Store {
         .context("closing a recorded payment")?;
         tx.commit().await.context("committing a recorded payment")?;
         Ok(())
+    }
+
+    /// A payer's payments not yet recorded nor refused: those it may be waiting on, oldest first.
+    pub async fn payments_in_flight(&self, payer: &str, limit: i64) -> Result<Vec<Payment>, StoreError> {
+        let rows: Vec<Row> = sqlx::query_as(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM payments WHERE payer = $1 AND status IN ('verified', 'settled') ORDER BY id LIMIT $2"
+        ))
+        .bind(payer)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await
+        .context("listing a payer's payments in flight")?;
+        rows.into_iter().map(Payment::try_from).collect()
     }
 
     /// Payments not yet recorded nor failed whose lease has run out: work for the reconciler.

@@ -2,6 +2,23 @@
 
 use crate::{Context, Store, StoreError};
 
+/// Where a registration is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegistrationStatus {
+    /// The server is minting the agent to itself.
+    Minting,
+    /// Minted; the server is handing it to its owner.
+    Transferring,
+    /// The owner holds its agent.
+    Done,
+}
+
+crate::text_enum!(RegistrationStatus {
+    Minting => "minting",
+    Transferring => "transferring",
+    Done => "done",
+});
+
 /// A registration on its way.
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct Registration {
@@ -10,8 +27,16 @@ pub struct Registration {
     pub uri: String,
     pub agent_id: Option<String>,
     pub register_tx: Option<String>,
-    /// minting | transferring | done
-    pub status: String,
+    status: String,
+}
+
+impl Registration {
+    /// Where it is.
+    pub fn status(&self) -> Result<RegistrationStatus, StoreError> {
+        self.status
+            .parse()
+            .map_err(|detail| StoreError::Corrupt { context: "reading a registration", detail })
+    }
 }
 
 impl Store {

@@ -1,7 +1,5 @@
 //! Tasks: one per recorded deposit, keyed by the deposit id (the settlement transaction hash).
 
-use std::str::FromStr;
-
 use sqlx::{Any, Transaction};
 
 use crate::{Context, Store, StoreError};
@@ -32,29 +30,7 @@ pub enum EscrowStatus {
     Refunded,
 }
 
-macro_rules! text_enum {
-    ($name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
-        impl $name {
-            /// The stored and wire spelling.
-            pub fn as_str(self) -> &'static str {
-                match self { $(Self::$variant => $text),+ }
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = String;
-
-            fn from_str(text: &str) -> Result<Self, String> {
-                match text {
-                    $($text => Ok(Self::$variant),)+
-                    other => Err(format!("unknown {} {other:?}", stringify!($name))),
-                }
-            }
-        }
-    };
-}
-
-text_enum!(TaskStatus {
+crate::text_enum!(TaskStatus {
     Pending => "pending",
     Processing => "processing",
     Completed => "completed",
@@ -62,7 +38,27 @@ text_enum!(TaskStatus {
     Rejected => "rejected",
 });
 
-text_enum!(EscrowStatus {
+/// Why a task's deposit ended: the tag of its reputation feedback, counted in the agent view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Approved (or asked for no review): released to the vendor.
+    Released,
+    /// The last allowed review refused it: refunded.
+    Rejected,
+    /// The vendor gave up: refunded.
+    Failed,
+    /// Unanswered when the deposit expired: refunded (by us, or reclaimed by the buyer).
+    Expired,
+}
+
+crate::text_enum!(Outcome {
+    Released => "released",
+    Rejected => "rejected",
+    Failed => "failed",
+    Expired => "expired",
+});
+
+crate::text_enum!(EscrowStatus {
     Deposited => "deposited",
     Releasing => "releasing",
     Released => "released",
@@ -104,6 +100,8 @@ pub struct Task {
     /// The last review's verdict and reason.
     pub review_approved: Option<bool>,
     pub review_reason: Option<String>,
+    /// Why the deposit ended (or will: set with the decision), once decided.
+    pub outcome: Option<Outcome>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -128,6 +126,7 @@ struct Row {
     escrow_tx: Option<String>,
     review_approved: Option<i32>,
     review_reason: Option<String>,
+    outcome: Option<String>,
     created_at: i64,
     updated_at: i64,
 }
@@ -155,6 +154,7 @@ impl TryFrom<Row> for Task {
             escrow_tx: row.escrow_tx,
             review_approved: row.review_approved.map(|approved| approved != 0),
             review_reason: row.review_reason,
+            outcome: row.outcome.as_deref().map(str::parse).transpose().map_err(corrupt)?,
             result: row.result,
             error_message: row.error_message,
             review_reject_count: row.review_reject_count,
@@ -201,7 +201,7 @@ macro_rules! columns {
     () => {
         "id, agent_id, product_id, buyer, amount, request_payload, task_detail, task_metadata, reviewer_request, \
          status, result, error_message, review_reject_count, escrow_status, expires_at, escrow_tx, review_approved, \
-         review_reason, created_at, updated_at"
+         review_reason, outcome, created_at, updated_at"
     };
 }
 
@@ -252,6 +252,21 @@ impl Store {
         Ok(tasks)
     }
 
+    /// A buyer's tasks, newest first.
+    pub async fn buyer_tasks(&self, buyer: &str, limit: i64) -> Result<Vec<Task>, StoreError> {
+        let rows: Vec<Row> = sqlx::query_as(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM tasks WHERE buyer = $1 ORDER BY created_at DESC LIMIT $2"
+        ))
+        .bind(buyer)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await
+        .context("listing a buyer's tasks")?;
+        rows.into_iter().map(Task::try_from).collect()
+    }
+
     /// Tasks whose money is in flight (`releasing`, `refunding`), or whose deposit expired unresolved:
     /// work for the reconciler.
     pub async fn tasks_to_reconcile(&self, now_ms: i64, limit: i64) -> Result<Vec<Task>, StoreError> {
@@ -269,19 +284,21 @@ impl Store {
         rows.into_iter().map(Task::try_from).collect()
     }
 
-    /// How many of an agent's tasks ended released and refunded.
-    pub async fn agent_outcomes(&self, agent_id: &str) -> Result<(i64, i64), StoreError> {
-        let count = |status: &'static str| async move {
-            sqlx::query_scalar::<_, i64>(
-                "SELECT COUNT(*) FROM tasks WHERE agent_id = $1 AND escrow_status = $2",
-            )
-            .bind(agent_id)
-            .bind(status)
-            .fetch_one(self.pool())
-            .await
-            .context("counting an agent's tasks")
-        };
-        Ok((count("released").await?, count("refunded").await?))
+    /// How many of an agent's tasks ended, by outcome: counted from our own records, so the agent view
+    /// costs the same however much feedback the agent has on chain.
+    pub async fn agent_outcomes(&self, agent_id: &str) -> Result<Vec<(Outcome, i64)>, StoreError> {
+        // Tasks that ended before outcomes were recorded count by their status.
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT ended, COUNT(*) FROM (SELECT COALESCE(outcome, CASE WHEN escrow_status = 'released' THEN 'released' \
+             WHEN status = 'rejected' THEN 'rejected' ELSE 'failed' END) AS ended FROM tasks \
+             WHERE agent_id = $1 AND escrow_status IN ('released', 'refunded')) AS final GROUP BY ended",
+        )
+        .bind(agent_id)
+        .fetch_all(self.pool())
+        .await
+        .context("counting an agent's outcomes")?;
+        let corrupt = |detail| StoreError::Corrupt { context: "counting an agent's outcomes", detail };
+        rows.into_iter().map(|(outcome, count)| Ok((outcome.parse().map_err(corrupt)?, count))).collect()
     }
 
     /// Tasks whose payout is confirmed but whose reputation feedback is not yet posted.
@@ -314,12 +331,14 @@ impl Store {
         Ok(query.execute(self.pool()).await.context(context)?.rows_affected() == 1)
     }
 
-    /// pending or rejected -> processing, for the task's own agent while its money is still locked.
+    /// pending or rejected -> processing, for the task's own agent while its money is still locked and
+    /// its deposit has not expired (work after expiry could never be paid).
     pub async fn start_task(&self, id: &str, now_ms: i64) -> Result<bool, StoreError> {
         self.transition(
             "starting a task",
             "UPDATE tasks SET status = 'processing', updated_at = $1 WHERE id = $2 \
-             AND status IN ('pending', 'rejected') AND escrow_status = 'deposited'",
+             AND status IN ('pending', 'rejected') AND escrow_status = 'deposited' \
+             AND (expires_at = 0 OR expires_at > $1)",
             &[Bind::Int(now_ms), Bind::Text(Some(id))],
         )
         .await
@@ -337,7 +356,7 @@ impl Store {
             "beginning a review",
             "UPDATE tasks SET review_started_at = $1, updated_at = $1 WHERE id = $2 \
              AND status IN ('processing', 'rejected') AND escrow_status = 'deposited' \
-             AND (review_started_at IS NULL OR review_started_at < $3)",
+             AND (expires_at = 0 OR expires_at > $1) AND (review_started_at IS NULL OR review_started_at < $3)",
             &[Bind::Int(now_ms), Bind::Text(Some(id)), Bind::Int(stale_before_ms)],
         )
         .await
@@ -368,7 +387,7 @@ impl Store {
             self.transition(
                 "approving a task",
                 "UPDATE tasks SET result = $1, review_approved = 1, review_reason = $2, review_started_at = NULL, \
-                 status = 'processing', escrow_status = 'releasing', updated_at = $3 \
+                 status = 'processing', escrow_status = 'releasing', outcome = 'released', updated_at = $3 \
                  WHERE id = $4 AND review_started_at IS NOT NULL AND escrow_status = 'deposited'",
                 &[Bind::Text(Some(result)), Bind::Text(Some(&verdict.reason)), Bind::Int(now_ms), Bind::Text(Some(id))],
             )
@@ -379,6 +398,7 @@ impl Store {
                 "UPDATE tasks SET result = $1, review_approved = 0, review_reason = $2, review_started_at = NULL, \
                  status = 'rejected', review_reject_count = review_reject_count + 1, \
                  escrow_status = CASE WHEN review_reject_count + 1 >= $3 THEN 'refunding' ELSE 'deposited' END, \
+                 outcome = CASE WHEN review_reject_count + 1 >= $3 THEN 'rejected' ELSE NULL END, \
                  updated_at = $4 WHERE id = $5 AND review_started_at IS NOT NULL AND escrow_status = 'deposited'",
                 &[
                     Bind::Text(Some(result)),
@@ -400,7 +420,8 @@ impl Store {
     pub async fn fail_task(&self, id: &str, message: &str, now_ms: i64) -> Result<bool, StoreError> {
         self.transition(
             "failing a task",
-            "UPDATE tasks SET status = 'failed', error_message = $1, escrow_status = 'refunding', updated_at = $2 \
+            "UPDATE tasks SET status = 'failed', error_message = $1, escrow_status = 'refunding', outcome = 'failed', \
+             updated_at = $2 \
              WHERE id = $3 AND status IN ('pending', 'processing', 'rejected') AND escrow_status = 'deposited' \
              AND review_started_at IS NULL",
             &[Bind::Text(Some(message)), Bind::Int(now_ms), Bind::Text(Some(id))],
@@ -413,8 +434,8 @@ impl Store {
         self.transition(
             "expiring a task",
             "UPDATE tasks SET error_message = COALESCE(error_message, 'the deposit expired before the work was approved'), \
-             escrow_status = 'refunding', updated_at = $1 WHERE id = $2 AND escrow_status = 'deposited' \
-             AND expires_at > 0 AND expires_at <= $1",
+             escrow_status = 'refunding', outcome = 'expired', updated_at = $1 WHERE id = $2 \
+             AND escrow_status = 'deposited' AND expires_at > 0 AND expires_at <= $1",
             &[Bind::Int(now_ms), Bind::Text(Some(id))],
         )
         .await
@@ -432,12 +453,14 @@ impl Store {
         let (sql, context): (&'static str, &'static str) = match outcome {
             EscrowStatus::Released => (
                 "UPDATE tasks SET escrow_status = 'released', status = 'completed', escrow_tx = $1, \
+                 outcome = COALESCE(outcome, 'released'), \
                  feedback_status = 'pending', updated_at = $2 WHERE id = $3 \
                  AND escrow_status IN ('deposited', 'releasing', 'refunding')",
                 "confirming a release",
             ),
             EscrowStatus::Refunded => (
                 "UPDATE tasks SET escrow_status = 'refunded', escrow_tx = $1, feedback_status = 'pending', \
+                 outcome = COALESCE(outcome, 'expired'), \
                  status = CASE WHEN status IN ('pending', 'processing') THEN 'failed' ELSE status END, \
                  updated_at = $2 WHERE id = $3 AND escrow_status IN ('deposited', 'releasing', 'refunding')",
                 "confirming a refund",
@@ -457,7 +480,7 @@ impl Store {
     pub async fn refund_instead_of_release(&self, id: &str, now_ms: i64) -> Result<bool, StoreError> {
         self.transition(
             "turning a release into a refund",
-            "UPDATE tasks SET escrow_status = 'refunding', error_message = \
+            "UPDATE tasks SET escrow_status = 'refunding', outcome = 'expired', error_message = \
              COALESCE(error_message, 'approved, but the deposit expired before it was released'), updated_at = $1 \
              WHERE id = $2 AND escrow_status = 'releasing'",
             &[Bind::Int(now_ms), Bind::Text(Some(id))],

@@ -68,3 +68,9 @@ pub async fn fresh_store(engine: Engine, label: &str) -> Option<Store> {
     let url = fresh_database_url(engine, label).await?;
     Some(Store::connect(&url).await.expect("open the test database"))
 }
+
+/// Runs raw SQL against a store: for tests that put the database in a state only a crash or a bug
+/// could leave, to show the server recovers from it.
+pub async fn execute(store: &Store, sql: &'static str) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(store.pool()).await.expect("test SQL");
+}

@@ -88,13 +88,18 @@ on_both_engines!(fifty_concurrent_claims_make_one_new, |store| async move {
 
 on_both_engines!(a_lease_is_exclusive_until_it_runs_out, |store| async move {
     let Claim::New(p) = store.claim_payment(&payment("0x01"), NOW).await.expect("claim") else { panic!() };
-    assert!(store.lease_payment(p.id, NOW, NOW + 30_000).await.expect("lease"));
-    assert!(!store.lease_payment(p.id, NOW + 1_000, NOW + 31_000).await.expect("lease held"));
+    assert!(store.lease_payment(p.id, "a", NOW, NOW + 30_000).await.expect("lease"));
+    assert!(!store.lease_payment(p.id, "b", NOW + 1_000, NOW + 31_000).await.expect("lease held"));
+    assert!(store.renew_payment_lease(p.id, "a", NOW + 30_000).await.expect("renewed by its holder"));
+    assert!(!store.renew_payment_lease(p.id, "b", NOW + 30_000).await.expect("not by another"));
+    store.unlease_payment(p.id, "b").await.expect("another's unlease");
+    assert!(!store.lease_payment(p.id, "b", NOW + 2_000, NOW + 31_000).await.expect("still a's"));
     assert_eq!(store.stalled_payments(NOW + 1_000, 10).await.expect("stalled"), Vec::<i64>::new());
     assert_eq!(store.stalled_payments(NOW + 30_001, 10).await.expect("stalled"), vec![p.id]);
-    assert!(store.lease_payment(p.id, NOW + 30_001, NOW + 60_000).await.expect("lease expired"));
-    store.unlease_payment(p.id).await.expect("unlease");
-    assert!(store.lease_payment(p.id, NOW + 30_002, NOW + 60_000).await.expect("lease after unlease"));
+    assert!(store.lease_payment(p.id, "b", NOW + 30_001, NOW + 60_000).await.expect("lease expired"));
+    assert!(!store.renew_payment_lease(p.id, "a", NOW + 90_000).await.expect("a lost it"));
+    store.unlease_payment(p.id, "b").await.expect("unlease");
+    assert!(store.lease_payment(p.id, "c", NOW + 30_002, NOW + 60_000).await.expect("lease after unlease"));
 });
 
 on_both_engines!(only_an_unsettled_payment_can_fail, |store| async move {
@@ -106,7 +111,7 @@ on_both_engines!(only_an_unsettled_payment_can_fail, |store| async move {
     assert!(store.reopen_payment(p.id, NOW).await.expect("reopen"));
     assert!(!store.reopen_payment(p.id, NOW).await.expect("reopen twice"), "only a failed payment reopens");
 
-    store.mark_payment_settled(p.id, "0xdeposit", NOW).await.expect("settle");
+    store.mark_payment_settled(p.id, "0xdeposit", "0xdeposit", NOW).await.expect("settle");
     assert!(
         !store.fail_payment(p.id, "unexpected_settle_error", NOW).await.expect("fail"),
         "money is in escrow"
@@ -119,7 +124,7 @@ on_both_engines!(only_an_unsettled_payment_can_fail, |store| async move {
 on_both_engines!(recording_creates_the_task_once, |store| async move {
     let Claim::New(p) = store.claim_payment(&payment("0x01"), NOW).await.expect("claim") else { panic!() };
     assert_eq!(store.task("0xdeposit").await.expect("read"), None, "no task before the deposit is recorded");
-    store.mark_payment_settled(p.id, "0xdeposit", NOW).await.expect("settle");
+    store.mark_payment_settled(p.id, "0xdeposit", "0xdeposit", NOW).await.expect("settle");
     store.record_payment(p.id, &task("0xdeposit"), NOW + 5).await.expect("record");
     store.record_payment(p.id, &task("0xdeposit"), NOW + 9).await.expect("recording twice is harmless");
 
@@ -177,9 +182,9 @@ on_both_engines!(nonces_are_handed_out_once_and_never_lost, |store| async move {
         .expect("sign");
     assert_eq!(after_sync.nonce, 40, "syncing only ever raises the counter");
 
-    assert_eq!(store.pending_txs("0xsigner").await.expect("pending").len(), 22);
     store.mark_tx("0xafter", agentripe_store::ChainTxStatus::Mined, NOW).await.expect("mark");
-    assert_eq!(store.pending_txs("0xsigner").await.expect("pending").len(), 21);
+    let for_y = store.txs_for("record", "y").await.expect("by subject");
+    assert_eq!(for_y[0].status().expect("status"), agentripe_store::ChainTxStatus::Mined);
     let for_x = store.txs_for("record", "x").await.expect("by subject");
     assert_eq!(for_x.len(), 1);
     assert_eq!(for_x[0].tx_hash, "0xnext");
@@ -201,7 +206,7 @@ where
 
 async fn recorded_task(store: &Store, id: &str, nonce: &str) {
     let Claim::New(p) = store.claim_payment(&payment(nonce), NOW).await.expect("claim") else { panic!() };
-    store.mark_payment_settled(p.id, id, NOW).await.expect("settle");
+    store.mark_payment_settled(p.id, id, id, NOW).await.expect("settle");
     store.record_payment(p.id, &task(id), NOW).await.expect("record");
 }
 

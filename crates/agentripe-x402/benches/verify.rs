@@ -1,10 +1,10 @@
 //! What the server spends on a payment before it touches the chain: decode the `PAYMENT-SIGNATURE`
 //! header (base64 + JSON) and verify it (terms + EIP-712 signature recovery).
 
-use agentripe_x402::{Authorization, ExactEvmPayload, Network, Offer, PaymentPayload, encode_header, v2};
+use agentripe_x402::{Network, Offer, PaymentPayload, Version, client, encode_header, v2};
 use alloy::{
-    primitives::{Address, B256, U256},
-    signers::{SignerSync, local::PrivateKeySigner},
+    primitives::{Address, U256},
+    signers::local::PrivateKeySigner,
 };
 use criterion::{Criterion, criterion_group, criterion_main};
 
@@ -21,27 +21,13 @@ fn bench(c: &mut Criterion) {
         token_version: "2".into(),
     };
     let buyer = PrivateKeySigner::random();
-    let authorization = Authorization {
-        from: buyer.address(),
-        to: offer.pay_to,
-        value: offer.amount,
-        valid_after: U256::ZERO,
-        valid_before: U256::from(NOW + 120),
-        nonce: B256::repeat_byte(7),
-    };
-    let message = authorization.message();
-    let signature = buyer.sign_typed_data_sync(&message, &offer.token_domain()).expect("signs");
-    let header = encode_header(&v2::PaymentPayload {
-        x402_version: 2,
-        resource: None,
-        accepted: v2::PaymentRequirements::for_offer(&offer),
-        payload: ExactEvmPayload { signature: signature.as_bytes().to_vec().into(), authorization },
-        extensions: None,
-    });
+    let accepted = v2::PaymentRequirements::for_offer(&offer);
+    let header = encode_header(&client::pay(&buyer, &accepted, None, NOW).expect("signs"));
 
     c.bench_function("decode + verify (v2 header, EIP-712 recover)", |b| {
         b.iter(|| {
-            let payment = PaymentPayload::from_header(2, std::hint::black_box(&header)).expect("decodes");
+            let payment =
+                PaymentPayload::decode(Version::V2, std::hint::black_box(&header)).expect("decodes");
             payment.verify(&offer, NOW).expect("valid")
         })
     });

@@ -23,7 +23,8 @@ sol! {
     }
 }
 
-/// How far the buyer's clock may be from ours when checking the validity window.
+/// How much longer than `maxTimeoutSeconds` an authorization may stay valid: the buyer's clock may run
+/// ahead of ours.
 pub const CLOCK_SKEW_SECONDS: u64 = 30;
 
 /// The least time left on an authorization for its settlement to be mined before it expires.
@@ -40,13 +41,13 @@ pub struct Authorization {
     #[serde(with = "crate::checksum")]
     pub to: Address,
     /// Token units; must be exactly the price.
-    #[serde(with = "uint_string")]
+    #[serde(with = "crate::amount::string")]
     pub value: U256,
     /// Not valid at or before this UNIX time.
-    #[serde(with = "uint_string")]
+    #[serde(with = "crate::amount::string")]
     pub valid_after: U256,
     /// Not valid at or after this UNIX time.
-    #[serde(with = "uint_string")]
+    #[serde(with = "crate::amount::string")]
     pub valid_before: U256,
     /// The payer's one-time EIP-3009 nonce.
     pub nonce: B256,
@@ -73,6 +74,18 @@ pub struct ExactEvmPayload {
     pub signature: Bytes,
     /// What was signed.
     pub authorization: Authorization,
+}
+
+impl ExactEvmPayload {
+    /// The signature as the token checks it: 65 bytes with v in {27, 28}. Clients that write v as 0 or
+    /// 1 sign validly, but the token would refuse the bytes as they sent them. Unparseable bytes (an
+    /// ERC-1271 wallet's signature) are passed on as they are.
+    pub fn signature_for_chain(&self) -> Bytes {
+        match Signature::try_from(self.signature.as_ref()) {
+            Ok(signature) if self.signature.len() == 65 => Bytes::from(signature.as_bytes().to_vec()),
+            _ => self.signature.clone(),
+        }
+    }
 }
 
 /// What the server asks for one purchase: the terms every payment is checked against.
@@ -134,7 +147,9 @@ pub fn verify(payload: &ExactEvmPayload, offer: &Offer, now: u64) -> Result<Veri
     if authorization.value != offer.amount {
         return Err(ErrorReason::InvalidExactEvmPayloadAuthorizationValue);
     }
-    if authorization.valid_after > U256::from(now + CLOCK_SKEW_SECONDS) {
+    // The token takes it only once the block's time is past validAfter: one that is not valid yet
+    // would be refused on chain after a round trip, so it is refused here.
+    if authorization.valid_after >= U256::from(now) {
         return Err(ErrorReason::InvalidExactEvmPayloadAuthorizationValidAfter);
     }
     let earliest_expiry = U256::from(now + MIN_SETTLEMENT_WINDOW_SECONDS);
@@ -169,25 +184,17 @@ fn parse_signature(bytes: &[u8]) -> Result<Signature, ErrorReason> {
     Ok(signature)
 }
 
-/// x402 numbers: decimal strings, or hex strings with a 0x prefix; always written as decimal.
-mod uint_string {
-    use alloy::primitives::U256;
-    use serde::{Deserialize, Deserializer, Serializer, de::Error};
-
-    pub fn serialize<S: Serializer>(value: &U256, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(value)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<U256, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
-            Some(hex) => U256::from_str_radix(hex, 16),
-            None if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) => {
-                U256::from_str_radix(&text, 10)
-            }
-            None => return Err(D::Error::custom(format!("{text:?} is not a decimal or 0x-hex number"))),
-        };
-        parsed.map_err(|error| D::Error::custom(format!("{text:?} is not a 256-bit number: {error}")))
+/// What the unit tests of this crate pay: $0.10 of a token on Base Sepolia, into an escrow.
+#[cfg(test)]
+pub(crate) fn test_offer() -> Offer {
+    Offer {
+        network: Network::new(84532),
+        asset: Address::repeat_byte(0xaa),
+        pay_to: Address::repeat_byte(0xee),
+        amount: U256::from(100_000),
+        max_timeout_seconds: 300,
+        token_name: "USDC".into(),
+        token_version: "2".into(),
     }
 }
 
@@ -198,18 +205,6 @@ mod tests {
     use super::*;
 
     const NOW: u64 = 1_700_000_000;
-
-    fn offer() -> Offer {
-        Offer {
-            network: Network::new(84532),
-            asset: Address::repeat_byte(0xaa),
-            pay_to: Address::repeat_byte(0xee),
-            amount: U256::from(100_000),
-            max_timeout_seconds: 300,
-            token_name: "USDC".into(),
-            token_version: "2".into(),
-        }
-    }
 
     fn signed(
         buyer: &PrivateKeySigner,
@@ -233,14 +228,14 @@ mod tests {
     #[test]
     fn accepts_a_good_payment() {
         let buyer = PrivateKeySigner::random();
-        let payment = verify(&signed(&buyer, &offer(), |_| {}), &offer(), NOW).expect("valid");
+        let payment = verify(&signed(&buyer, &test_offer(), |_| {}), &test_offer(), NOW).expect("valid");
         assert_eq!(payment.payer, buyer.address());
     }
 
     #[test]
     fn refuses_each_bad_term() {
         let buyer = PrivateKeySigner::random();
-        let offer = offer();
+        let offer = test_offer();
         type Edit = Box<dyn Fn(&mut Authorization)>;
         let cases: [(&str, Edit, ErrorReason); 6] = [
             (
@@ -260,7 +255,7 @@ mod tests {
             ),
             (
                 "not yet valid",
-                Box::new(|a| a.valid_after = U256::from(NOW + CLOCK_SKEW_SECONDS + 1)),
+                Box::new(|a| a.valid_after = U256::from(NOW)),
                 ErrorReason::InvalidExactEvmPayloadAuthorizationValidAfter,
             ),
             (
@@ -283,7 +278,7 @@ mod tests {
     #[test]
     fn refuses_bad_signatures() {
         let buyer = PrivateKeySigner::random();
-        let offer = offer();
+        let offer = test_offer();
 
         let mut forged = signed(&PrivateKeySigner::random(), &offer, |_| {});
         forged.authorization.from = buyer.address();
@@ -319,9 +314,23 @@ mod tests {
     }
 
     #[test]
+    fn a_signature_with_v_0_or_1_verifies_and_goes_on_chain_as_27_or_28() {
+        let buyer = PrivateKeySigner::random();
+        let offer = test_offer();
+        let mut payload = signed(&buyer, &offer, |_| {});
+        let as_signed = payload.signature.clone();
+        let mut bytes = as_signed.to_vec();
+        bytes[64] -= 27;
+        payload.signature = bytes.into();
+        assert!(verify(&payload, &offer, NOW).is_ok(), "v = {}", payload.signature[64]);
+        assert_eq!(payload.signature_for_chain(), as_signed);
+        assert!([27, 28].contains(&payload.signature_for_chain()[64]));
+    }
+
+    #[test]
     fn refuses_the_high_s_twin() {
         let buyer = PrivateKeySigner::random();
-        let offer = offer();
+        let offer = test_offer();
         let mut payload = signed(&buyer, &offer, |_| {});
         let signature = Signature::try_from(payload.signature.as_ref()).expect("65 bytes");
         // secp256k1's order n: (r, n - s, !v) recovers the same key, and tokens refuse it.

@@ -1,6 +1,6 @@
 //! x402 version 1: requirements in the 402 JSON body, payment in `X-PAYMENT`, network short names.
 
-use alloy::primitives::{Address, U256};
+use alloy::primitives::Address;
 use serde::{Deserialize, Serialize};
 
 use crate::{ErrorReason, ExactEvmPayload, Network, Offer};
@@ -78,6 +78,13 @@ impl PaymentRequirements {
     }
 }
 
+impl PaymentRequired {
+    /// A 402 body offering `requirements`, saying why payment is (still) required.
+    pub fn new(requirements: PaymentRequirements, error: &str) -> Self {
+        Self { x402_version: 1, error: error.into(), accepts: vec![requirements] }
+    }
+}
+
 impl PaymentPayload {
     /// Whether this payment answers the offer: version, scheme and network. The terms inside the
     /// signed authorization are checked by [`crate::verify`].
@@ -92,13 +99,5 @@ impl PaymentPayload {
             return Err(ErrorReason::InvalidNetwork);
         }
         Ok(())
-    }
-}
-
-/// Parses an amount the way both versions write it (decimal, or 0x hex).
-pub(crate) fn parse_amount(text: &str) -> Option<U256> {
-    match text.strip_prefix("0x") {
-        Some(hex) => U256::from_str_radix(hex, 16).ok(),
-        None => U256::from_str_radix(text, 10).ok(),
     }
 }

@@ -4,7 +4,7 @@
 use alloy::primitives::Address;
 use serde::{Deserialize, Serialize};
 
-use crate::{ErrorReason, ExactEvmPayload, Network, Offer, v1::parse_amount};
+use crate::{ErrorReason, ExactEvmPayload, Network, Offer, amount::parse_amount};
 
 /// The resource being paid for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +90,19 @@ impl PaymentRequirements {
             pay_to: offer.pay_to,
             max_timeout_seconds: offer.max_timeout_seconds,
             extra: Some(offer.extra()),
+        }
+    }
+}
+
+impl PaymentRequired {
+    /// A `PAYMENT-REQUIRED` offering `requirements` for `resource`, saying why payment is (still) required.
+    pub fn new(resource: ResourceInfo, requirements: PaymentRequirements, error: &str) -> Self {
+        Self {
+            x402_version: 2,
+            error: Some(error.into()),
+            resource,
+            accepts: vec![requirements],
+            extensions: None,
         }
     }
 }

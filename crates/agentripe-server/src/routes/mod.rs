@@ -1,18 +1,19 @@
 //! The HTTP API, Agentripe's paths and shapes.
 
 mod agents;
+mod buyer;
+mod json;
+mod payments;
 mod purchase;
 mod register;
 mod tasks;
 mod vendor;
 
-use std::sync::Arc;
-
 use axum::{
     Json, Router,
     extract::DefaultBodyLimit,
-    http::header,
-    response::IntoResponse,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
     routing::{MethodRouter, get, post},
 };
 use serde_json::json;
@@ -24,7 +25,7 @@ use crate::{ApiError, AppState};
 pub const OPENAPI: &str = include_str!("../../openapi.json");
 
 /// Every route, in one table: the router is built from it, and a test holds the OpenAPI document to it.
-fn routes() -> Vec<(&'static str, MethodRouter<Arc<AppState>>)> {
+fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
     vec![
         ("/health", get(health)),
         ("/openapi.json", get(openapi)),
@@ -32,6 +33,8 @@ fn routes() -> Vec<(&'static str, MethodRouter<Arc<AppState>>)> {
         ("/agents/register", post(register::register)),
         ("/agents/{agent_id}", get(agents::show)),
         ("/discovery/resources", get(agents::discovery)),
+        ("/payments/{payer}/{nonce}", get(payments::show)),
+        ("/buyer/tasks", get(buyer::list)),
         ("/tasks/{task_id}", get(tasks::show)),
         ("/tasks/{task_id}/result", get(tasks::result)),
         ("/vendor/tasks", get(vendor::list)),
@@ -42,15 +45,50 @@ fn routes() -> Vec<(&'static str, MethodRouter<Arc<AppState>>)> {
     ]
 }
 
-pub fn router(state: Arc<AppState>) -> Router {
+pub fn router(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
     routes()
         .into_iter()
         .fold(Router::new(), |router, (path, methods)| router.route(path, methods))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this path does not take that method",
+            )
+        })
+        .layer(axum::middleware::map_response(json_errors))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Every rejection is the API's JSON error, whoever made it: axum's extractors (a query string that does
+/// not parse, a path that is not UTF-8) answer plain text, which becomes `{"error", "message"}` here.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let code = match status {
+        StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => "bad_request",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        _ if status.is_server_error() => "internal",
+        _ => "bad_request",
+    };
+    // Rejection texts are short; anything longer is cut, not echoed whole.
+    let text = axum::body::to_bytes(response.into_body(), 4096).await.unwrap_or_default();
+    let message = String::from_utf8_lossy(&text).trim().to_owned();
+    let message =
+        if message.is_empty() { status.canonical_reason().unwrap_or("error").to_owned() } else { message };
+    ApiError::new(status, code, message).into_response()
 }
 
 async fn openapi() -> impl IntoResponse {

@@ -3,26 +3,38 @@
 //! checks the registration file, points its endpoints at itself, mints the agent and gives it to the
 //! caller: `201 {"agentId", "transactionHash", "walletSet"}`.
 
-use std::sync::Arc;
-
+use alloy::primitives::U256;
 use axum::{
     Json,
-    body::Bytes,
-    extract::{State, rejection::BytesRejection},
+    extract::State,
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
 use base64::{Engine, engine::general_purpose::STANDARD};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{ApiError, AppState, catalog::parse_price, now_secs, vendor_auth::verify_signer};
+use super::json::JsonBody;
+use crate::{ApiError, AppState, util::now_secs, vendor_auth::verify_signer};
+
+/// Agentripe's registration body: the registration file, and optionally the payout wallet.
+#[derive(Debug, Deserialize)]
+pub struct RegisterBody {
+    #[serde(default)]
+    data: Value,
+    wallet: Option<Value>,
+}
 
 fn invalid(field: &str, problem: &str) -> ApiError {
     ApiError::bad_request("invalid_field", format!("{field} {problem}"))
 }
 
 /// Checks Agentripe's validation rules, naming the field at fault, and points endpoints at `public_url`.
-fn validate(mut data: Value, public_url: &str, decimals: u32) -> Result<Value, ApiError> {
+fn validate(
+    mut data: Value,
+    public_url: &str,
+    price: &dyn Fn(&str) -> Result<U256, String>,
+) -> Result<Value, ApiError> {
     let Some(object) = data.as_object_mut() else { return Err(invalid("data", "must be a JSON object")) };
     match object.get("name") {
         Some(Value::String(name)) if !name.trim().is_empty() => {}
@@ -55,8 +67,7 @@ fn validate(mut data: Value, public_url: &str, decimals: u32) -> Result<Value, A
                     _ => return Err(invalid(&at(field), "is required: a non-empty string")),
                 }
             }
-            let price = entry["price"].as_str().unwrap_or_default();
-            parse_price(price, decimals)
+            price(entry["price"].as_str().unwrap_or_default())
                 .map_err(|problem| invalid(&at("price"), &format!("is invalid: {problem}")))?;
             let path = entry["path"].as_str().unwrap_or_default();
             if path.contains('/') || path.contains('?') {
@@ -68,17 +79,12 @@ fn validate(mut data: Value, public_url: &str, decimals: u32) -> Result<Value, A
 }
 
 pub async fn register(
-    State(state): State<Arc<AppState>>,
+    State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(body): JsonBody<RegisterBody>,
 ) -> Result<Response, ApiError> {
     let owner = verify_signer(&headers, now_secs())?;
-    let body =
-        body.map_err(|rejection| ApiError::new(rejection.status(), "bad_body", rejection.body_text()))?;
-    let body: Value = serde_json::from_slice(&body).map_err(|error| {
-        ApiError::bad_request("bad_json", format!("the body must be a JSON object: {error}"))
-    })?;
-    if let Some(wallet) = body.get("wallet") {
+    if let Some(wallet) = &body.wallet {
         let same = wallet
             .get("address")
             .and_then(Value::as_str)
@@ -92,15 +98,11 @@ pub async fn register(
             ));
         }
     }
-    let data = validate(
-        body.get("data").cloned().unwrap_or(Value::Null),
-        &state.config.public_url,
-        state.config.token_decimals,
-    )?;
+    let config = &state.config;
+    let data = validate(body.data, &config.public_url, &|text| config.price(text))?;
     let uri = format!("data:application/json;base64,{}", STANDARD.encode(data.to_string()));
     let (agent_id, transaction) = state.registrar.register(owner, &uri).await.map_err(|error| {
-        tracing::warn!(%error, "registration left to the reconciler");
-        ApiError::unavailable(format!("registration is under way and will be finished: {error}"), 10)
+        ApiError::unavailable_because("registration is under way and will be finished", error, 10)
     })?;
     let agent_id: Value =
         u64::try_from(agent_id).map_or_else(|_| Value::String(agent_id.to_string()), Value::from);
@@ -115,6 +117,12 @@ pub async fn register(
 mod tests {
     use super::*;
 
+    use crate::catalog::parse_price;
+
+    fn six_decimals(text: &str) -> Result<U256, String> {
+        parse_price(text, 6)
+    }
+
     fn valid() -> Value {
         json!({
             "name": "Translator",
@@ -126,7 +134,7 @@ mod tests {
 
     #[test]
     fn points_endpoints_at_the_server() {
-        let data = validate(valid(), "https://market.test", 6).expect("valid");
+        let data = validate(valid(), "https://market.test", &six_decimals).expect("valid");
         assert_eq!(data["services"][0]["endpoint"], "https://market.test");
     }
 
@@ -180,10 +188,10 @@ mod tests {
         for (edit, field) in cases {
             let mut data = valid();
             edit(&mut data);
-            let error = validate(data, "https://market.test", 6).expect_err(field);
+            let error = validate(data, "https://market.test", &six_decimals).expect_err(field);
             assert_eq!(error.status, StatusCode::BAD_REQUEST, "{field}");
             assert!(error.message.starts_with(field), "{field}: {}", error.message);
         }
-        assert!(validate(json!("text"), "u", 6).is_err());
+        assert!(validate(json!("text"), "u", &six_decimals).is_err());
     }
 }

@@ -1,9 +1,13 @@
 //! What an agent sells: its registration file (ERC-8004 agentURI, Agentripe's AgentURIData), read from
-//! the identity registry's `tokenURI` as a `data:` URI or an https URL, and cached briefly.
+//! the identity registry's `tokenURI` as a `data:` URI or an http(s) URL ([`fetch`]: public addresses
+//! only, a hard size cap), and cached briefly, failures included, with concurrent reads of one agent
+//! coalesced into one fetch.
+
+mod fetch;
 
 use std::{
-    collections::HashMap,
-    sync::Mutex,
+    num::NonZeroUsize,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -13,6 +17,7 @@ use alloy::{
     providers::DynProvider,
 };
 use base64::{Engine, engine::general_purpose::STANDARD};
+use lru::LruCache;
 use serde::{Deserialize, Serialize};
 
 /// An agent's registration file (Agentripe's `AgentURIData`).
@@ -73,7 +78,7 @@ impl Agent {
 }
 
 /// Why an agent's catalog could not be had.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum CatalogError {
     /// The registry has no such agent.
     #[error("agent {0} is not registered")]
@@ -91,34 +96,60 @@ pub enum CatalogError {
 pub struct Catalog {
     identity: IERC8004Identity::IERC8004IdentityInstance<DynProvider>,
     http: reqwest::Client,
+    /// Whether registration files may be fetched from private addresses (local development only).
+    allow_private: bool,
     ttl: Duration,
-    cache: Mutex<HashMap<U256, (Instant, Agent)>>,
+    /// Recent answers, failures included (a stranger's slow or huge URI is fetched once a `ttl`).
+    cache: Mutex<LruCache<U256, Answer>>,
+    /// One fetch at a time per agent: concurrent readers wait for it and share its answer.
+    fetching: Mutex<LruCache<U256, Arc<tokio::sync::Mutex<()>>>>,
 }
 
-/// The largest registration file fetched over https.
+/// An agent's catalog as last read, and when.
+type Answer = (Instant, Result<Agent, CatalogError>);
+
+/// The largest registration file fetched over http(s).
 const MAX_REGISTRATION_BYTES: usize = 256 * 1024;
+/// How many agents' answers are cached.
+const CACHED_AGENTS: NonZeroUsize = NonZeroUsize::new(10_000).expect("non-zero");
 
 impl Catalog {
-    pub fn new(identity_registry: Address, provider: DynProvider, ttl: Duration) -> Self {
+    /// A catalog reading `identity_registry`; registration files on private addresses are fetched only
+    /// when `allow_private` (local development).
+    pub fn new(
+        identity_registry: Address,
+        provider: DynProvider,
+        ttl: Duration,
+        allow_private: bool,
+    ) -> Self {
         Self {
             identity: IERC8004Identity::new(identity_registry, provider),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .build()
-                .expect("a TLS client builds"),
+            http: fetch::client(allow_private, Duration::from_secs(5)),
+            allow_private,
             ttl,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(LruCache::new(CACHED_AGENTS)),
+            fetching: Mutex::new(LruCache::new(CACHED_AGENTS)),
         }
+    }
+
+    fn cached(&self, id: U256) -> Option<Result<Agent, CatalogError>> {
+        let mut cache = self.cache.lock().expect("catalog cache lock");
+        cache.get(&id).filter(|(at, _)| at.elapsed() < self.ttl).map(|(_, answer)| answer.clone())
     }
 
     /// The agent and its catalog, from the cache when fresh.
     pub async fn agent(&self, id: U256) -> Result<Agent, CatalogError> {
-        if let Some((at, agent)) = self.cache.lock().expect("catalog cache lock").get(&id)
-            && at.elapsed() < self.ttl
-        {
-            return Ok(agent.clone());
+        if let Some(answer) = self.cached(id) {
+            return answer;
         }
-        self.fetch(id).await
+        let turn = self.fetching.lock().expect("catalog fetch lock").get_or_insert(id, Arc::default).clone();
+        let _fetching = turn.lock().await;
+        if let Some(answer) = self.cached(id) {
+            return answer;
+        }
+        let answer = self.fetch(id).await;
+        self.cache.lock().expect("catalog cache lock").put(id, (Instant::now(), answer.clone()));
+        answer
     }
 
     /// The agent and its catalog, read anew from the registry (and its registration file).
@@ -135,9 +166,7 @@ impl Catalog {
             .await
             .map_err(|error| CatalogError::Unavailable { agent: id, reason: error.to_string() })?;
         let data = self.read_registration(id, &uri).await?;
-        let agent = Agent { id, owner, uri, data };
-        self.cache.lock().expect("catalog cache lock").insert(id, (Instant::now(), agent.clone()));
-        Ok(agent)
+        Ok(Agent { id, owner, uri, data })
     }
 
     async fn read_registration(&self, agent: U256, uri: &str) -> Result<AgentUriData, CatalogError> {
@@ -145,23 +174,23 @@ impl Catalog {
         let bytes = if let Some(data) = uri.strip_prefix("data:") {
             decode_data_uri(data).map_err(bad)?
         } else if uri.starts_with("https://") || uri.starts_with("http://") {
-            let response = self
-                .http
-                .get(uri)
-                .send()
-                .await
-                .map_err(|error| CatalogError::Unavailable { agent, reason: error.to_string() })?;
+            let url =
+                reqwest::Url::parse(uri).map_err(|error| bad(format!("{uri:?} is not a URL: {error}")))?;
+            let private = || bad(format!("{uri} is on a private address"));
+            if !fetch::host_allowed(&url, self.allow_private) {
+                return Err(private());
+            }
+            let unavailable = |reason: String| CatalogError::Unavailable { agent, reason };
+            let response = self.http.get(url).send().await.map_err(|error| unavailable(error.to_string()))?;
             if !response.status().is_success() {
                 return Err(bad(format!("{uri} answered {}", response.status())));
             }
-            let body = response
-                .bytes()
-                .await
-                .map_err(|error| CatalogError::Unavailable { agent, reason: error.to_string() })?;
-            if body.len() > MAX_REGISTRATION_BYTES {
-                return Err(bad(format!("{uri} is larger than {MAX_REGISTRATION_BYTES} bytes")));
-            }
-            body.to_vec()
+            fetch::body_capped(response, MAX_REGISTRATION_BYTES).await.map_err(|error| match error {
+                fetch::BodyError::TooLarge => {
+                    bad(format!("{uri} is larger than {MAX_REGISTRATION_BYTES} bytes"))
+                }
+                fetch::BodyError::Read(error) => unavailable(error.to_string()),
+            })?
         } else if uri.is_empty() {
             return Err(bad("no agentURI is set".into()));
         } else {
@@ -218,6 +247,16 @@ pub fn parse_price(price: &str, decimals: u32) -> Result<U256, String> {
     U256::from_str_radix(&scaled, 10).map_err(|error| format!("price {price:?} is out of range: {error}"))
 }
 
+/// Writes token units of `decimals` decimals as a price: `$0.10`, `$12.345678`, `$3.00` (cents at least).
+pub fn format_price(amount: U256, decimals: u32) -> String {
+    let digits = amount.to_string();
+    let width = decimals as usize;
+    let padded = format!("{digits:0>width$}", width = width + 1);
+    let (whole, fraction) = padded.split_at(padded.len() - width);
+    let fraction = fraction.trim_end_matches('0');
+    format!("${whole}.{fraction:0<2}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,6 +270,21 @@ mod tests {
         for bad in ["0.10", "$", "$.5", "$1.", "$1.2345678", "$-1", "$1e3", "$ 1", "$0,10"] {
             assert!(parse_price(bad, 6).is_err(), "{bad:?} must be refused");
         }
+    }
+
+    #[test]
+    fn prices_format_as_they_parse() {
+        for (units, text) in [
+            (100_000, "$0.10"),
+            (1_000_000, "$1.00"),
+            (12_345_678, "$12.345678"),
+            (1, "$0.000001"),
+            (0, "$0.00"),
+        ] {
+            assert_eq!(format_price(U256::from(units), 6), text);
+            assert_eq!(parse_price(text, 6), Ok(U256::from(units)));
+        }
+        assert_eq!(format_price(U256::from(5), 0), "$5.00");
     }
 
     #[test]

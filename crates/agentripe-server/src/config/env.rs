@@ -6,7 +6,7 @@ use agentripe_chain::Deployment;
 use agentripe_review::ReviewerConfig;
 use alloy::signers::local::PrivateKeySigner;
 
-use crate::{Config, FacilitatorConfig};
+use super::{Config, FacilitatorConfig};
 
 /// A missing or malformed setting.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +53,18 @@ impl Config {
     /// Reads the configuration from the environment.
     pub fn from_env() -> Result<Self, EnvError> {
         let deployment = Deployment::load(required("DEPLOYMENTS_FILE")?)?;
+        // A guard against pointing a server at the wrong deployment file.
+        if let Some(chain_id) = parsed::<u64>("CHAIN_ID")?
+            && chain_id != deployment.chain_id
+        {
+            return Err(EnvError::Invalid {
+                name: "CHAIN_ID",
+                reason: format!(
+                    "it is {chain_id}, but DEPLOYMENTS_FILE is a deployment on chain {}",
+                    deployment.chain_id
+                ),
+            });
+        }
         let operator = key("OPERATOR_PRIVATE_KEY")?.ok_or(EnvError::Missing("OPERATOR_PRIVATE_KEY"))?;
         let mut config = Config::new(
             required("RPC_URL")?,
@@ -72,12 +84,31 @@ impl Config {
         config.confirmations = parsed("CONFIRMATIONS")?.unwrap_or(config.confirmations);
         config.poll_interval = millis("POLL_INTERVAL_MS")?.unwrap_or(config.poll_interval);
         config.chain_timeout = seconds("CHAIN_TIMEOUT_SECONDS")?.unwrap_or(config.chain_timeout);
+        config.rpc_lag = millis("RPC_LAG_MS")?.unwrap_or(config.rpc_lag);
+        config.settlement_search_horizon =
+            seconds("SETTLEMENT_SEARCH_HORIZON_SECONDS")?.unwrap_or(config.settlement_search_horizon);
+        config.settlement_lookback_blocks =
+            parsed("SETTLEMENT_LOOKBACK_BLOCKS")?.unwrap_or(config.settlement_lookback_blocks);
         config.purchase_timeout = seconds("PURCHASE_TIMEOUT_SECONDS")?.unwrap_or(config.purchase_timeout);
         config.reconcile_interval =
             seconds("RECONCILE_INTERVAL_SECONDS")?.unwrap_or(config.reconcile_interval);
+        config.payment_lease = seconds("PAYMENT_LEASE_SECONDS")?.unwrap_or(config.payment_lease);
+        if config.payment_lease.is_zero() {
+            return Err(EnvError::Invalid {
+                name: "PAYMENT_LEASE_SECONDS",
+                reason: "must be at least 1".into(),
+            });
+        }
         config.max_timeout_seconds = parsed("MAX_TIMEOUT_SECONDS")?.unwrap_or(config.max_timeout_seconds);
         config.token_name = var("TOKEN_EIP712_NAME").unwrap_or(config.token_name);
         config.token_version = var("TOKEN_EIP712_VERSION").unwrap_or(config.token_version);
+        config.public_task_results = parsed("PUBLIC_TASK_RESULTS")?.unwrap_or(config.public_task_results);
+        if let Some(price) = var("MIN_PRICE") {
+            config.min_price = crate::catalog::parse_price(&price, config.token_decimals)
+                .map_err(|reason| EnvError::Invalid { name: "MIN_PRICE", reason })?;
+        }
+        config.catalog_allow_private =
+            parsed("CATALOG_ALLOW_PRIVATE_ADDRESSES")?.unwrap_or(config.catalog_allow_private);
         config.catalog_ttl = seconds("CATALOG_CACHE_SECONDS")?.unwrap_or(config.catalog_ttl);
         config.reviewer = match var("REVIEWER_BASE_URL") {
             None => None,

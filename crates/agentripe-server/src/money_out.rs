@@ -4,48 +4,71 @@
 //! becomes final only when `getDeposit` on chain says the money moved. Whoever moved it (us, or the
 //! buyer reclaiming an expired deposit alone), the database follows the chain.
 
+use std::{sync::Arc, time::Duration};
+
 use agentripe_chain::{
     Deployment,
-    bindings::{Agentripe, DepositStatus, ReputationRegistry},
+    bindings::{Agentripe, DepositStatus, IERC8004Identity, ReputationRegistry},
 };
-use agentripe_store::{EscrowStatus, Store, Task};
+use agentripe_store::{EscrowStatus, Outcome, Store, Task};
 use alloy::{
-    primitives::{B256, U256},
+    primitives::{Address, B256, U256},
     providers::DynProvider,
     sol_types::SolCall,
 };
 
 use crate::{
     chain_writer::{ChainWriter, WriteError},
-    now_ms,
-    payments::PipelineError,
+    pipeline::{PipelineError, RpcError, rpc},
+    util::now_ms,
 };
 
-/// Feedback values: a release is +1, a refund -1 (0 decimals), tagged so clients can filter.
+/// Feedback values: a release is +1, a refund -1 (0 decimals), tagged `escrow` and with the outcome
+/// (`released`, `rejected`, `failed`, `expired`) so clients can filter and weigh.
 const FEEDBACK_TAG: &str = "escrow";
 
+/// The money-out pipeline.
 #[derive(Debug)]
-pub struct Payouts {
+pub struct MoneyOut {
     store: Store,
     provider: DynProvider,
     deployment: Deployment,
     operator: ChainWriter,
 }
 
-fn rpc(context: &'static str) -> impl FnOnce(alloy::contract::Error) -> PipelineError {
-    move |error| PipelineError::Rpc { context, message: error.to_string() }
+fn task_subject(id: &str) -> String {
+    format!("task {id}")
 }
 
-impl Payouts {
+impl MoneyOut {
     pub fn new(store: Store, provider: DynProvider, deployment: Deployment, operator: ChainWriter) -> Self {
         Self { store, provider, deployment, operator }
     }
 
+    /// Carries out a task's escrow decision (`releasing`, `refunding`, or an expiry), waiting for the
+    /// chain within `timeout`; what does not finish now the reconciler finishes. Returns where the
+    /// money is, when known.
+    pub async fn carry_out_within(self: &Arc<Self>, id: &str, timeout: Duration) -> Option<EscrowStatus> {
+        let money_out = self.clone();
+        let id = id.to_owned();
+        // On a task of its own: a client who hangs up does not stop a payout half-way.
+        let carrying_out = tokio::spawn(async move { money_out.carry_out(&id).await });
+        match tokio::time::timeout(timeout, carrying_out).await {
+            Ok(Ok(Ok(status))) => Some(status),
+            Ok(Ok(Err(error))) => {
+                tracing::warn!(%error, "escrow not moved yet; the reconciler will finish it");
+                None
+            }
+            _ => None,
+        }
+    }
+
     /// Drives a task's money to where its decision says, as far as the chain allows now. Returns where
     /// the money is afterwards.
-    pub async fn settle(&self, id: &str) -> Result<EscrowStatus, PipelineError> {
+    pub async fn carry_out(&self, id: &str) -> Result<EscrowStatus, PipelineError> {
         let task = self.load(id).await?;
-        let deposit: B256 = id.parse().map_err(|_| PipelineError::Corrupt(0, format!("task id {id}")))?;
+        let deposit: B256 =
+            id.parse().map_err(|_| PipelineError::corrupt(task_subject(id), "not a deposit id"))?;
         if let Some(done) = self.follow_chain(&task, deposit).await? {
             return Ok(done);
         }
@@ -95,7 +118,7 @@ impl Payouts {
             Ok(DepositStatus::Deposited) => return Ok(None),
             Ok(DepositStatus::None) | Err(_) => {
                 return Err(PipelineError::Mismatch {
-                    payment: 0,
+                    subject: task_subject(&task.new.id),
                     deposit,
                     detail: format!("task exists but the deposit's status on chain is {}", on_chain.status),
                 });
@@ -131,24 +154,37 @@ impl Payouts {
             self.store.finish_feedback(id, true).await?;
             return Ok(());
         }
-        let (value, tag2) = match task.escrow_status {
-            EscrowStatus::Released => (1i128, "released"),
-            EscrowStatus::Refunded => (-1, "refunded"),
-            _ => return Ok(()),
-        };
+        if !matches!(task.escrow_status, EscrowStatus::Released | EscrowStatus::Refunded) {
+            return Ok(());
+        }
+        if self.buyer_controls_the_agent(task).await? {
+            tracing::info!(task = %id, buyer = %task.new.buyer, "no platform feedback: the buyer controls the agent");
+            self.store.finish_feedback(id, false).await?;
+            return Ok(());
+        }
+        // +1 for a release, -1 for any refund, tagged with why the deposit ended so readers can weigh it.
+        let outcome = task.outcome.unwrap_or(if task.escrow_status == EscrowStatus::Released {
+            Outcome::Released
+        } else {
+            Outcome::Expired
+        });
+        let value: i128 = if outcome == Outcome::Released { 1 } else { -1 };
+        let tag2 = outcome.as_str();
         let call = ReputationRegistry::giveFeedbackCall {
             agentId: task
                 .new
                 .agent_id
                 .parse::<U256>()
-                .map_err(|_| PipelineError::Corrupt(0, "agent id".into()))?,
+                .map_err(|_| PipelineError::corrupt(task_subject(id), "agent id"))?,
             value,
             valueDecimals: 0,
             tag1: FEEDBACK_TAG.into(),
             tag2: tag2.into(),
             endpoint: String::new(),
             feedbackURI: String::new(),
-            feedbackHash: id.parse().map_err(|_| PipelineError::Corrupt(0, format!("task id {id}")))?,
+            feedbackHash: id
+                .parse()
+                .map_err(|_| PipelineError::corrupt(task_subject(id), "not a deposit id"))?,
         };
         match self
             .operator
@@ -156,9 +192,7 @@ impl Payouts {
             .await
         {
             Ok(receipt) if receipt.status() => self.store.finish_feedback(id, true).await?,
-            Ok(_) => {
-                return Err(PipelineError::Rpc { context: "posting feedback", message: "reverted".into() });
-            }
+            Ok(_) => return Err(RpcError { context: "posting feedback", message: "reverted".into() }.into()),
             Err(WriteError::WouldRevert(reason)) => {
                 tracing::warn!(task = %id, %reason, "the reputation registry refuses our feedback; skipping it");
                 self.store.finish_feedback(id, false).await?;
@@ -168,15 +202,45 @@ impl Payouts {
         Ok(())
     }
 
+    /// Whether the buyer is the agent's owner, its payout wallet, or approved to act for it: a purchase
+    /// between an agent and itself earns no reputation (nor sinks it).
+    async fn buyer_controls_the_agent(&self, task: &Task) -> Result<bool, PipelineError> {
+        let subject = || task_subject(&task.new.id);
+        let agent: U256 =
+            task.new.agent_id.parse().map_err(|_| PipelineError::corrupt(subject(), "agent id"))?;
+        let buyer: Address =
+            task.new.buyer.parse().map_err(|_| PipelineError::corrupt(subject(), "buyer"))?;
+        let identity = IERC8004Identity::new(self.deployment.identity_registry, &self.provider);
+        let owner = match identity.ownerOf(agent).call().await {
+            Ok(owner) => owner,
+            // A burned agent has no one to collude with, and no one to receive feedback.
+            Err(error) if error.as_revert_data().is_some() => return Ok(true),
+            Err(error) => return Err(rpc("reading the agent's owner")(error).into()),
+        };
+        if buyer == owner {
+            return Ok(true);
+        }
+        let wallet =
+            identity.getAgentWallet(agent).call().await.map_err(rpc("reading the agent's wallet"))?;
+        let approved =
+            identity.getApproved(agent).call().await.map_err(rpc("reading the agent's approval"))?;
+        let operator = identity
+            .isApprovedForAll(owner, buyer)
+            .call()
+            .await
+            .map_err(rpc("reading the owner's operators"))?;
+        Ok(buyer == wallet || buyer == approved || operator)
+    }
+
     async fn load(&self, id: &str) -> Result<Task, PipelineError> {
-        self.store.task(id).await?.ok_or_else(|| PipelineError::Corrupt(0, format!("no task {id}")))
+        self.store.task(id).await?.ok_or_else(|| PipelineError::corrupt(task_subject(id), "no such task"))
     }
 
     /// Finishes money in flight, expired deposits, reclaims and feedback: at start-up and on a timer.
     pub async fn reconcile_once(&self) -> Result<usize, PipelineError> {
         let open = self.store.tasks_to_reconcile(now_ms(), 100).await?;
         for task in &open {
-            if let Err(error) = self.settle(&task.new.id).await {
+            if let Err(error) = self.carry_out(&task.new.id).await {
                 tracing::warn!(task = %task.new.id, %error, "reconciler could not settle a task's escrow");
             }
         }

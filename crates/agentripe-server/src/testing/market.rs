@@ -1,26 +1,29 @@
-//! A real marketplace for tests and load runs: anvil, the four contracts, a registered vendor, funded
-//! buyers, and the server on a loopback port over SQLite or PostgreSQL.
+//! A real marketplace: anvil, the four contracts, a registered vendor agent and funded buyers, with the
+//! server started on a loopback port over SQLite or PostgreSQL.
 
 use std::{path::PathBuf, time::Duration};
 
-use crate::{Config, Running};
+use super::{Server, now};
+use crate::Config;
 use agentripe_chain::{
     Deployment,
     bindings::{Agentripe, IdentityRegistry, ReputationRegistry, TestUSDC},
 };
 use agentripe_store::testing::{Engine, fresh_database_url};
-use agentripe_x402::{Authorization, ExactEvmPayload, Network, Offer, encode_header, v1, v2};
+use agentripe_x402::{Authorization, ExactEvmPayload, Network, Offer, client, encode_header, v1, v2};
 use alloy::{
     node_bindings::{Anvil, AnvilInstance},
     primitives::{Address, B256, U256},
     providers::{DynProvider, Provider, ProviderBuilder},
-    signers::{SignerSync, local::PrivateKeySigner},
+    signers::local::PrivateKeySigner,
 };
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 
 pub const PRICE: u64 = 100_000;
 /// The anvil account that mints test USDC.
 const MINTER: usize = 9;
+/// The anvil account that owns the escrow (appoints its operator).
+const OWNER: usize = 2;
 pub const CATALOG: &str = r#"{"name":"Translator","description":"Translates text","x402Support":true,"services":[{"name":"x402","endpoint":"/","catalog":[{"path":"translate","price":"$0.10","type":"async","description":"Translate text"}]}]}"#;
 
 #[derive(Debug)]
@@ -68,7 +71,7 @@ impl Market {
             *usdc.address(),
             *identity.address(),
             operator.address(),
-            operator.address(),
+            key(&anvil, OWNER).address(),
             U256::from(deposit_timeout),
         )
         .await
@@ -118,6 +121,8 @@ impl Market {
         config.poll_interval = Duration::from_millis(20);
         config.chain_timeout = Duration::from_secs(10);
         config.reconcile_interval = Duration::from_millis(200);
+        // Test catalogs are served on loopback.
+        config.catalog_allow_private = true;
         config
     }
 
@@ -130,7 +135,7 @@ impl Market {
         let base = format!("http://{}", listener.local_addr().expect("address"));
         config.public_url = base.clone();
         let running = crate::start(config, listener).await.expect("server starts");
-        Server { running, base, http: reqwest::Client::new() }
+        Server { running, base, http: reqwest::Client::new(), vendor: (self.vendor.clone(), self.agent_id) }
     }
 
     /// A new buyer holding `amount` test USDC (and gas, though x402 buyers need none).
@@ -140,6 +145,20 @@ impl Market {
             self.mint(buyer.address(), amount).await;
         }
         buyer
+    }
+
+    /// The escrow's owner appoints `operator`: what an operator-key rotation does under a running server.
+    pub async fn appoint_operator(&self, operator: Address) {
+        let owner =
+            ProviderBuilder::new().wallet(key(&self.anvil, OWNER)).connect_http(self.anvil.endpoint_url());
+        Agentripe::new(self.deployment.agentripe, &owner)
+            .setOperator(operator)
+            .send()
+            .await
+            .expect("setOperator")
+            .watch()
+            .await
+            .expect("mined");
     }
 
     /// Mints test USDC to `to`.
@@ -184,7 +203,7 @@ impl Market {
         let submitter =
             ProviderBuilder::new().wallet(key(&self.anvil, index)).connect_http(self.anvil.endpoint_url());
         TestUSDC::new(self.deployment.usdc, &submitter)
-            .call_builder(&crate::facilitator::settlement_call(payment))
+            .call_builder(&crate::money_in::facilitator::settlement_call(payment))
             .send()
             .await
             .expect("submit")
@@ -213,7 +232,7 @@ impl Market {
             value: U256::from(PRICE),
             valid_after: U256::ZERO,
             valid_before: U256::from(now() + 120),
-            nonce: alloy::primitives::keccak256(PrivateKeySigner::random().to_bytes()),
+            nonce: B256::random(),
         }
     }
 
@@ -223,20 +242,12 @@ impl Market {
         offer: &Offer,
         authorization: Authorization,
     ) -> ExactEvmPayload {
-        let message = authorization.message();
-        let signature = signer.sign_typed_data_sync(&message, &offer.token_domain()).expect("sign");
-        ExactEvmPayload { signature: signature.as_bytes().to_vec().into(), authorization }
+        ExactEvmPayload::sign(signer, offer, authorization).expect("sign")
     }
 
     /// A `PAYMENT-SIGNATURE` header (v2) accepting `accepted`.
     pub fn v2_header(&self, payload: ExactEvmPayload, accepted: v2::PaymentRequirements) -> String {
-        encode_header(&v2::PaymentPayload {
-            x402_version: 2,
-            resource: None,
-            accepted,
-            payload,
-            extensions: None,
-        })
+        encode_header(&v2::PaymentPayload::new(accepted, None, payload))
     }
 
     /// An `X-PAYMENT` header (v1).
@@ -249,10 +260,10 @@ impl Market {
         })
     }
 
-    /// A good v2 payment by `buyer`.
+    /// A good v2 payment by `buyer`, signed the way every client of ours signs.
     pub fn pay_v2(&self, buyer: &PrivateKeySigner) -> String {
-        let payload = self.sign(buyer, &self.offer(), self.authorization(buyer));
-        self.v2_header(payload, v2::PaymentRequirements::for_offer(&self.offer()))
+        let accepted = v2::PaymentRequirements::for_offer(&self.offer());
+        encode_header(&client::pay(buyer, &accepted, None, now()).expect("sign"))
     }
 
     pub async fn usdc_balance(&self, owner: Address) -> U256 {
@@ -265,217 +276,5 @@ impl Market {
             .call()
             .await
             .expect("getDeposit")
-    }
-}
-
-#[derive(Debug)]
-pub struct Server {
-    pub running: Running,
-    pub base: String,
-    pub http: reqwest::Client,
-}
-
-impl Server {
-    /// Buys the translation with `body` as a new funded buyer; returns the buyer and the task id.
-    pub async fn purchase(&self, market: &Market, body: &serde_json::Value) -> (PrivateKeySigner, String) {
-        let buyer = market.buyer(PRICE).await;
-        let response =
-            self.buy(market.agent_id, ("PAYMENT-SIGNATURE", &market.pay_v2(&buyer)), &body.to_string()).await;
-        assert_eq!(response.status(), 200);
-        let json: serde_json::Value = response.json().await.expect("json");
-        let task = json["taskId"].as_str().expect("taskId").to_owned();
-        (buyer, task)
-    }
-
-    /// `POST /vendor/tasks/{task}/{action}` as the market's vendor; returns the status and the body.
-    pub async fn vendor(
-        &self,
-        market: &Market,
-        action: &str,
-        task: &str,
-        body: serde_json::Value,
-    ) -> (u16, serde_json::Value) {
-        let response = self
-            .http
-            .post(format!("{}/vendor/tasks/{task}/{action}", self.base))
-            .headers(vendor_headers(&market.vendor, market.agent_id, now()))
-            .json(&body)
-            .send()
-            .await
-            .expect("request");
-        let status = response.status().as_u16();
-        (status, response.json().await.expect("json"))
-    }
-
-    /// `GET /tasks/{task}`.
-    pub async fn task(&self, task: &str) -> serde_json::Value {
-        self.http
-            .get(format!("{}/tasks/{task}", self.base))
-            .send()
-            .await
-            .expect("get")
-            .json()
-            .await
-            .expect("json")
-    }
-
-    /// Polls the task until its escrow status is `expected` (the reconciler's work), for up to 7.5 s.
-    pub async fn escrow_status_eventually(&self, task: &str, expected: &str) -> serde_json::Value {
-        for _ in 0..150 {
-            let body = self.task(task).await;
-            if body["task"]["escrowStatus"] == expected {
-                return body;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("task {task} never reached escrow status {expected}");
-    }
-
-    pub fn purchase_url(&self, agent_id: U256) -> String {
-        format!("{}/{agent_id}/translate", self.base)
-    }
-
-    pub async fn buy(&self, agent_id: U256, header: (&str, &str), body: &str) -> reqwest::Response {
-        self.http
-            .post(self.purchase_url(agent_id))
-            .header(header.0, header.1)
-            .header("content-type", "application/json")
-            .body(body.to_owned())
-            .send()
-            .await
-            .expect("request")
-    }
-}
-
-pub fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs()
-}
-
-/// Runs the test body on each engine (PostgreSQL skipped loudly when unreachable outside CI).
-#[macro_export]
-macro_rules! on_both_engines {
-    ($name:ident, $body:expr) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() {
-            for engine in
-                [agentripe_store::testing::Engine::Sqlite, agentripe_store::testing::Engine::Postgres]
-            {
-                if let Some(market) = $crate::testing::Market::new(engine, stringify!($name)).await {
-                    let test: fn($crate::testing::Market) -> _ = $body;
-                    test(market).await;
-                }
-            }
-        }
-    };
-}
-
-/// The four vendor headers, signed by `signer` for `agent_id` at `timestamp`, as Agentripe's guide does.
-pub fn vendor_headers(
-    signer: &PrivateKeySigner,
-    agent_id: U256,
-    timestamp: u64,
-) -> reqwest::header::HeaderMap {
-    let address = signer.address().to_checksum(None);
-    let signature = signer.sign_message_sync(format!("{address}:{timestamp}").as_bytes()).expect("sign");
-    let mut headers = reqwest::header::HeaderMap::new();
-    for (name, value) in [
-        ("x-vendor-address", address),
-        ("x-agent-id", agent_id.to_string()),
-        ("x-timestamp", timestamp.to_string()),
-        ("x-signature", format!("0x{}", alloy::primitives::hex::encode(signature.as_bytes()))),
-    ] {
-        headers.insert(name, value.parse().expect("header value"));
-    }
-    headers
-}
-
-/// One scripted answer of the fake LLM.
-#[derive(Clone, Debug)]
-pub enum LlmAnswer {
-    /// A chat completion whose message content is this text.
-    Says(String),
-    /// An HTTP error with this status.
-    Status(u16),
-    /// Waits this long, then says the text.
-    Slow(std::time::Duration, String),
-}
-
-impl LlmAnswer {
-    pub fn verdict(approved: bool, reason: &str) -> Self {
-        Self::Says(serde_json::json!({ "approved": approved, "reason": reason }).to_string())
-    }
-}
-
-/// An OpenAI-compatible chat-completions server on loopback that plays a script; past its end it
-/// answers 500. It records every request it receives.
-#[derive(Debug, Clone)]
-pub struct ScriptedLlm {
-    pub base_url: String,
-    script: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<LlmAnswer>>>,
-    pub requests: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
-}
-
-impl ScriptedLlm {
-    pub async fn start(script: Vec<LlmAnswer>) -> Self {
-        use axum::{Json, extract::State, http::StatusCode, response::IntoResponse, routing::post};
-        let llm = Self {
-            base_url: String::new(),
-            script: std::sync::Arc::new(std::sync::Mutex::new(script.into())),
-            requests: std::sync::Arc::default(),
-        };
-        async fn complete(
-            State(llm): State<ScriptedLlm>,
-            Json(request): Json<serde_json::Value>,
-        ) -> axum::response::Response {
-            llm.requests.lock().expect("lock").push(request.clone());
-            let answer = llm.script.lock().expect("lock").pop_front();
-            let content = match answer {
-                None => return (StatusCode::INTERNAL_SERVER_ERROR, "script exhausted").into_response(),
-                Some(LlmAnswer::Status(status)) => {
-                    let status = StatusCode::from_u16(status).expect("status");
-                    let body = serde_json::json!({"error": {"message": "scripted failure", "type": "server_error", "param": null, "code": null}});
-                    return (status, Json(body)).into_response();
-                }
-                Some(LlmAnswer::Says(text)) => text,
-                Some(LlmAnswer::Slow(delay, text)) => {
-                    tokio::time::sleep(delay).await;
-                    text
-                }
-            };
-            Json(serde_json::json!({
-                "id": "chatcmpl-test",
-                "object": "chat.completion",
-                "created": 1_700_000_000,
-                "model": request["model"],
-                "choices": [{ "index": 0, "finish_reason": "stop", "message": { "role": "assistant", "content": content } }],
-                "usage": { "prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120 }
-            }))
-            .into_response()
-        }
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let base_url = format!("http://{}/v1", listener.local_addr().expect("address"));
-        let app = axum::Router::new().route("/v1/chat/completions", post(complete)).with_state(llm.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Self { base_url, ..llm }
-    }
-
-    /// Adds answers to the end of the script.
-    pub fn push(&self, answers: impl IntoIterator<Item = LlmAnswer>) {
-        self.script.lock().expect("lock").extend(answers);
-    }
-
-    /// The reviewer settings pointing at this server.
-    pub fn reviewer(&self) -> agentripe_review::ReviewerConfig {
-        agentripe_review::ReviewerConfig {
-            base_url: self.base_url.clone(),
-            api_key: "test-key".into(),
-            model: "scripted-reviewer".into(),
-            timeout: Duration::from_secs(2),
-            max_retries: 0,
-            backoff: Duration::from_millis(10),
-            structured_output: true,
-            breaker_threshold: 100,
-            breaker_cooldown: Duration::from_secs(1),
-        }
     }
 }

@@ -1,0 +1,302 @@
+//! Money in, exactly once: a verified payment is claimed in the database, settled into the escrow,
+//! recorded as a deposit under its settlement transaction hash, and only then becomes a task.
+//!
+//! Each step checks the chain before acting, so running a step twice, after a crash, a timeout, or
+//! alongside a front-runner, converges on the same single deposit:
+//! - settled? the chain says so when the buyer's EIP-3009 nonce is used ([`settlement`]);
+//! - recorded? `getDeposit(txHash)` says so ([`recording`]).
+//!
+//! Whoever holds a payment's lease (the request handler, or the reconciler after a crash) advances it.
+
+pub mod facilitator;
+mod recording;
+mod settlement;
+
+use std::{sync::Arc, time::Duration};
+
+use agentripe_chain::Deployment;
+use agentripe_store::{Claim, NewPayment, Payment, PaymentStatus, Store};
+use agentripe_x402::{
+    ErrorReason, FacilitatorRequest, Offer, PaymentPayload, VerifiedPayment, v2::ResourceInfo,
+};
+use alloy::{
+    primitives::{B256, U256},
+    providers::{DynProvider, Provider},
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    Config,
+    chain_writer::{ChainWriter, Confirmation},
+    pipeline::{PipelineError, rpc},
+    util::{hex, now_ms, to_i64},
+};
+pub use facilitator::Facilitator;
+
+/// The purchase request's task fields, stored with the payment until the task exists.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRequest {
+    pub task_detail: Option<String>,
+    pub task_metadata: Option<String>,
+    pub reviewer_request: Option<String>,
+    pub request_payload: Option<String>,
+}
+
+/// A verified payment for something on sale: what a purchase request hands to money in.
+#[derive(Clone, Debug)]
+pub struct Purchase {
+    pub agent_id: U256,
+    pub service_path: String,
+    pub offer: Offer,
+    pub resource: ResourceInfo,
+    pub payment: PaymentPayload,
+    pub verified: VerifiedPayment,
+    pub request: TaskRequest,
+}
+
+/// What claiming a payment found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claimed {
+    /// This purchase's payment (new, or a retry of the same purchase): its id.
+    Payment(i64),
+    /// The authorization was already presented for another purchase (another agent, path or body);
+    /// it is that purchase's, and this one is refused.
+    ForAnotherPurchase(Box<Payment>),
+}
+
+/// Where a payment ended up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The deposit is recorded under `task_id` (the deposit id); `transaction` moved the money (the
+    /// same hash, unless it settled several payments).
+    Recorded { task_id: B256, transaction: B256 },
+    /// Nothing was charged, for this reason.
+    Failed(ErrorReason),
+    /// Someone else is advancing it, or it is waiting on the chain; the deposit id once settled.
+    InProgress { deposit_id: Option<B256> },
+}
+
+/// The money-in pipeline.
+#[derive(Debug)]
+pub struct MoneyIn {
+    store: Store,
+    provider: DynProvider,
+    deployment: Deployment,
+    operator: ChainWriter,
+    facilitator: Facilitator,
+    confirmation: Confirmation,
+    lease: Duration,
+    /// How long after `validBefore` a used authorization's settlement is still searched for.
+    search_horizon: Duration,
+    /// How many blocks before a payment's arrival its settlement is searched from.
+    lookback_blocks: u64,
+}
+
+impl MoneyIn {
+    pub fn new(
+        store: Store,
+        provider: DynProvider,
+        config: &Config,
+        operator: ChainWriter,
+        facilitator: Facilitator,
+        confirmation: Confirmation,
+    ) -> Self {
+        Self {
+            store,
+            provider,
+            deployment: config.deployment.clone(),
+            operator,
+            facilitator,
+            confirmation,
+            lease: config.payment_lease,
+            search_horizon: config.settlement_search_horizon,
+            lookback_blocks: config.settlement_lookback_blocks,
+        }
+    }
+
+    /// Takes a claimed payment as far as it goes within `timeout`: settles it and records its deposit,
+    /// on a task of its own so that a client who hangs up does not stop it half-way. The reconciler
+    /// finishes what the timeout leaves.
+    pub async fn settle_and_record(
+        self: &Arc<Self>,
+        id: i64,
+        timeout: Duration,
+    ) -> Result<Outcome, PipelineError> {
+        let advancing = tokio::spawn({
+            let money_in = self.clone();
+            async move { money_in.advance(id).await }
+        });
+        let advanced = advancing.await.map_err(|error| {
+            PipelineError::corrupt(format!("payment {id}"), format!("advancing it panicked: {error}"))
+        })?;
+        match advanced {
+            Ok(Outcome::InProgress { .. }) => self.wait_for(id, timeout).await,
+            Err(error) => {
+                tracing::warn!(payment = id, %error, "purchase left to the reconciler");
+                Err(error)
+            }
+            done => done,
+        }
+    }
+
+    /// Claims a verified payment, exactly once per authorization. A retry of the same purchase gets the
+    /// same payment back (a failed one is reopened: the buyer may have fixed what failed); the same
+    /// authorization sent for another purchase is not this purchase's payment.
+    pub async fn claim(&self, purchase: &Purchase) -> Result<Claimed, PipelineError> {
+        let authorization = &purchase.verified.authorization;
+        let request = FacilitatorRequest::new(purchase.payment.clone(), &purchase.offer, &purchase.resource);
+        let corrupt = |error: serde_json::Error| PipelineError::corrupt("a new payment", error.to_string());
+        // Anyone may have settled the authorization before it reached us: its settlement is searched for
+        // from a bounded look-back behind the head at arrival.
+        let head = self.provider.get_block_number().await.map_err(rpc("reading the head"))?;
+        let claim = NewPayment {
+            chain_id: to_i64(purchase.offer.network.chain_id),
+            asset: hex(purchase.offer.asset),
+            payer: hex(purchase.verified.payer),
+            nonce: hex(authorization.nonce),
+            amount: authorization.value.to_string(),
+            agent_id: purchase.agent_id.to_string(),
+            service_path: purchase.service_path.clone(),
+            x402_version: i32::from(purchase.payment.version().number()),
+            payment: serde_json::to_string(&request).map_err(corrupt)?,
+            valid_before: i64::try_from(authorization.valid_before).unwrap_or(i64::MAX),
+            request: serde_json::to_string(&purchase.request).map_err(corrupt)?,
+            search_from_block: to_i64(head.saturating_sub(self.lookback_blocks)),
+        };
+        Ok(match self.store.claim_payment(&claim, now_ms()).await? {
+            Claim::New(stored) => Claimed::Payment(stored.id),
+            Claim::Existing(stored) => {
+                let earlier = &stored.new;
+                let same_purchase = (&earlier.agent_id, &earlier.service_path, &earlier.request)
+                    == (&claim.agent_id, &claim.service_path, &claim.request);
+                if !same_purchase {
+                    return Ok(Claimed::ForAnotherPurchase(Box::new(stored)));
+                }
+                if stored.status == PaymentStatus::Failed {
+                    self.store.reopen_payment(stored.id, now_ms()).await?;
+                }
+                Claimed::Payment(stored.id)
+            }
+        })
+    }
+
+    /// Advances a payment as far as it goes now, if no one else is. The lease is short and renewed
+    /// while this runs: if the process dies, another takes the payment over within one lease.
+    pub async fn advance(&self, id: i64) -> Result<Outcome, PipelineError> {
+        let holder = hex(B256::random());
+        let lease_ms = i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX);
+        if !self.store.lease_payment(id, &holder, now_ms(), now_ms().saturating_add(lease_ms)).await? {
+            return self.current(id).await;
+        }
+        let renewing = async {
+            loop {
+                tokio::time::sleep(self.lease / 3).await;
+                if !self.store.renew_payment_lease(id, &holder, now_ms().saturating_add(lease_ms)).await? {
+                    return Err(PipelineError::corrupt(format!("payment {id}"), "its lease was taken over"));
+                }
+            }
+        };
+        // Every step is idempotent and stored before it is taken: stopping one half-way (a lost lease)
+        // leaves nothing the next holder cannot finish.
+        let result = tokio::select! {
+            advanced = self.advance_leased(id) => advanced,
+            lost = renewing => lost,
+        };
+        if let Err(error) = &result {
+            tracing::warn!(payment = id, %error, "payment not advanced; the reconciler will retry");
+        }
+        self.store.unlease_payment(id, &holder).await?;
+        result
+    }
+
+    /// Waits until the payment is recorded or failed, or `timeout` passes.
+    async fn wait_for(&self, id: i64, timeout: Duration) -> Result<Outcome, PipelineError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let outcome = self.current(id).await?;
+            if !matches!(outcome, Outcome::InProgress { .. }) || tokio::time::Instant::now() >= deadline {
+                return Ok(outcome);
+            }
+            tokio::time::sleep(self.confirmation.poll_interval).await;
+        }
+    }
+
+    async fn current(&self, id: i64) -> Result<Outcome, PipelineError> {
+        outcome(&self.load(id).await?)
+    }
+
+    async fn load(&self, id: i64) -> Result<Payment, PipelineError> {
+        self.store
+            .payment(id)
+            .await?
+            .ok_or_else(|| PipelineError::corrupt(format!("payment {id}"), "no such payment"))
+    }
+
+    /// Settles, then records: each step reads the payment it was handed and says what became of it.
+    async fn advance_leased(&self, id: i64) -> Result<Outcome, PipelineError> {
+        let mut payment = self.load(id).await?;
+        if payment.status == PaymentStatus::Verified {
+            match self.settle(&payment).await? {
+                Ok(settlement) => {
+                    let (deposit, transaction) = (hex(settlement.deposit_id), hex(settlement.transaction));
+                    self.store.mark_payment_settled(id, &deposit, &transaction, now_ms()).await?;
+                    payment.status = PaymentStatus::Settled;
+                    payment.deposit_id = Some(deposit);
+                    payment.settlement_tx = Some(transaction);
+                }
+                Err(reason) => {
+                    self.store.fail_payment(id, &reason.to_string(), now_ms()).await?;
+                    tracing::info!(payment = id, %reason, "payment refused; nothing was charged");
+                    return Ok(Outcome::Failed(reason));
+                }
+            }
+        }
+        if payment.status == PaymentStatus::Settled {
+            let deposit = deposit_id(&payment)?;
+            self.record(&payment, deposit).await?;
+            payment.status = PaymentStatus::Recorded;
+        }
+        outcome(&payment)
+    }
+
+    /// Advances every payment whose lease has run out (a crash, a timeout): at start-up and on a timer.
+    pub async fn reconcile_once(&self) -> Result<usize, PipelineError> {
+        let stalled = self.store.stalled_payments(now_ms(), 100).await?;
+        for &id in &stalled {
+            if let Err(error) = self.advance(id).await {
+                tracing::warn!(payment = id, %error, "reconciler could not advance a payment");
+            }
+        }
+        Ok(stalled.len())
+    }
+}
+
+fn outcome(payment: &Payment) -> Result<Outcome, PipelineError> {
+    Ok(match payment.status {
+        PaymentStatus::Recorded => {
+            let task_id = deposit_id(payment)?;
+            // Rows from before settlement transactions were stored: the deposit id was the transaction.
+            let transaction =
+                payment.settlement_tx.as_deref().and_then(|tx| tx.parse().ok()).unwrap_or(task_id);
+            Outcome::Recorded { task_id, transaction }
+        }
+        PaymentStatus::Failed => Outcome::Failed(failure(payment)),
+        PaymentStatus::Verified | PaymentStatus::Settled => {
+            Outcome::InProgress { deposit_id: payment.deposit_id.as_deref().and_then(|id| id.parse().ok()) }
+        }
+    })
+}
+
+fn deposit_id(payment: &Payment) -> Result<B256, PipelineError> {
+    payment.deposit_id.as_deref().and_then(|id| id.parse().ok()).ok_or_else(|| {
+        PipelineError::corrupt(format!("payment {}", payment.id), "settled without a deposit id")
+    })
+}
+
+fn failure(payment: &Payment) -> ErrorReason {
+    payment
+        .failure
+        .as_deref()
+        .and_then(|reason| serde_json::from_value(serde_json::Value::String(reason.into())).ok())
+        .unwrap_or(ErrorReason::UnexpectedSettleError)
+}

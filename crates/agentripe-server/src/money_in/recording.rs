@@ -1,0 +1,109 @@
+//! Recording a settled payment as a deposit on chain (`recordDeposit` under the settlement transaction
+//! hash), then creating its task: a task exists only once its deposit is recorded, so vendors never see
+//! unpaid work.
+
+use agentripe_chain::bindings::Agentripe;
+use agentripe_store::{NewTask, Payment};
+use alloy::{
+    primitives::{B256, U256},
+    sol_types::SolCall,
+};
+
+use super::{MoneyIn, TaskRequest};
+use crate::{
+    chain_writer::WriteError,
+    pipeline::{PipelineError, RpcError, rpc},
+    util::{hex, now_ms},
+};
+
+impl MoneyIn {
+    /// Records the deposit on chain unless it is already there, then creates its task.
+    pub(super) async fn record(&self, payment: &Payment, deposit: B256) -> Result<(), PipelineError> {
+        self.record_on_chain(payment, deposit).await?;
+        let subject = || format!("payment {}", payment.id);
+        let request: TaskRequest = serde_json::from_str(&payment.new.request)
+            .map_err(|error| PipelineError::corrupt(subject(), error.to_string()))?;
+        let expires_at = Agentripe::new(self.deployment.agentripe, &self.provider)
+            .depositExpiresAt(deposit)
+            .call()
+            .await
+            .map_err(rpc("reading the deposit's expiry"))?;
+        let task = NewTask {
+            id: hex(deposit),
+            agent_id: payment.new.agent_id.clone(),
+            product_id: payment.new.service_path.clone(),
+            buyer: payment.new.payer.clone(),
+            amount: payment.new.amount.clone(),
+            request_payload: request.request_payload,
+            task_detail: request.task_detail,
+            task_metadata: request.task_metadata,
+            reviewer_request: request.reviewer_request,
+            expires_at: i64::try_from(expires_at).unwrap_or(i64::MAX).saturating_mul(1000),
+        };
+        self.store.record_payment(payment.id, &task, now_ms()).await?;
+        tracing::info!(payment = payment.id, task = %task.id, "deposit recorded; task created");
+        Ok(())
+    }
+
+    async fn record_on_chain(&self, payment: &Payment, deposit: B256) -> Result<(), PipelineError> {
+        let subject = payment.id.to_string();
+        if self.recorded_on_chain(payment, deposit).await? {
+            return Ok(());
+        }
+        if self.operator.resume("record", &subject).await?.is_some()
+            && self.recorded_on_chain(payment, deposit).await?
+        {
+            return Ok(());
+        }
+        let number = |what: &str, text: &str| {
+            text.parse::<U256>()
+                .map_err(|_| PipelineError::corrupt(format!("payment {subject}"), format!("{what} {text:?}")))
+        };
+        let call = Agentripe::recordDepositCall {
+            depositId: deposit,
+            agentId: number("agent id", &payment.new.agent_id)?,
+            buyer: payment
+                .new
+                .payer
+                .parse()
+                .map_err(|_| PipelineError::corrupt(format!("payment {subject}"), "payer"))?,
+            amount: number("amount", &payment.new.amount)?,
+        };
+        match self
+            .operator
+            .send_and_confirm("record", &subject, self.deployment.agentripe, call.abi_encode().into())
+            .await
+        {
+            Ok(_) => {}
+            // Reverts if someone recorded it meanwhile; the check below tells.
+            Err(WriteError::WouldRevert(reason)) => {
+                tracing::warn!(payment = payment.id, %reason, "recordDeposit reverts")
+            }
+            Err(error) => return Err(error.into()),
+        }
+        if self.recorded_on_chain(payment, deposit).await? {
+            Ok(())
+        } else {
+            Err(RpcError { context: "recording the deposit", message: "not recorded yet".into() }.into())
+        }
+    }
+
+    /// Whether the deposit is on chain, and with exactly this payment's terms.
+    async fn recorded_on_chain(&self, payment: &Payment, deposit: B256) -> Result<bool, PipelineError> {
+        let escrow = Agentripe::new(self.deployment.agentripe, &self.provider);
+        let on_chain = escrow.getDeposit(deposit).call().await.map_err(rpc("reading the deposit"))?;
+        if on_chain.status == 0 {
+            return Ok(false);
+        }
+        let expected = (payment.new.agent_id.clone(), payment.new.payer.clone(), payment.new.amount.clone());
+        let actual = (on_chain.agentId.to_string(), hex(on_chain.buyer), on_chain.amount.to_string());
+        if actual != expected {
+            return Err(PipelineError::Mismatch {
+                subject: format!("payment {}", payment.id),
+                deposit,
+                detail: format!("expected (agent, buyer, amount) {expected:?}, found {actual:?}"),
+            });
+        }
+        Ok(true)
+    }
+}

@@ -1,0 +1,223 @@
+//! Getting a payment's tokens into the escrow, and finding out whether they got there. The chain has
+//! the last word: whoever submitted the authorization (our facilitator, a remote one, a front-runner),
+//! the buyer's used nonce and its `AuthorizationUsed` log lead to the transaction that moved the money,
+//! whose receipt must show the token `Transfer` from the payer into the escrow.
+
+use agentripe_chain::bindings::IERC3009;
+use agentripe_store::Payment;
+use agentripe_x402::{Authorization, ErrorReason, FacilitatorRequest, exact::MIN_SETTLEMENT_WINDOW_SECONDS};
+use alloy::{
+    primitives::{Address, B256, U256, keccak256},
+    providers::Provider,
+    rpc::types::{Filter, TransactionReceipt},
+    sol_types::{SolEvent, SolValue},
+};
+
+use super::{MoneyIn, facilitator::Attempt};
+use crate::{
+    chain_writer::Patiently,
+    pipeline::{PipelineError, rpc},
+    util::now_secs,
+};
+
+/// A payment's tokens in the escrow: the transaction that moved them and the deposit id to record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Settlement {
+    pub deposit_id: B256,
+    pub transaction: B256,
+}
+
+/// Where a payment's tokens went, or why they never will be in the escrow.
+pub(super) type Settled = Result<Settlement, ErrorReason>;
+
+/// The deposit id of a payment settled by `transaction`: the transaction's hash, as Agentripe keys
+/// deposits, when it spent exactly one authorization of the token; when it spent several (a batching
+/// facilitator, a front-runner bundling payments), `keccak256(abi.encode(txHash, payer, nonce))`, so
+/// that each payment gets a deposit of its own and every observer derives the same id.
+pub fn deposit_id(transaction: B256, authorizations_spent: usize, authorization: &Authorization) -> B256 {
+    if authorizations_spent <= 1 {
+        return transaction;
+    }
+    keccak256((transaction, authorization.from, authorization.nonce).abi_encode())
+}
+
+/// What the chain says of a buyer's authorization.
+enum OnChain {
+    /// Its nonce is unused: nothing moved.
+    Unused,
+    /// This transaction moved exactly the payment into the escrow.
+    Settled(Settlement),
+    /// Its nonce was spent on something else (another transfer, a cancellation).
+    SpentElsewhere,
+    /// Its nonce is used, but neither a settlement nor a cancellation is visible yet.
+    InDoubt,
+}
+
+impl MoneyIn {
+    /// Gets the payment's tokens into the escrow, or a reason why they never will be.
+    pub(super) async fn settle(&self, payment: &Payment) -> Result<Settled, PipelineError> {
+        let subject = || format!("payment {}", payment.id);
+        let request: FacilitatorRequest = serde_json::from_str(&payment.new.payment)
+            .map_err(|error| PipelineError::corrupt(subject(), error.to_string()))?;
+        let authorization = &request.payment_payload.exact().authorization;
+        let asset: Address =
+            payment.new.asset.parse().map_err(|_| PipelineError::corrupt(subject(), "asset"))?;
+        let from_block = u64::try_from(payment.new.search_from_block).unwrap_or_default();
+
+        // An attempt of ours that a crash left in flight.
+        if let Some(writer) = self.facilitator.writer()
+            && let Some(receipt) = writer.resume("settle", &payment.id.to_string()).await?
+            && let Some(settlement) = self.transfer_into_escrow(&receipt, authorization, asset)
+        {
+            return Ok(Ok(settlement));
+        }
+        // Settled by anyone, any time: the chain knows.
+        match self.on_chain(authorization, asset, from_block).await? {
+            OnChain::Unused => {}
+            found => return self.conclude(found, authorization, ErrorReason::InvalidTransactionState),
+        }
+        if U256::from(now_secs() + MIN_SETTLEMENT_WINDOW_SECONDS) >= authorization.valid_before {
+            return Ok(Err(ErrorReason::InvalidExactEvmPayloadAuthorizationValidBefore));
+        }
+        let balance = IERC3009::new(asset, &self.provider)
+            .balanceOf(authorization.from)
+            .call()
+            .await
+            .map_err(rpc("reading the payer's balance"))?;
+        if balance < authorization.value {
+            return Ok(Err(ErrorReason::InsufficientFunds));
+        }
+
+        let receipt = match self.facilitator.settle(payment.id, &request, asset).await? {
+            Attempt::Mined(receipt) => *receipt,
+            Attempt::Submitted(hash) => {
+                self.confirmation.wait_for_receipt(&self.provider, hash, Patiently).await?
+            }
+            Attempt::Refused(reason) => {
+                // A refusal may be a race lost to someone who settled the same authorization.
+                let found = self.on_chain(authorization, asset, from_block).await?;
+                return self.conclude(found, authorization, reason);
+            }
+            Attempt::Unknown(detail) => return Err(PipelineError::SettlementUnknown(detail)),
+        };
+        if let Some(settlement) = self.transfer_into_escrow(&receipt, authorization, asset) {
+            return Ok(Ok(settlement));
+        }
+        let found = self.on_chain(authorization, asset, from_block).await?;
+        self.conclude(found, authorization, ErrorReason::InvalidTransactionState)
+    }
+
+    /// What the chain says of the authorization: unused, settled into the escrow, spent otherwise, or
+    /// used with neither its settlement nor its cancellation visible yet (a lagging RPC).
+    async fn on_chain(
+        &self,
+        authorization: &Authorization,
+        asset: Address,
+        from_block: u64,
+    ) -> Result<OnChain, PipelineError> {
+        let token = IERC3009::new(asset, &self.provider);
+        let used = token
+            .authorizationState(authorization.from, authorization.nonce)
+            .call()
+            .await
+            .map_err(rpc("reading the authorization state"))?;
+        if !used {
+            return Ok(OnChain::Unused);
+        }
+        let of_this_nonce = |event: B256| {
+            Filter::new()
+                .address(asset)
+                .event_signature(event)
+                .topic1(authorization.from.into_word())
+                .topic2(authorization.nonce)
+                .from_block(from_block)
+        };
+        let settlements = self
+            .provider
+            .get_logs(&of_this_nonce(IERC3009::AuthorizationUsed::SIGNATURE_HASH))
+            .await
+            .map_err(rpc("searching for the settlement"))?;
+        for log in &settlements {
+            let Some(hash) = log.transaction_hash else { continue };
+            let receipt = self.confirmation.wait_for_receipt(&self.provider, hash, Patiently).await?;
+            if let Some(settlement) = self.transfer_into_escrow(&receipt, authorization, asset) {
+                tracing::info!(tx = %settlement.transaction, payer = %authorization.from, "found the settlement on chain");
+                return Ok(OnChain::Settled(settlement));
+            }
+        }
+        if !settlements.is_empty() {
+            return Ok(OnChain::SpentElsewhere);
+        }
+        let cancellations = self
+            .provider
+            .get_logs(&of_this_nonce(IERC3009::AuthorizationCanceled::SIGNATURE_HASH))
+            .await
+            .map_err(rpc("searching for a cancellation"))?;
+        Ok(if cancellations.is_empty() { OnChain::InDoubt } else { OnChain::SpentElsewhere })
+    }
+
+    /// Turns what the chain says into where the money is; `otherwise` is the reason when the nonce is
+    /// still unused. A payment in doubt is never refused before the search horizon has passed: its
+    /// buyer may have been charged.
+    fn conclude(
+        &self,
+        found: OnChain,
+        authorization: &Authorization,
+        otherwise: ErrorReason,
+    ) -> Result<Settled, PipelineError> {
+        match found {
+            OnChain::Unused => Ok(Err(otherwise)),
+            OnChain::Settled(settlement) => Ok(Ok(settlement)),
+            OnChain::SpentElsewhere => Ok(Err(ErrorReason::InvalidExactEvmPayloadAuthorizationNonceUsed)),
+            OnChain::InDoubt => {
+                let horizon = U256::from(self.search_horizon.as_secs());
+                if U256::from(now_secs()) > authorization.valid_before.saturating_add(horizon) {
+                    tracing::error!(
+                        payer = %authorization.from,
+                        nonce = %authorization.nonce,
+                        "the nonce is used but no settlement or cancellation was found before the search horizon"
+                    );
+                    return Ok(Err(ErrorReason::InvalidExactEvmPayloadAuthorizationNonceUsed));
+                }
+                Err(PipelineError::InDoubt(
+                    "the authorization is used on chain, but its settlement is not visible yet".into(),
+                ))
+            }
+        }
+    }
+
+    /// The settlement in `receipt` if it is successful, spent this authorization (its
+    /// `AuthorizationUsed` log) and moved exactly the payment from the payer into the escrow. A receipt
+    /// of another transfer of the same amount (a facilitator's mistake, or a lie) is not this payment's.
+    fn transfer_into_escrow(
+        &self,
+        receipt: &TransactionReceipt,
+        authorization: &Authorization,
+        asset: Address,
+    ) -> Option<Settlement> {
+        if !receipt.status() {
+            return None;
+        }
+        let logs = receipt.inner.logs();
+        let spent: Vec<_> = logs
+            .iter()
+            .filter(|log| log.address() == asset)
+            .filter_map(|log| log.log_decode::<IERC3009::AuthorizationUsed>().ok())
+            .map(|used| (used.inner.data.authorizer, used.inner.data.nonce))
+            .collect();
+        let paid = logs.iter().any(|log| {
+            log.address() == asset
+                && log.log_decode::<IERC3009::Transfer>().is_ok_and(|transfer| {
+                    let transfer = transfer.inner.data;
+                    transfer.from == authorization.from
+                        && transfer.to == self.deployment.agentripe
+                        && transfer.value == authorization.value
+                })
+        });
+        let ours = spent.contains(&(authorization.from, authorization.nonce));
+        (ours && paid).then(|| Settlement {
+            deposit_id: deposit_id(receipt.transaction_hash, spent.len(), authorization),
+            transaction: receipt.transaction_hash,
+        })
+    }
+}

@@ -1,0 +1,218 @@
+//! Start-up: connect to the chain and the database, check that they are the ones configured, wire the
+//! pipelines, and serve. The reconciler runs beside the server from the first moment.
+
+use std::{sync::Arc, time::Duration};
+
+use agentripe_chain::bindings::{Agentripe, IERC3009};
+use agentripe_review::{OpenAiReviewer, Reviewer};
+use agentripe_store::Store;
+use alloy::{
+    primitives::{Address, U256},
+    providers::{DynProvider, Provider, ProviderBuilder},
+};
+use tokio::{net::TcpListener, task::JoinHandle};
+
+use crate::{
+    AppState, Config, FacilitatorConfig,
+    agent_index::AgentIndex,
+    catalog::Catalog,
+    chain_writer::{ChainWriter, Confirmation, WriteError},
+    money_in::{
+        MoneyIn,
+        facilitator::{Facilitator, RemoteFacilitator},
+    },
+    money_out::MoneyOut,
+    registrar::Registrar,
+    routes,
+    vendor_auth::Authorizations,
+    verdicts::Verdicts,
+};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("bad RPC URL {0:?}")]
+    RpcUrl(String),
+    #[error("the RPC serves chain {actual}, the deployment is on chain {expected}")]
+    WrongChain { expected: u64, actual: u64 },
+    #[error("cannot reach the chain: {0}")]
+    Chain(String),
+    #[error("the remote facilitator cannot settle our payments: {0}")]
+    Facilitator(String),
+    #[error(
+        "the escrow {escrow}'s operator is {on_chain}, but OPERATOR_PRIVATE_KEY is {configured}'s: every purchase \
+         would be charged and then fail to be recorded. Use the operator's key, or have the escrow's owner appoint this one"
+    )]
+    WrongOperator { escrow: Address, on_chain: Address, configured: Address },
+    #[error(
+        "the token {token} signs under another EIP-712 domain than TOKEN_EIP712_NAME {name:?} / TOKEN_EIP712_VERSION \
+         {version:?}: every buyer's signature would be refused (USDC is \"USDC\" on Base Sepolia, \"USD Coin\" on Base)"
+    )]
+    TokenDomain { token: Address, name: String, version: String },
+    #[error(transparent)]
+    Store(#[from] agentripe_store::StoreError),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Running {
+    pub state: AppState,
+    pub reconciler: JoinHandle<()>,
+    pub http: JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Stops serving and reconciling at once, as a crash would (nothing is flushed that was not durable).
+    pub fn abort(&self) {
+        self.http.abort();
+        self.reconciler.abort();
+    }
+}
+
+/// Connects to the chain and the database, and serves the API on `listener`.
+pub async fn start(config: Config, listener: TcpListener) -> Result<Running, StartError> {
+    let url = config.rpc_url.parse().map_err(|_| StartError::RpcUrl(config.rpc_url.clone()))?;
+    let provider = ProviderBuilder::new().connect_http(url).erased();
+    let chain_id = provider.get_chain_id().await.map_err(|error| StartError::Chain(error.to_string()))?;
+    if chain_id != config.deployment.chain_id {
+        return Err(StartError::WrongChain { expected: config.deployment.chain_id, actual: chain_id });
+    }
+    check_contracts(&config, &provider).await?;
+    let store = Store::connect(&config.database_url).await?;
+    let confirmation = Confirmation {
+        confirmations: config.confirmations,
+        poll_interval: config.poll_interval,
+        timeout: config.chain_timeout,
+        rpc_lag: config.rpc_lag,
+    };
+    let writer =
+        async |key| ChainWriter::new(key, provider.clone(), store.clone(), chain_id, confirmation).await;
+    let operator = writer(config.operator_key.clone()).await?;
+    let facilitator = match &config.facilitator {
+        FacilitatorConfig::BuiltIn(None) => Facilitator::BuiltIn(Box::new(operator.clone())),
+        FacilitatorConfig::BuiltIn(Some(key)) => Facilitator::BuiltIn(Box::new(writer(key.clone()).await?)),
+        FacilitatorConfig::Remote(url) => {
+            let remote = RemoteFacilitator::new(url, config.chain_timeout);
+            remote
+                .check_supported(agentripe_x402::Network::new(chain_id))
+                .await
+                .map_err(StartError::Facilitator)?;
+            Facilitator::Remote(remote)
+        }
+    };
+    let deployment = &config.deployment;
+    let money_in = Arc::new(MoneyIn::new(
+        store.clone(),
+        provider.clone(),
+        &config,
+        operator.clone(),
+        facilitator,
+        confirmation,
+    ));
+    let money_out =
+        Arc::new(MoneyOut::new(store.clone(), provider.clone(), deployment.clone(), operator.clone()));
+    let registrar =
+        Arc::new(Registrar::new(store.clone(), provider.clone(), deployment.identity_registry, operator));
+    let catalog = Arc::new(Catalog::new(
+        deployment.identity_registry,
+        provider.clone(),
+        config.catalog_ttl,
+        config.catalog_allow_private,
+    ));
+    let reviewer = match &config.reviewer {
+        Some(reviewer) => Reviewer::OpenAi(Box::new(OpenAiReviewer::new(reviewer.clone()))),
+        None => {
+            tracing::warn!(
+                "no reviewer endpoint configured: tasks with a reviewer_request will wait for one"
+            );
+            Reviewer::Unconfigured
+        }
+    };
+    let verdicts = Arc::new(Verdicts::new(
+        store.clone(),
+        reviewer,
+        money_out.clone(),
+        config.max_rejections,
+        config.purchase_timeout,
+    ));
+    let index = AgentIndex::new(store.clone(), provider.clone(), catalog.clone(), deployment);
+    let reconciler = spawn_reconciler(
+        money_in.clone(),
+        money_out.clone(),
+        registrar.clone(),
+        index,
+        config.reconcile_interval,
+    );
+    let authorizations = Arc::new(Authorizations::new(
+        deployment.identity_registry,
+        provider.clone(),
+        config.authorization_ttl,
+    ));
+    let state = AppState {
+        config: Arc::new(config),
+        store,
+        provider,
+        catalog,
+        money_in,
+        money_out,
+        verdicts,
+        registrar,
+        authorizations,
+    };
+    let router = routes::router(state.clone());
+    let http = tokio::spawn(async move { axum::serve(listener, router).await });
+    Ok(Running { state, reconciler, http })
+}
+
+/// Refuses to start against contracts that would take buyers' money and then fail: an escrow whose
+/// operator is not our key, a token whose EIP-712 domain is not the one buyers are told to sign under.
+async fn check_contracts(config: &Config, provider: &DynProvider) -> Result<(), StartError> {
+    let deployment = &config.deployment;
+    let unreachable = |error: alloy::contract::Error| StartError::Chain(error.to_string());
+    let on_chain =
+        Agentripe::new(deployment.agentripe, provider).operator().call().await.map_err(unreachable)?;
+    let configured = config.operator_key.address();
+    if on_chain != configured {
+        return Err(StartError::WrongOperator { escrow: deployment.agentripe, on_chain, configured });
+    }
+    let separator =
+        IERC3009::new(deployment.usdc, provider).DOMAIN_SEPARATOR().call().await.map_err(unreachable)?;
+    if separator != config.offer(U256::ZERO).token_domain().separator() {
+        return Err(StartError::TokenDomain {
+            token: deployment.usdc,
+            name: config.token_name.clone(),
+            version: config.token_version.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Finishes what crashes and timeouts interrupted, money in and money out, and follows the identity
+/// registry for the agent index: at start-up and every `interval`.
+fn spawn_reconciler(
+    money_in: Arc<MoneyIn>,
+    money_out: Arc<MoneyOut>,
+    registrar: Arc<Registrar>,
+    index: AgentIndex,
+    interval: Duration,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            if let Err(error) = index.sync().await {
+                tracing::warn!(%error, "agent index pass failed");
+            }
+            if let Err(error) = money_in.reconcile_once().await {
+                tracing::warn!(%error, "payment reconciler pass failed");
+            }
+            if let Err(error) = money_out.reconcile_once().await {
+                tracing::warn!(%error, "payout reconciler pass failed");
+            }
+            if let Err(error) = registrar.reconcile_once().await {
+                tracing::warn!(%error, "registration reconciler pass failed");
+            }
+            tokio::time::sleep(interval).await;
+        }
+    })
+}

@@ -1,0 +1,76 @@
+//! A JSON-RPC proxy in front of anvil that behaves like a load-balanced provider: state (nonces,
+//! balances, `authorizationState`) is current, but a transaction's receipt and logs only become
+//! readable `lag` after the proxy first sees them mined.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use axum::{Json, extract::State, routing::post};
+use serde_json::{Value, json};
+
+/// A lagging RPC endpoint on loopback.
+#[derive(Clone, Debug)]
+pub struct LaggingRpc {
+    pub url: String,
+    upstream: String,
+    lag: Duration,
+    http: reqwest::Client,
+    /// When each mined transaction was first seen through a receipt or a log.
+    first_seen: Arc<Mutex<HashMap<String, Instant>>>,
+}
+
+impl LaggingRpc {
+    /// Starts the proxy in front of `upstream` (anvil's endpoint).
+    pub async fn start(upstream: String, lag: Duration) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let proxy = Self { url, upstream, lag, http: reqwest::Client::new(), first_seen: Arc::default() };
+        let app = axum::Router::new().route("/", post(forward)).with_state(proxy.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        proxy
+    }
+
+    /// Whether the transaction `hash` (0x hex) has been mined for at least the lag.
+    fn visible(&self, hash: &str) -> bool {
+        let mut seen = self.first_seen.lock().expect("lock");
+        seen.entry(hash.to_ascii_lowercase()).or_insert_with(Instant::now).elapsed() >= self.lag
+    }
+
+    /// Hides what a lagging node would not show yet.
+    fn lag_behind(&self, method: &str, mut result: Value) -> Value {
+        match method {
+            "eth_getTransactionReceipt" => {
+                let hash = result["transactionHash"].as_str().map(str::to_owned);
+                match hash {
+                    Some(hash) if !self.visible(&hash) => Value::Null,
+                    _ => result,
+                }
+            }
+            "eth_getLogs" => {
+                if let Some(logs) = result.as_array_mut() {
+                    logs.retain(|log| log["transactionHash"].as_str().is_none_or(|hash| self.visible(hash)));
+                }
+                result
+            }
+            _ => result,
+        }
+    }
+}
+
+async fn forward(State(proxy): State<LaggingRpc>, Json(request): Json<Value>) -> Json<Value> {
+    let method = request["method"].as_str().unwrap_or_default().to_owned();
+    let answer: Value = match proxy.http.post(&proxy.upstream).json(&request).send().await {
+        Ok(response) => response.json().await.unwrap_or(Value::Null),
+        Err(error) => {
+            json!({ "jsonrpc": "2.0", "id": request["id"], "error": { "code": -32000, "message": error.to_string() } })
+        }
+    };
+    let mut answer = answer;
+    if let Some(result) = answer.get_mut("result") {
+        *result = proxy.lag_behind(&method, result.take());
+    }
+    Json(answer)
+}

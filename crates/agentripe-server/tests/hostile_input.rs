@@ -1,0 +1,183 @@
+//! What strangers send (issue 14): every rejection is the API's JSON error, internal detail never
+//! reaches a caller, and signatures are low-s everywhere.
+
+use agentripe_server::testing::{Market, now, vendor_headers};
+use agentripe_store::testing::Engine;
+use alloy::primitives::{Signature, U256};
+use serde_json::Value;
+
+/// Sends a request and returns its status and its body, which must be `{"error", "message"}` JSON.
+async fn rejected(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let response = request.send().await.expect("send");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    let body: Value =
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status} is not JSON: {text:?}"));
+    assert!(body["error"].is_string() && body["message"].is_string(), "{status}: {body}");
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rejection_is_a_json_error() {
+    let market = Market::new(Engine::Sqlite, "hostile_input").await.expect("SQLite needs no set-up");
+    let server = market.start().await;
+    let http = &server.http;
+    let url = |path: &str| format!("{}{path}", server.base);
+    let signed =
+        |path: &str| http.get(url(path)).headers(vendor_headers(&market.vendor, market.agent_id, now()));
+    let purchase = format!("/{}/translate", market.agent_id);
+    let cases: Vec<(u16, reqwest::RequestBuilder)> = vec![
+        (405, http.put(url(&purchase))),
+        (405, http.delete(url(&purchase))),
+        (405, http.patch(url("/vendor/tasks"))),
+        (400, http.get(url("/agents?limit=abc"))),
+        (400, http.get(url("/agents?offset=1180591620717411303424"))),
+        (400, http.get(url("/discovery/resources?limit=abc"))),
+        (400, signed("/vendor/tasks?limit=1180591620717411303424")),
+        (404, http.get(url("/nowhere"))),
+    ];
+    for (expected, request) in cases {
+        let (status, body) = rejected(request).await;
+        assert_eq!(status, expected, "{body}");
+    }
+    // A path that is not UTF-8.
+    let (status, _) = rejected(http.get(url("/tasks/%FF%FE"))).await;
+    assert!(status == 400 || status == 404, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_high_s_twin_of_a_vendor_signature_is_refused() {
+    let market = Market::new(Engine::Sqlite, "high_s_vendor").await.expect("SQLite needs no set-up");
+    let server = market.start().await;
+    let mut headers = vendor_headers(&market.vendor, market.agent_id, now());
+    let signature: Signature = headers["x-signature"].to_str().expect("ascii").parse().expect("signature");
+    let n = U256::from_str_radix("FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141", 16)
+        .expect("n");
+    let twin = Signature::new(signature.r(), n - signature.s(), !signature.v());
+    headers.insert(
+        "x-signature",
+        format!("0x{}", alloy::primitives::hex::encode(twin.as_bytes())).parse().expect("header"),
+    );
+    let (status, body) =
+        rejected(server.http.get(format!("{}/vendor/tasks", server.base)).headers(headers)).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body["message"].as_str().is_some_and(|m| m.contains("high s")), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_catalog_is_not_a_port_scanner() {
+    // An agent whose registration file is on a closed local port: the caller learns it is unavailable,
+    // not the connection error (which would map internal networks for a stranger).
+    let market = Market::new(Engine::Sqlite, "catalog_scanner").await.expect("SQLite needs no set-up");
+    let server = market.start().await;
+    let agent = market.register_agent("http://127.0.0.1:9/secret-internal-path").await;
+    let (status, body) = rejected(server.http.get(format!("{}/agents/{agent}", server.base))).await;
+    assert_eq!(status, 503, "{body}");
+    let text = body.to_string();
+    for detail in ["127.0.0.1", "secret-internal-path", "refused", "error sending"] {
+        assert!(!text.contains(detail), "{detail} leaked: {text}");
+    }
+}
+
+/// A loopback HTTP server that counts its requests; `/slow` answers a good catalog after a second,
+/// `/huge` streams without end, anything else answers the catalog at once.
+async fn catalog_host() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use axum::{body::Body, routing::get};
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = hits.clone();
+    let app = axum::Router::new()
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                agentripe_server::testing::CATALOG
+            }),
+        )
+        .route(
+            "/huge",
+            get(|| async {
+                let chunk = bytes_of_zeros();
+                Body::from_stream(futures_stream(chunk))
+            }),
+        )
+        .fallback(get(|| async { agentripe_server::testing::CATALOG }))
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async move { next.run(request).await }
+            },
+        ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (base, hits)
+}
+
+fn bytes_of_zeros() -> axum::body::Bytes {
+    axum::body::Bytes::from(vec![b' '; 64 * 1024])
+}
+
+/// An endless stream of `chunk`s.
+fn futures_stream(
+    chunk: axum::body::Bytes,
+) -> impl futures_util::Stream<Item = Result<axum::body::Bytes, std::io::Error>> {
+    futures_util::stream::repeat_with(move || Ok(chunk.clone()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_files_on_private_addresses_are_never_fetched() {
+    let market = Market::new(Engine::Sqlite, "catalog_ssrf").await.expect("SQLite needs no set-up");
+    let mut config = market.config();
+    config.catalog_allow_private = false;
+    // The agent index runs once, at start-up: only requests fetch catalogs here.
+    config.reconcile_interval = std::time::Duration::from_secs(3600);
+    let server = market.start_with(config).await;
+    let (base, hits) = catalog_host().await;
+    let port = base.rsplit(':').next().expect("port");
+    for uri in [
+        format!("{base}/agent.json"),
+        format!("http://localhost:{port}/agent.json"),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+        format!("http://[::1]:{port}/agent.json"),
+    ] {
+        let agent = market.register_agent(&uri).await;
+        let response = server.http.get(format!("{}/agents/{agent}", server.base)).send().await.expect("get");
+        assert_ne!(response.status(), 200, "{uri} was read");
+        let purchase =
+            server.http.get(format!("{}/{agent}/translate", server.base)).send().await.expect("get");
+        assert_ne!(purchase.status(), 402, "{uri} was sold");
+    }
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0, "no request reached the private host");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalog_is_fetched_once_however_many_ask_and_never_read_past_its_cap() {
+    let market = Market::new(Engine::Sqlite, "catalog_coalesce").await.expect("SQLite needs no set-up");
+    let mut config = market.config();
+    // The agent index runs once, at start-up: only requests fetch catalogs here.
+    config.reconcile_interval = std::time::Duration::from_secs(3600);
+    let server = std::sync::Arc::new(market.start_with(config).await);
+    let (base, hits) = catalog_host().await;
+    let slow = market.register_agent(&format!("{base}/slow")).await;
+    let readers: Vec<_> = (0..20)
+        .map(|_| {
+            let server = server.clone();
+            tokio::spawn(async move {
+                server.http.get(format!("{}/agents/{slow}", server.base)).send().await.expect("get").status()
+            })
+        })
+        .collect();
+    for reader in readers {
+        assert_eq!(reader.await.expect("join"), 200);
+    }
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1, "twenty readers, one fetch");
+
+    // An endless body is cut at the cap, and the failure is cached: asked again, not fetched again.
+    let huge = market.register_agent(&format!("{base}/huge")).await;
+    for _ in 0..3 {
+        let (status, body) = rejected(server.http.get(format!("{}/agents/{huge}", server.base))).await;
+        assert_eq!(status, 404, "{body}");
+        assert!(body["message"].as_str().is_some_and(|m| m.contains("larger than")), "{body}");
+    }
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 2, "the huge catalog was fetched once");
+}

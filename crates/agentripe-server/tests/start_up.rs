@@ -1,0 +1,40 @@
+//! The server refuses to start where it would charge buyers and then strand their money: an operator
+//! key that is not the escrow's, a token domain buyers cannot sign under, a deployment on another chain.
+
+use agentripe_server::{
+    Config, StartError,
+    testing::{Market, key},
+};
+use agentripe_store::testing::Engine;
+
+async fn start(config: Config) -> Result<agentripe_server::Running, StartError> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    agentripe_server::start(config, listener).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_refuses_to_start_where_it_would_strand_money() {
+    let market = Market::new(Engine::Sqlite, "start_up").await.expect("SQLite needs no set-up");
+
+    let mut wrong_key = market.config();
+    wrong_key.operator_key = key(&market.anvil, 5);
+    let error = start(wrong_key).await.expect_err("not the escrow's operator");
+    assert!(matches!(error, StartError::WrongOperator { .. }), "{error}");
+    let message = error.to_string();
+    for address in [market.operator.address(), key(&market.anvil, 5).address()] {
+        assert!(message.contains(&address.to_string()), "names both keys: {message}");
+    }
+
+    // Base mainnet USDC's domain name is "USD Coin": configured against a token named "USDC", refused.
+    let mut wrong_domain = market.config();
+    wrong_domain.token_name = "USD Coin".into();
+    let error = start(wrong_domain).await.expect_err("buyers would sign under the wrong domain");
+    assert!(matches!(error, StartError::TokenDomain { .. }), "{error}");
+
+    let mut other_chain = market.config();
+    other_chain.deployment.chain_id = 84532;
+    let error = start(other_chain).await.expect_err("the RPC serves another chain");
+    assert!(matches!(error, StartError::WrongChain { expected: 84532, .. }), "{error}");
+
+    start(market.config()).await.expect("the right contracts and key start").abort();
+}
