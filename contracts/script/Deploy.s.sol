@@ -18,6 +18,9 @@ import {TestUSDC} from "../src/TestUSDC.sol";
 ///   USDC_ADDRESS                 reuse this token instead of a new TestUSDC
 ///   IDENTITY_REGISTRY_ADDRESS    reuse this ERC-8004 identity registry
 ///   REPUTATION_REGISTRY_ADDRESS  reuse this ERC-8004 reputation registry
+///   IDENTITY_REGISTRY_START_BLOCK  with a reused identity registry: its first block, where the server's
+///                                agent index starts (default: 0, every block; agents registered before
+///                                the escrow existed must be listed too)
 ///   DEPLOYMENTS_FILE             output path                               (default: deployments/<chainId>.json)
 contract Deploy is Script {
     /// @notice What to deploy; a zero address means "deploy a new one".
@@ -28,6 +31,8 @@ contract Deploy is Script {
         address usdc;
         address identityRegistry;
         address reputationRegistry;
+        /// @dev Read only when `identityRegistry` is reused: no agent is older than this block.
+        uint256 identityRegistryStartBlock;
     }
 
     /// @notice What was deployed or reused.
@@ -48,7 +53,8 @@ contract Deploy is Script {
             depositTimeout: vm.envOr("DEPOSIT_TIMEOUT_SECONDS", uint256(7 days)),
             usdc: vm.envOr("USDC_ADDRESS", address(0)),
             identityRegistry: vm.envOr("IDENTITY_REGISTRY_ADDRESS", address(0)),
-            reputationRegistry: vm.envOr("REPUTATION_REGISTRY_ADDRESS", address(0))
+            reputationRegistry: vm.envOr("REPUTATION_REGISTRY_ADDRESS", address(0)),
+            identityRegistryStartBlock: vm.envOr("IDENTITY_REGISTRY_START_BLOCK", uint256(0))
         });
         string memory out =
             vm.envOr("DEPLOYMENTS_FILE", string.concat("deployments/", vm.toString(block.chainid), ".json"));
@@ -62,8 +68,9 @@ contract Deploy is Script {
     /// @notice Deploys what `config` does not name. The caller (or the broadcast) is the deployer;
     ///         `minter` owns a new TestUSDC.
     function deploy(Config memory config, address minter) public returns (Deployment memory deployment) {
-        // No event of these contracts is older than this block: where an indexer starts scanning.
-        deployment.startBlock = block.number;
+        // No event of these contracts is older than this block: where the agent index starts scanning. A
+        // reused registry has agents older than the escrow, so its own first block counts.
+        deployment.startBlock = config.identityRegistry == address(0) ? block.number : config.identityRegistryStartBlock;
         deployment.usdcIsTestToken = config.usdc == address(0);
         deployment.usdc = deployment.usdcIsTestToken ? address(new TestUSDC(minter)) : config.usdc;
         deployment.identityRegistry =

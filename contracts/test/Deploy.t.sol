@@ -21,7 +21,8 @@ contract DeployTest is Test {
             depositTimeout: 3 days,
             usdc: address(0),
             identityRegistry: address(0),
-            reputationRegistry: address(0)
+            reputationRegistry: address(0),
+            identityRegistryStartBlock: 0
         });
     }
 
@@ -51,6 +52,17 @@ contract DeployTest is Test {
         assertEq(d.reputationRegistry, config.reputationRegistry);
         assertEq(address(Agentripe(d.agentripe).token()), config.usdc);
         assertEq(address(Agentripe(d.agentripe).identityRegistry()), config.identityRegistry);
+    }
+
+    function test_deploy_indexesAReusedRegistryFromItsOwnStart() public {
+        Deploy.Config memory config = _config();
+        config.identityRegistry = address(new IdentityRegistry());
+        vm.roll(block.number + 1000);
+        assertEq(script.deploy(config, minter).startBlock, 0, "by default, every block of a reused registry");
+        config.identityRegistryStartBlock = 17;
+        assertEq(script.deploy(config, minter).startBlock, 17, "the registry's first block, when given");
+        config.identityRegistry = address(0);
+        assertEq(script.deploy(config, minter).startBlock, block.number, "a new registry starts with the escrow");
     }
 
     function test_toJson_hasEveryFieldTheServerReads() public {

@@ -17,7 +17,8 @@ use crate::client::Client;
 #[derive(Debug, Default)]
 pub struct Reuse {
     pub usdc: Option<Address>,
-    pub identity: Option<Address>,
+    /// The identity registry and its first block (agents older than the new escrow are indexed too).
+    pub identity: Option<(Address, u64)>,
     pub reputation: Option<Address>,
 }
 
@@ -39,16 +40,19 @@ pub async fn deploy(
         move |error: alloy::contract::Error| format!("deploying {what}: {error}")
     };
     let chain_id = provider.get_chain_id().await.map_err(|e| format!("cannot reach {rpc_url}: {e}"))?;
-    let start_block = provider.get_block_number().await.map_err(|e| e.to_string())?;
     let deployer = key.address();
     let test_token = reuse.usdc.is_none();
     let usdc = match reuse.usdc {
         Some(usdc) => usdc,
         None => *TestUSDC::deploy(&provider, deployer).await.map_err(fail("TestUSDC"))?.address(),
     };
-    let identity = match reuse.identity {
-        Some(identity) => identity,
-        None => *IdentityRegistry::deploy(&provider).await.map_err(fail("IdentityRegistry"))?.address(),
+    let (identity, start_block) = match reuse.identity {
+        Some(reused) => reused,
+        None => {
+            let start_block = provider.get_block_number().await.map_err(|e| e.to_string())?;
+            let registry = IdentityRegistry::deploy(&provider).await.map_err(fail("IdentityRegistry"))?;
+            (*registry.address(), start_block)
+        }
     };
     let reputation = match reuse.reputation {
         Some(reputation) => reputation,

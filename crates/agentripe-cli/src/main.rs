@@ -54,6 +54,10 @@ enum Command {
         /// Reuse this ERC-8004 reputation registry.
         #[arg(long, env = "REPUTATION_REGISTRY_ADDRESS")]
         reputation_registry: Option<String>,
+        /// With a reused identity registry: its first block, where the server's agent index starts
+        /// (default 0: every block, so agents registered before this escrow are listed too).
+        #[arg(long, env = "IDENTITY_REGISTRY_START_BLOCK", default_value_t = 0)]
+        identity_registry_start_block: u64,
         /// Where to write the deployment.
         #[arg(long, default_value = "deployments/deployment.json")]
         out: PathBuf,
@@ -154,6 +158,7 @@ async fn run(client: &Client, command: Command, key_file: Option<&PathBuf>) -> R
             usdc,
             identity_registry,
             reputation_registry,
+            identity_registry_start_block,
             out,
         } => {
             let address = |name: &str, value: Option<String>| {
@@ -163,7 +168,8 @@ async fn run(client: &Client, command: Command, key_file: Option<&PathBuf>) -> R
             };
             let reuse = admin::Reuse {
                 usdc: address("usdc", usdc)?,
-                identity: address("identity-registry", identity_registry)?,
+                identity: address("identity-registry", identity_registry)?
+                    .map(|address| (address, identity_registry_start_block)),
                 reputation: address("reputation-registry", reputation_registry)?,
             };
             let operator = address("operator", operator)?;

@@ -2,7 +2,7 @@
 //! task, withdraw.
 
 use agentripe_server::testing::{LlmAnswer, Market, ScriptedLlm};
-use agentripe_store::testing::Engine;
+use agentripe_store::testing::{Engine, fresh_database_url};
 use alloy::{primitives::U256, signers::local::PrivateKeySigner};
 use serde_json::Value;
 
@@ -171,6 +171,28 @@ async fn deploy_and_register_through_the_cli() {
     let escrow = agentripe_chain::bindings::Agentripe::new(deployment.agentripe, &market.provider);
     assert_eq!(escrow.depositTimeout().call().await.expect("deployed"), U256::from(3600));
     assert_eq!(escrow.token().call().await.expect("deployed"), market.deployment.usdc);
+
+    // The market's agent is older than this escrow; a server on the new deployment lists it all the same.
+    assert_eq!(deployment.start_block, 0, "a reused registry is indexed from its start");
+    let mut config = market.config();
+    config.deployment = deployment;
+    config.operator_key = deployer.clone();
+    config.database_url =
+        fresh_database_url(Engine::Sqlite, "cli_admin_index").await.expect("SQLite needs no set-up");
+    let second = market.start_with(config).await;
+    let listed = async || -> Value {
+        let response = second.http.get(format!("{}/agents", second.base)).send().await.expect("list");
+        response.json().await.expect("json")
+    };
+    let mut agents = Value::Null;
+    for _ in 0..100 {
+        agents = listed().await;
+        if agents["total"] == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(agents["agents"][0]["agentId"], market.agent_id.to_string(), "{agents}");
 
     // A vendor registers through the server with a file.
     let vendor = agentripe_server::testing::key(&market.anvil, 6);

@@ -1,6 +1,8 @@
 //! The agent index. ERC-8004 registries cannot be enumerated, so the server follows the identity
 //! registry's logs (`Registered`, `URIUpdated`, `Transfer`) from the deployment's start block, in
-//! bounded chunks, and stores each touched agent with its registration file.
+//! bounded chunks, and stores each touched agent with its registration file. It runs in a loop of its
+//! own: a slow or broken registration file costs the index a skipped agent (re-read later), never the
+//! cursor, and never delays money.
 
 use std::sync::Arc;
 
@@ -19,9 +21,12 @@ use crate::{
     util::{now_ms, to_i64},
 };
 
-const CURSOR: &str = "identity_registry";
 /// Blocks per log query: public RPCs cap ranges.
 const CHUNK: u64 = 2_000;
+/// How long an agent whose registration file could not be read waits before it is read again.
+const RETRY_AFTER_MS: i64 = 10 * 60 * 1000;
+/// How many such agents one pass re-reads.
+const RETRIES_PER_PASS: i64 = 20;
 
 /// The index of the identity registry's agents.
 #[derive(Debug)]
@@ -44,13 +49,27 @@ impl AgentIndex {
         }
     }
 
-    /// Reads the registry's logs since the last pass and refreshes the agents they touch.
+    /// Reads the registry's logs since the last pass and refreshes the agents they touch, then re-reads a
+    /// few agents whose registration file could not be read before.
     pub async fn sync(&self) -> Result<usize, PipelineError> {
+        let mut refreshed = self.follow_logs().await?;
+        let before = now_ms() - RETRY_AFTER_MS;
+        for id in self.store.agents_to_retry(before, RETRIES_PER_PASS).await? {
+            let id = id.parse().map_err(|_| PipelineError::corrupt(format!("agent {id}"), "not a number"))?;
+            index_agent(&self.store, &self.catalog, id).await?;
+            refreshed += 1;
+        }
+        Ok(refreshed)
+    }
+
+    async fn follow_logs(&self) -> Result<usize, PipelineError> {
         let Self { store, provider, catalog, registry, start_block } = self;
         let (registry, start_block) = (*registry, *start_block);
+        // Named after where it started: another registry, or an earlier start block, is a new scan.
+        let cursor = format!("identity_registry:{registry}:{start_block}");
         let head = provider.get_block_number().await.map_err(rpc("reading the head"))?;
         let mut from =
-            store.index_cursor(CURSOR).await?.map_or(start_block, |next| u64::try_from(next).unwrap_or(0));
+            store.index_cursor(&cursor).await?.map_or(start_block, |next| u64::try_from(next).unwrap_or(0));
         let mut refreshed = 0;
         while from <= head {
             let to = (from + CHUNK - 1).min(head);
@@ -79,7 +98,7 @@ impl AgentIndex {
                 index_agent(store, catalog, id).await?;
                 refreshed += 1;
             }
-            store.set_index_cursor(CURSOR, to_i64(to + 1)).await?;
+            store.set_index_cursor(&cursor, to_i64(to + 1)).await?;
             from = to + 1;
         }
         Ok(refreshed)
@@ -107,8 +126,14 @@ async fn index_agent(store: &Store, catalog: &Catalog, id: U256) -> Result<(), P
             problem: Some(error.to_string()),
             updated_at: now_ms(),
         },
+        // The file's host is down or too slow: keep what was last read, and read it again later.
+        Err(error @ CatalogError::Unreachable { .. }) => {
+            store.mark_agent_unreadable(&id.to_string(), &error.to_string(), now_ms()).await?;
+            return Ok(());
+        }
         // Burned, or gone: nothing to list.
-        Err(CatalogError::UnknownAgent(_)) => return Ok(()),
+        Err(CatalogError::UnknownAgent(_)) => return Ok(store.remove_agent(&id.to_string()).await?),
+        // Our RPC's trouble: the pass stops here and the next one starts from this chunk again.
         Err(error @ CatalogError::Unavailable { .. }) => {
             return Err(RpcError { context: "reading an agent", message: error.to_string() }.into());
         }

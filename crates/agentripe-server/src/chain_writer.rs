@@ -108,11 +108,12 @@ impl ChainWriter {
         input: Bytes,
     ) -> Result<ChainTx, WriteError> {
         let request = TransactionRequest::default().from(self.address()).to(to).input(input.clone().into());
-        let gas = self
-            .provider
-            .estimate_gas(request)
-            .await
-            .map_err(|error| WriteError::WouldRevert(error.to_string()))?;
+        // The node's answer to a simulation is a revert (or a call that fits no block); no answer is the
+        // RPC's trouble, for a later attempt.
+        let gas = self.provider.estimate_gas(request).await.map_err(|error| match error.as_error_resp() {
+            Some(_) => WriteError::WouldRevert(error.to_string()),
+            None => rpc("estimating gas")(error).into(),
+        })?;
         let fees = self.provider.estimate_eip1559_fees().await.map_err(rpc("estimating fees"))?;
         let chain_id = self.chain_id;
         let signer = self.signer.clone();

@@ -95,11 +95,13 @@ impl From<CatalogError> for ApiError {
             CatalogError::UnknownAgent(_) | CatalogError::BadRegistration { .. } => {
                 Self::not_found(error.to_string())
             }
-            CatalogError::Unavailable { agent, .. } => Self::unavailable_because(
-                format!("agent {agent}'s catalog is unavailable right now"),
-                error,
-                5,
-            ),
+            CatalogError::Unavailable { agent, .. } | CatalogError::Unreachable { agent, .. } => {
+                Self::unavailable_because(
+                    format!("agent {agent}'s catalog is unavailable right now"),
+                    error,
+                    5,
+                )
+            }
         }
     }
 }

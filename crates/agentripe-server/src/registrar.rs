@@ -6,16 +6,21 @@ use agentripe_chain::bindings::IERC8004Identity;
 use agentripe_store::{Registration, RegistrationStatus, Store};
 use alloy::{
     primitives::{Address, B256, U256},
-    providers::DynProvider,
-    rpc::types::TransactionReceipt,
+    providers::{DynProvider, Provider},
+    rpc::types::{TransactionReceipt, TransactionRequest},
     sol_types::SolCall,
 };
 
 use crate::{
-    chain_writer::ChainWriter,
+    RegistrationLimits,
+    chain_writer::{ChainWriter, WriteError},
     pipeline::{PipelineError, RpcError, rpc},
-    util::{hex, now_ms},
+    util::{hex, now_ms, to_i64},
 };
+
+/// What a transfer of the minted agent to its owner may cost, reserved with the mint's estimate.
+const TRANSFER_GAS: u64 = 100_000;
+const DAY_MS: i64 = 24 * 3600 * 1000;
 
 #[derive(Debug)]
 pub struct Registrar {
@@ -23,6 +28,32 @@ pub struct Registrar {
     provider: DynProvider,
     registry: Address,
     operator: ChainWriter,
+    limits: RegistrationLimits,
+    /// One admission at a time, so concurrent registrations cannot all fit the same remaining budget.
+    admission: tokio::sync::Mutex<()>,
+}
+
+/// Why a registration was refused before the operator spent anything on it.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error(
+        "{signer} began {limit} registrations in the last 24 hours, the most this server mints for one signer a day"
+    )]
+    SignerLimit { signer: Address, limit: i64 },
+    #[error("this server's gas budget for registrations ({budget} gas a day) is spent; try again later")]
+    BudgetSpent { budget: u64 },
+    #[error("the registry would not mint this registration: {0}")]
+    Unmintable(String),
+}
+
+/// Why a registration did not complete now.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// Admitted and stored: the reconciler finishes it.
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
 }
 
 fn corrupt(id: i64, detail: impl Into<String>) -> PipelineError {
@@ -30,14 +61,52 @@ fn corrupt(id: i64, detail: impl Into<String>) -> PipelineError {
 }
 
 impl Registrar {
-    pub fn new(store: Store, provider: DynProvider, registry: Address, operator: ChainWriter) -> Self {
-        Self { store, provider, registry, operator }
+    pub fn new(
+        store: Store,
+        provider: DynProvider,
+        registry: Address,
+        operator: ChainWriter,
+        limits: RegistrationLimits,
+    ) -> Self {
+        Self { store, provider, registry, operator, limits, admission: tokio::sync::Mutex::new(()) }
     }
 
-    /// Mints an agent at `uri` for `owner`; returns its id and the minting transaction.
-    pub async fn register(&self, owner: Address, uri: &str) -> Result<(U256, B256), PipelineError> {
-        let registration = self.store.begin_registration(&hex(owner), uri, now_ms()).await?;
-        self.advance(registration.id).await
+    /// Mints an agent at `uri` for `owner`, within the signer's daily limit and the operator's daily gas
+    /// budget; returns its id and the minting transaction.
+    pub async fn register(&self, owner: Address, uri: &str) -> Result<(U256, B256), RegisterError> {
+        let mint = IERC8004Identity::register_2Call { agentURI: uri.to_owned() }.abi_encode();
+        let request =
+            TransactionRequest::default().from(self.operator.address()).to(self.registry).input(mint.into());
+        let gas = match self.provider.estimate_gas(request).await {
+            Ok(gas) => gas + TRANSFER_GAS,
+            Err(error) => {
+                return Err(match error.as_error_resp() {
+                    // The node answered: the mint reverts or does not fit a block.
+                    Some(answer) => Refusal::Unmintable(answer.message.to_string()).into(),
+                    None => PipelineError::from(rpc("estimating a mint")(error)).into(),
+                });
+            }
+        };
+        let registration = {
+            let _admission = self.admission.lock().await;
+            let since = now_ms() - DAY_MS;
+            let limit = self.limits.per_signer_per_day;
+            if self.store.registrations_by(&hex(owner), since).await.map_err(PipelineError::from)? >= limit {
+                return Err(Refusal::SignerLimit { signer: owner, limit }.into());
+            }
+            let spent =
+                u64::try_from(self.store.registration_gas_since(since).await.map_err(PipelineError::from)?)
+                    .unwrap_or(u64::MAX);
+            let budget = self.limits.gas_per_day;
+            if spent.saturating_add(gas) > budget {
+                return Err(Refusal::BudgetSpent { budget }.into());
+            }
+            self.store
+                .begin_registration(&hex(owner), uri, to_i64(gas), now_ms())
+                .await
+                .map_err(PipelineError::from)?
+        };
+        Ok(self.advance(registration.id).await?)
     }
 
     /// Takes a registration as far as it goes: minted, then transferred to its owner.
@@ -48,14 +117,23 @@ impl Registrar {
                 Some(receipt) if receipt.status() => receipt,
                 _ => {
                     let call = IERC8004Identity::register_2Call { agentURI: registration.uri.clone() };
-                    self.operator
+                    let sent = self
+                        .operator
                         .send_and_confirm(
                             "register",
                             &id.to_string(),
                             self.registry,
                             call.abi_encode().into(),
                         )
-                        .await?
+                        .await;
+                    match sent {
+                        // Nothing was signed, and it would never be mined: it ends here, never blocking others.
+                        Err(WriteError::WouldRevert(reason)) => {
+                            self.store.registration_failed(id, &reason, now_ms()).await?;
+                            return Err(WriteError::WouldRevert(reason).into());
+                        }
+                        sent => sent?,
+                    }
                 }
             };
             let agent = minted_agent(&receipt)
@@ -120,6 +198,7 @@ impl Registrar {
         for registration in &stalled {
             if let Err(error) = self.advance(registration.id).await {
                 tracing::warn!(registration = registration.id, %error, "reconciler could not finish a registration");
+                self.store.touch_registration(registration.id, now_ms()).await?;
             }
         }
         Ok(stalled.len())

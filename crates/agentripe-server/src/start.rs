@@ -60,14 +60,17 @@ pub enum StartError {
 pub struct Running {
     pub state: AppState,
     pub reconciler: JoinHandle<()>,
+    pub indexer: JoinHandle<()>,
     pub http: JoinHandle<std::io::Result<()>>,
 }
 
 impl Running {
-    /// Stops serving and reconciling at once, as a crash would (nothing is flushed that was not durable).
+    /// Stops serving, reconciling and indexing at once, as a crash would (nothing is flushed that was not
+    /// durable).
     pub fn abort(&self) {
         self.http.abort();
         self.reconciler.abort();
+        self.indexer.abort();
     }
 }
 
@@ -113,8 +116,13 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Running, Sta
     ));
     let money_out =
         Arc::new(MoneyOut::new(store.clone(), provider.clone(), deployment.clone(), operator.clone()));
-    let registrar =
-        Arc::new(Registrar::new(store.clone(), provider.clone(), deployment.identity_registry, operator));
+    let registrar = Arc::new(Registrar::new(
+        store.clone(),
+        provider.clone(),
+        deployment.identity_registry,
+        operator,
+        config.registration,
+    ));
     let catalog = Arc::new(Catalog::new(
         deployment.identity_registry,
         provider.clone(),
@@ -138,13 +146,9 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Running, Sta
         config.purchase_timeout,
     ));
     let index = AgentIndex::new(store.clone(), provider.clone(), catalog.clone(), deployment);
-    let reconciler = spawn_reconciler(
-        money_in.clone(),
-        money_out.clone(),
-        registrar.clone(),
-        index,
-        config.reconcile_interval,
-    );
+    let indexer = spawn_indexer(index, config.reconcile_interval);
+    let reconciler =
+        spawn_reconciler(money_in.clone(), money_out.clone(), registrar.clone(), config.reconcile_interval);
     let authorizations = Arc::new(Authorizations::new(
         deployment.identity_registry,
         provider.clone(),
@@ -163,7 +167,7 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Running, Sta
     };
     let router = routes::router(state.clone());
     let http = tokio::spawn(async move { axum::serve(listener, router).await });
-    Ok(Running { state, reconciler, http })
+    Ok(Running { state, reconciler, indexer, http })
 }
 
 /// Refuses to start against contracts that would take buyers' money and then fail: an escrow whose
@@ -189,20 +193,16 @@ async fn check_contracts(config: &Config, provider: &DynProvider) -> Result<(), 
     Ok(())
 }
 
-/// Finishes what crashes and timeouts interrupted, money in and money out, and follows the identity
-/// registry for the agent index: at start-up and every `interval`.
+/// Finishes what crashes and timeouts interrupted, money in and money out, and registrations: at
+/// start-up and every `interval`.
 fn spawn_reconciler(
     money_in: Arc<MoneyIn>,
     money_out: Arc<MoneyOut>,
     registrar: Arc<Registrar>,
-    index: AgentIndex,
     interval: Duration,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            if let Err(error) = index.sync().await {
-                tracing::warn!(%error, "agent index pass failed");
-            }
             if let Err(error) = money_in.reconcile_once().await {
                 tracing::warn!(%error, "payment reconciler pass failed");
             }
@@ -211,6 +211,19 @@ fn spawn_reconciler(
             }
             if let Err(error) = registrar.reconcile_once().await {
                 tracing::warn!(%error, "registration reconciler pass failed");
+            }
+            tokio::time::sleep(interval).await;
+        }
+    })
+}
+
+/// Follows the identity registry for the agent index, apart from money: a catch-up over a long history
+/// or slow registration files never delay a refund.
+fn spawn_indexer(index: AgentIndex, interval: Duration) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            if let Err(error) = index.sync().await {
+                tracing::warn!(%error, "agent index pass failed");
             }
             tokio::time::sleep(interval).await;
         }

@@ -5,7 +5,7 @@
 //! (which the official ERC-8004 registries have too) and cached briefly.
 
 use std::{
-    collections::HashMap,
+    num::NonZeroUsize,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -20,6 +20,7 @@ use axum::{
     extract::{FromRef, FromRequestParts},
     http::{HeaderMap, HeaderValue, StatusCode, request::Parts},
 };
+use lru::LruCache;
 
 use crate::{ApiError, util::now_secs};
 
@@ -63,17 +64,43 @@ pub const VENDOR_ADDRESS: &str = "x-vendor-address";
 /// The header a buyer names its address in (the payer of its payments).
 pub const BUYER_ADDRESS: &str = "x-buyer-address";
 
+/// A verified set of signed headers.
+#[derive(Clone, Copy, Debug)]
+pub struct Signed {
+    pub signer: Address,
+    pub timestamp: u64,
+    /// Low-s, so it names one header set: spending it once spends every spelling of it.
+    pub signature: Signature,
+}
+
+impl Signed {
+    /// When these headers stop being accepted.
+    pub fn expires_at(&self) -> u64 {
+        self.timestamp + TIMESTAMP_TOLERANCE_SECONDS
+    }
+
+    /// The signature's `r` and `s`, which identify it whatever the spelling of `v`.
+    pub fn id(&self) -> String {
+        format!("{:064x}{:064x}", self.signature.r(), self.signature.s())
+    }
+}
+
 /// The address that signed `"{X-Vendor-Address}:{X-Timestamp}"` in `X-Signature`, within the clock window.
 pub fn verify_signer(headers: &HeaderMap, now: u64) -> Result<Address, ApiError> {
+    Ok(verify_signed(headers, now)?.signer)
+}
+
+/// [`verify_signer`], with the signature and its timestamp (for single-use headers).
+pub fn verify_signed(headers: &HeaderMap, now: u64) -> Result<Signed, ApiError> {
     verify_signer_named_in(headers, VENDOR_ADDRESS, now)
 }
 
 /// The same for a buyer: the address in `X-Buyer-Address` signed `"{address}:{timestamp}"`.
 pub fn verify_buyer(headers: &HeaderMap, now: u64) -> Result<Address, ApiError> {
-    verify_signer_named_in(headers, BUYER_ADDRESS, now)
+    Ok(verify_signer_named_in(headers, BUYER_ADDRESS, now)?.signer)
 }
 
-fn verify_signer_named_in(headers: &HeaderMap, address_header: &str, now: u64) -> Result<Address, ApiError> {
+fn verify_signer_named_in(headers: &HeaderMap, address_header: &str, now: u64) -> Result<Signed, ApiError> {
     let address_text = header(headers, address_header)?;
     let timestamp_text = header(headers, "x-timestamp")?;
     let signature_text = header(headers, "x-signature")?;
@@ -113,7 +140,7 @@ fn verify_signer_named_in(headers: &HeaderMap, address_header: &str, now: u64) -
             "X-Signature is not {address}'s signature of \"{message}\" (it recovers to {signer})"
         )));
     }
-    Ok(signer)
+    Ok(Signed { signer, timestamp, signature })
 }
 
 /// The signing side of [`verify_signed_headers`], what vendors send: `X-Vendor-Address`, `X-Timestamp`,
@@ -160,8 +187,12 @@ fn sign_as(
 pub struct Authorizations {
     identity: IERC8004Identity::IERC8004IdentityInstance<DynProvider>,
     ttl: Duration,
-    cache: Mutex<HashMap<(Address, U256), Cached>>,
+    /// Bounded: any signer can name any `X-Agent-Id`.
+    cache: Mutex<LruCache<(Address, U256), Cached>>,
 }
+
+/// How many (signer, agent) verdicts are cached.
+const CACHED_AUTHORIZATIONS: NonZeroUsize = NonZeroUsize::new(10_000).expect("non-zero");
 
 /// A verdict on (signer, agent) and when it was read from the chain.
 type Cached = (Instant, Result<(), AuthorizationError>);
@@ -178,7 +209,7 @@ impl Authorizations {
         Self {
             identity: IERC8004Identity::new(identity_registry, provider),
             ttl,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(LruCache::new(CACHED_AUTHORIZATIONS)),
         }
     }
 
@@ -210,7 +241,7 @@ impl Authorizations {
         key: (Address, U256),
         verdict: Result<(), AuthorizationError>,
     ) -> Result<(), AuthorizationError> {
-        self.cache.lock().expect("authorization cache lock").insert(key, (Instant::now(), verdict.clone()));
+        self.cache.lock().expect("authorization cache lock").put(key, (Instant::now(), verdict.clone()));
         verdict
     }
 }

@@ -139,3 +139,48 @@ on_both_engines!(agents_are_indexed_listed_searched_and_discoverable, |market| a
     assert_eq!(status, 402);
     assert_eq!(required["accepts"][0]["maxAmountRequired"], "250000");
 });
+
+on_both_engines!(an_unreachable_or_hanging_agent_does_not_stop_the_index, |market| async move {
+    use base64::{Engine as _, engine::general_purpose::STANDARD};
+    // A host that accepts connections and never answers, and a port nobody listens on.
+    let hanging = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let hanging_uri = format!("http://{}/agent.json", hanging.local_addr().expect("address"));
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((connection, _)) = hanging.accept().await {
+            held.push(connection);
+        }
+    });
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let closed_uri = format!("http://{}/agent.json", closed.local_addr().expect("address"));
+    drop(closed);
+
+    let server = market.start().await;
+    market.register_agent(&hanging_uri).await;
+    market.register_agent(&closed_uri).await;
+    let later = market
+        .register_agent(&format!("data:application/json;base64,{}", STANDARD.encode(r#"{"name":"Later"}"#)))
+        .await;
+
+    // The hanging fetch times out after 5 s; the pass records both as unreadable and moves on.
+    let mut listed = Value::Null;
+    for _ in 0..300 {
+        listed = server
+            .http
+            .get(format!("{}/agents", server.base))
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
+        if listed["total"] == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let ids: Vec<&str> =
+        listed["agents"].as_array().expect("agents").iter().filter_map(|a| a["agentId"].as_str()).collect();
+    assert_eq!(ids, vec![market.agent_id.to_string(), later.to_string()], "{listed}");
+    holder.abort();
+});

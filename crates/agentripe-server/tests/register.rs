@@ -85,3 +85,128 @@ on_both_engines!(an_agent_registered_through_the_api_belongs_to_its_caller, |mar
         register(json!({ "data": data() }), vendor_headers(&vendor, U256::ZERO, now() - 3600)).await;
     assert_eq!(status, 401, "a stale signature proves nothing");
 });
+
+on_both_engines!(strangers_cannot_make_the_operator_mint_without_bound, |market| async move {
+    use agentripe_server::testing::Server;
+    use alloy::{providers::Provider, signers::local::PrivateKeySigner};
+
+    let mut config = market.config();
+    config.registration.per_signer_per_day = 2;
+    let server = market.start_with(config).await;
+    async fn register(
+        server: &Server,
+        signer: &PrivateKeySigner,
+        timestamp: u64,
+        body: &Value,
+    ) -> (u16, Value) {
+        let response = server
+            .http
+            .post(format!("{}/agents/register", server.base))
+            .headers(vendor_headers(signer, U256::ZERO, timestamp))
+            .json(body)
+            .send()
+            .await
+            .expect("request");
+        (response.status().as_u16(), response.json().await.expect("json"))
+    }
+    let body = json!({ "data": data() });
+    let operator_nonce =
+        async || market.provider.get_transaction_count(market.operator.address()).await.expect("nonce");
+
+    // A captured set of headers registers once.
+    let stranger = PrivateKeySigner::random();
+    let at = now();
+    assert_eq!(register(&server, &stranger, at, &body).await.0, 201);
+    let before = operator_nonce().await;
+    let (status, replayed) = register(&server, &stranger, at, &body).await;
+    assert_eq!((status, replayed["error"].as_str()), (401, Some("signature_used")), "{replayed}");
+
+    // Two a day per signer; the third is refused before anything is sent.
+    assert_eq!(register(&server, &stranger, at - 1, &body).await.0, 201);
+    let before_third = operator_nonce().await;
+    let (status, limited) = register(&server, &stranger, at - 2, &body).await;
+    assert_eq!((status, limited["error"].as_str()), (429, Some("rate_limited")), "{limited}");
+    assert_eq!(operator_nonce().await, before_third, "nothing sent for a refused registration");
+    assert_eq!(before_third, before + 2, "one mint and one transfer for the one admitted in between");
+
+    // A file too large to mint cheaply is refused before anything is sent.
+    let mut large = data();
+    large["description"] = json!("x".repeat(4096));
+    let (status, too_large) =
+        register(&server, &PrivateKeySigner::random(), now(), &json!({ "data": large })).await;
+    assert_eq!((status, too_large["error"].as_str()), (413, Some("registration_too_large")), "{too_large}");
+    assert_eq!(operator_nonce().await, before_third);
+});
+
+on_both_engines!(the_operators_daily_gas_for_registrations_is_bounded, |market| async move {
+    use alloy::{providers::Provider, signers::local::PrivateKeySigner};
+
+    // Enough for one registration (its mint's estimate and a transfer), not two.
+    let mut config = market.config();
+    config.registration.gas_per_day = 1_000_000;
+    let server = market.start_with(config).await;
+    let register = async || {
+        let response = server
+            .http
+            .post(format!("{}/agents/register", server.base))
+            .headers(vendor_headers(&PrivateKeySigner::random(), U256::ZERO, now()))
+            .json(&json!({ "data": data() }))
+            .send()
+            .await
+            .expect("request");
+        let retry_after = response.headers().get("retry-after").is_some();
+        (response.status().as_u16(), retry_after, response.json::<Value>().await.expect("json"))
+    };
+    assert_eq!(register().await.0, 201);
+    let before = market.provider.get_transaction_count(market.operator.address()).await.expect("nonce");
+    let (status, retry_after, spent) = register().await;
+    assert_eq!((status, retry_after), (503, true), "{spent}");
+    assert!(spent["message"].as_str().is_some_and(|m| m.contains("gas budget")), "{spent}");
+    assert_eq!(
+        market.provider.get_transaction_count(market.operator.address()).await.expect("nonce"),
+        before
+    );
+});
+
+on_both_engines!(a_registration_that_cannot_be_minted_fails_and_blocks_no_other, |market| async move {
+    use agentripe_store::{RegistrationStatus, Store};
+
+    // Stuck rows as an older server left them: a URI no block can hold, begun long ago, many of them.
+    let store = Store::connect(&market.database_url).await.expect("store");
+    let unmintable = format!("data:application/json,{}", "x".repeat(200_000));
+    let long_ago = agentripe_server::util::now_ms() - 3_600_000;
+    let mut stuck = Vec::new();
+    for _ in 0..3 {
+        stuck.push(
+            store
+                .begin_registration("0x0000000000000000000000000000000000000001", &unmintable, 0, long_ago)
+                .await
+                .expect("row")
+                .id,
+        );
+    }
+    let server = market.start().await;
+
+    // The reconciler ends each with a reason; a new registration goes through meanwhile.
+    let response = server
+        .http
+        .post(format!("{}/agents/register", server.base))
+        .headers(vendor_headers(&key(&market.anvil, 6), U256::ZERO, now()))
+        .json(&json!({ "data": data() }))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 201);
+    for id in stuck {
+        let mut registration = store.registration(id).await.expect("read").expect("row");
+        for _ in 0..100 {
+            if registration.status().expect("status") == RegistrationStatus::Failed {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            registration = store.registration(id).await.expect("read").expect("row");
+        }
+        assert_eq!(registration.status().expect("status"), RegistrationStatus::Failed, "registration {id}");
+        assert!(registration.problem.is_some_and(|why| !why.is_empty()), "registration {id} says why");
+    }
+});

@@ -35,6 +35,49 @@ impl Store {
         Ok(())
     }
 
+    /// Records that an agent's registration file cannot be fetched now, keeping what was last read of it:
+    /// a host that is down for a while does not delist an agent.
+    pub async fn mark_agent_unreadable(
+        &self,
+        agent_id: &str,
+        problem: &str,
+        updated_at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO agents (agent_id, owner, uri, data, problem, updated_at) VALUES ($1, '', '', NULL, $2, $3) \
+             ON CONFLICT (agent_id) DO UPDATE SET problem = excluded.problem, updated_at = excluded.updated_at",
+        )
+        .bind(agent_id)
+        .bind(problem)
+        .bind(updated_at)
+        .execute(self.pool())
+        .await
+        .context("marking an agent unreadable")?;
+        Ok(())
+    }
+
+    /// Up to `limit` agents whose registration file could not be read, last tried before `before`, oldest first.
+    pub async fn agents_to_retry(&self, before: i64, limit: i64) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT agent_id FROM agents WHERE problem IS NOT NULL AND updated_at < $1 ORDER BY updated_at LIMIT $2",
+        )
+        .bind(before)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await
+        .context("listing agents to re-read")
+    }
+
+    /// Forgets an agent the registry no longer has (burned).
+    pub async fn remove_agent(&self, agent_id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM agents WHERE agent_id = $1")
+            .bind(agent_id)
+            .execute(self.pool())
+            .await
+            .context("removing an agent")?;
+        Ok(())
+    }
+
     /// Agents with a readable registration file, by id, `limit` from `offset`; and how many there are.
     pub async fn listed_agents(
         &self,

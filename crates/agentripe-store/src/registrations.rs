@@ -11,12 +11,15 @@ pub enum RegistrationStatus {
     Transferring,
     /// The owner holds its agent.
     Done,
+    /// The mint would revert (nothing was sent): the reason is in `problem`.
+    Failed,
 }
 
 crate::text_enum!(RegistrationStatus {
     Minting => "minting",
     Transferring => "transferring",
     Done => "done",
+    Failed => "failed",
 });
 
 /// A registration on its way.
@@ -28,6 +31,8 @@ pub struct Registration {
     pub agent_id: Option<String>,
     pub register_tx: Option<String>,
     status: String,
+    /// Why it failed.
+    pub problem: Option<String>,
 }
 
 impl Registration {
@@ -40,19 +45,21 @@ impl Registration {
 }
 
 impl Store {
-    /// Stores a registration about to be minted.
+    /// Stores a registration about to be minted, reserving `gas` of the operator's budget for it.
     pub async fn begin_registration(
         &self,
         owner: &str,
         uri: &str,
+        gas: i64,
         now_ms: i64,
     ) -> Result<Registration, StoreError> {
         sqlx::query_as(
-            "INSERT INTO registrations (owner, uri, status, created_at, updated_at) VALUES ($1, $2, 'minting', $3, $3) \
-             RETURNING id, owner, uri, agent_id, register_tx, status",
+            "INSERT INTO registrations (owner, uri, status, gas, created_at, updated_at) \
+             VALUES ($1, $2, 'minting', $3, $4, $4) RETURNING id, owner, uri, agent_id, register_tx, status, problem",
         )
         .bind(owner)
         .bind(uri)
+        .bind(gas)
         .bind(now_ms)
         .fetch_one(self.pool())
         .await
@@ -92,10 +99,81 @@ impl Store {
         Ok(())
     }
 
+    /// The mint would revert: the registration ends here, with why.
+    pub async fn registration_failed(&self, id: i64, problem: &str, now_ms: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE registrations SET status = 'failed', problem = $1, updated_at = $2 WHERE id = $3 AND status = 'minting'",
+        )
+        .bind(problem)
+        .bind(now_ms)
+        .bind(id)
+        .execute(self.pool())
+        .await
+        .context("failing a registration")?;
+        Ok(())
+    }
+
+    /// Puts a registration the reconciler could not advance at the back of its queue.
+    pub async fn touch_registration(&self, id: i64, now_ms: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE registrations SET updated_at = $1 WHERE id = $2")
+            .bind(now_ms)
+            .bind(id)
+            .execute(self.pool())
+            .await
+            .context("touching a registration")?;
+        Ok(())
+    }
+
+    /// How many registrations `owner` began since `since_ms`, failed ones included.
+    pub async fn registrations_by(&self, owner: &str, since_ms: i64) -> Result<i64, StoreError> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM registrations WHERE owner = $1 AND created_at >= $2")
+            .bind(owner)
+            .bind(since_ms)
+            .fetch_one(self.pool())
+            .await
+            .context("counting a signer's registrations")
+    }
+
+    /// The gas reserved by registrations since `since_ms` (failed ones sent nothing and reserve nothing).
+    pub async fn registration_gas_since(&self, since_ms: i64) -> Result<i64, StoreError> {
+        let gas: Option<i64> = sqlx::query_scalar(
+            "SELECT CAST(SUM(gas) AS BIGINT) FROM registrations WHERE created_at >= $1 AND status <> 'failed'",
+        )
+        .bind(since_ms)
+        .fetch_one(self.pool())
+        .await
+        .context("summing the registrations' gas")?;
+        Ok(gas.unwrap_or(0))
+    }
+
+    /// Marks a signed header used until `expires_at`; false when it already was (a replay). Forgets
+    /// the headers whose window has closed.
+    pub async fn use_signature(
+        &self,
+        signature: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        sqlx::query("DELETE FROM used_signatures WHERE expires_at < $1")
+            .bind(now)
+            .execute(self.pool())
+            .await
+            .context("forgetting expired signatures")?;
+        let inserted = sqlx::query(
+            "INSERT INTO used_signatures (signature, expires_at) VALUES ($1, $2) ON CONFLICT (signature) DO NOTHING",
+        )
+        .bind(signature)
+        .bind(expires_at)
+        .execute(self.pool())
+        .await
+        .context("noting a used signature")?;
+        Ok(inserted.rows_affected() == 1)
+    }
+
     /// A registration by id.
     pub async fn registration(&self, id: i64) -> Result<Option<Registration>, StoreError> {
         sqlx::query_as(
-            "SELECT id, owner, uri, agent_id, register_tx, status FROM registrations WHERE id = $1",
+            "SELECT id, owner, uri, agent_id, register_tx, status, problem FROM registrations WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(self.pool())
@@ -106,8 +184,8 @@ impl Store {
     /// Registrations not finished and not touched for a while: work for the reconciler.
     pub async fn stalled_registrations(&self, before_ms: i64) -> Result<Vec<Registration>, StoreError> {
         sqlx::query_as(
-            "SELECT id, owner, uri, agent_id, register_tx, status FROM registrations \
-             WHERE status <> 'done' AND updated_at < $1 ORDER BY id LIMIT 50",
+            "SELECT id, owner, uri, agent_id, register_tx, status, problem FROM registrations \
+             WHERE status IN ('minting', 'transferring') AND updated_at < $1 ORDER BY updated_at LIMIT 50",
         )
         .bind(before_ms)
         .fetch_all(self.pool())

@@ -230,8 +230,12 @@ impl Store {
         statuses: &[TaskStatus],
         limit: i64,
     ) -> Result<Vec<Task>, StoreError> {
+        // `?status=pending,pending,...` costs one query, not one per repetition.
+        let mut distinct = statuses.to_vec();
+        distinct.sort_by_key(|status| status.as_str());
+        distinct.dedup();
         let mut tasks = Vec::new();
-        for status in statuses {
+        for status in distinct {
             let rows: Vec<Row> = sqlx::query_as(concat!(
                 "SELECT ",
                 columns!(),

@@ -86,9 +86,12 @@ pub enum CatalogError {
     /// The registration file is missing or unreadable.
     #[error("agent {agent}'s registration file is unusable: {reason}")]
     BadRegistration { agent: U256, reason: String },
-    /// The chain or the file's host could not be reached.
-    #[error("cannot read agent {agent}: {reason}")]
+    /// The chain could not be read: our RPC's trouble, not the agent's.
+    #[error("cannot read agent {agent} from the identity registry: {reason}")]
     Unavailable { agent: U256, reason: String },
+    /// The registration file's host could not be reached or did not finish answering: the agent's trouble.
+    #[error("agent {agent}'s registration file cannot be fetched: {reason}")]
+    Unreachable { agent: U256, reason: String },
 }
 
 /// Reads agents from the identity registry, with a short cache so a burst of purchases reads each once.
@@ -159,12 +162,13 @@ impl Catalog {
             Err(error) if error.as_revert_data().is_some() => return Err(CatalogError::UnknownAgent(id)),
             Err(error) => return Err(CatalogError::Unavailable { agent: id, reason: error.to_string() }),
         };
-        let uri = self
-            .identity
-            .tokenURI(id)
-            .call()
-            .await
-            .map_err(|error| CatalogError::Unavailable { agent: id, reason: error.to_string() })?;
+        let uri = match self.identity.tokenURI(id).call().await {
+            Ok(uri) => uri,
+            Err(error) if error.as_revert_data().is_some() => {
+                return Err(CatalogError::BadRegistration { agent: id, reason: "tokenURI reverts".into() });
+            }
+            Err(error) => return Err(CatalogError::Unavailable { agent: id, reason: error.to_string() }),
+        };
         let data = self.read_registration(id, &uri).await?;
         Ok(Agent { id, owner, uri, data })
     }
@@ -180,8 +184,8 @@ impl Catalog {
             if !fetch::host_allowed(&url, self.allow_private) {
                 return Err(private());
             }
-            let unavailable = |reason: String| CatalogError::Unavailable { agent, reason };
-            let response = self.http.get(url).send().await.map_err(|error| unavailable(error.to_string()))?;
+            let unreachable = |reason: String| CatalogError::Unreachable { agent, reason };
+            let response = self.http.get(url).send().await.map_err(|error| unreachable(error.to_string()))?;
             if !response.status().is_success() {
                 return Err(bad(format!("{uri} answered {}", response.status())));
             }
@@ -189,7 +193,7 @@ impl Catalog {
                 fetch::BodyError::TooLarge => {
                     bad(format!("{uri} is larger than {MAX_REGISTRATION_BYTES} bytes"))
                 }
-                fetch::BodyError::Read(error) => unavailable(error.to_string()),
+                fetch::BodyError::Read(error) => unreachable(error.to_string()),
             })?
         } else if uri.is_empty() {
             return Err(bad("no agentURI is set".into()));

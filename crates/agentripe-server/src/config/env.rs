@@ -110,6 +110,11 @@ impl Config {
         config.catalog_allow_private =
             parsed("CATALOG_ALLOW_PRIVATE_ADDRESSES")?.unwrap_or(config.catalog_allow_private);
         config.catalog_ttl = seconds("CATALOG_CACHE_SECONDS")?.unwrap_or(config.catalog_ttl);
+        let registration = &mut config.registration;
+        registration.max_bytes = parsed("REGISTRATION_MAX_BYTES")?.unwrap_or(registration.max_bytes);
+        registration.per_signer_per_day =
+            parsed("REGISTRATIONS_PER_SIGNER_PER_DAY")?.unwrap_or(registration.per_signer_per_day);
+        registration.gas_per_day = parsed("REGISTRATION_GAS_PER_DAY")?.unwrap_or(registration.gas_per_day);
         config.reviewer = match var("REVIEWER_BASE_URL") {
             None => None,
             Some(base_url) => Some(ReviewerConfig {

@@ -22,6 +22,19 @@ pub enum FacilitatorConfig {
     Remote(String),
 }
 
+/// What registrations through the API may cost the operator, who pays their gas.
+#[derive(Clone, Copy, Debug)]
+pub struct RegistrationLimits {
+    /// The largest registration file minted, in bytes of its `data:` URI: a mint's gas grows with it
+    /// (about 700 gas a byte).
+    pub max_bytes: usize,
+    /// Registrations one signer may begin in 24 hours.
+    pub per_signer_per_day: i64,
+    /// Gas the operator may spend on registrations in 24 hours: each reserves its mint's estimate and a
+    /// transfer when it is admitted.
+    pub gas_per_day: u64,
+}
+
 /// Everything the server needs to run.
 #[derive(Clone)]
 pub struct Config {
@@ -78,6 +91,7 @@ pub struct Config {
     pub public_task_results: bool,
     /// How long a vendor's authorization for an agent is cached.
     pub authorization_ttl: Duration,
+    pub registration: RegistrationLimits,
 }
 
 /// Never prints what may hold a credential: the RPC URL's path and query (providers put API keys there),
@@ -163,6 +177,11 @@ impl Config {
             max_rejections: 5,
             authorization_ttl: Duration::from_secs(30),
             public_task_results: false,
+            registration: RegistrationLimits {
+                max_bytes: 4 * 1024,
+                per_signer_per_day: 3,
+                gas_per_day: 50_000_000,
+            },
         }
     }
 }

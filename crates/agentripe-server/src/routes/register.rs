@@ -15,7 +15,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::json::JsonBody;
-use crate::{ApiError, AppState, util::now_secs, vendor_auth::verify_signer};
+use crate::{
+    ApiError, AppState,
+    registrar::{Refusal, RegisterError},
+    util::{now_secs, to_i64},
+    vendor_auth::verify_signed,
+};
 
 /// Agentripe's registration body: the registration file, and optionally the payout wallet.
 #[derive(Debug, Deserialize)]
@@ -83,7 +88,8 @@ pub async fn register(
     headers: HeaderMap,
     JsonBody(body): JsonBody<RegisterBody>,
 ) -> Result<Response, ApiError> {
-    let owner = verify_signer(&headers, now_secs())?;
+    let signed = verify_signed(&headers, now_secs())?;
+    let owner = signed.signer;
     if let Some(wallet) = &body.wallet {
         let same = wallet
             .get("address")
@@ -101,9 +107,28 @@ pub async fn register(
     let config = &state.config;
     let data = validate(body.data, &config.public_url, &|text| config.price(text))?;
     let uri = format!("data:application/json;base64,{}", STANDARD.encode(data.to_string()));
-    let (agent_id, transaction) = state.registrar.register(owner, &uri).await.map_err(|error| {
-        ApiError::unavailable_because("registration is under way and will be finished", error, 10)
-    })?;
+    let max_bytes = config.registration.max_bytes;
+    if uri.len() > max_bytes {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "registration_too_large",
+            format!(
+                "the registration file takes {} bytes as a data: URI, more than this server mints ({max_bytes}): \
+                 shorten it, or host it yourself and register on chain with its URL",
+                uri.len()
+            ),
+        ));
+    }
+    // Signed headers register once: a captured set cannot make the operator mint again.
+    let now = now_secs();
+    if !state.store.use_signature(&signed.id(), to_i64(signed.expires_at()), to_i64(now)).await? {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "signature_used",
+            "these signed headers were already used to register: sign a fresh X-Timestamp",
+        ));
+    }
+    let (agent_id, transaction) = state.registrar.register(owner, &uri).await.map_err(refusal)?;
     let agent_id: Value =
         u64::try_from(agent_id).map_or_else(|_| Value::String(agent_id.to_string()), Value::from);
     Ok((
@@ -111,6 +136,23 @@ pub async fn register(
         Json(json!({ "agentId": agent_id, "transactionHash": format!("{transaction:#x}"), "walletSet": false })),
     )
         .into_response())
+}
+
+fn refusal(error: RegisterError) -> ApiError {
+    let message = error.to_string();
+    match error {
+        RegisterError::Refused(Refusal::SignerLimit { .. }) => ApiError {
+            retry_after: Some(3600),
+            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+        },
+        RegisterError::Refused(Refusal::BudgetSpent { .. }) => ApiError::unavailable(message, 3600),
+        RegisterError::Refused(Refusal::Unmintable(_)) => {
+            ApiError::bad_request("registration_unmintable", message)
+        }
+        RegisterError::Pipeline(error) => {
+            ApiError::unavailable_because("registration is under way and will be finished", error, 10)
+        }
+    }
 }
 
 #[cfg(test)]
