@@ -27,7 +27,7 @@ pub mod util;
 pub mod vendor_auth;
 pub mod verdicts;
 
-pub use config::{Config, EnvError, FacilitatorConfig, RegistrationLimits};
+pub use config::{Config, EnvError, FacilitatorConfig, RateLimit, RegistrationLimits};
 pub use error::ApiError;
 pub use start::{Running, StartError, start};
 pub use state::AppState;

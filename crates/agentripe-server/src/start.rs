@@ -166,7 +166,9 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Running, Sta
         authorizations,
     };
     let router = routes::router(state.clone());
-    let http = tokio::spawn(async move { axum::serve(listener, router).await });
+    // The peer's address keys the rate limits.
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let http = tokio::spawn(async move { axum::serve(listener, service).await });
     Ok(Running { state, reconciler, indexer, http })
 }
 

@@ -181,3 +181,44 @@ async fn a_catalog_is_fetched_once_however_many_ask_and_never_read_past_its_cap(
     }
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 2, "the huge catalog was fetched once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_from_one_address_is_cut_off_before_any_work() {
+    use std::num::NonZeroU32;
+
+    let market = Market::new(Engine::Sqlite, "rate_limit").await.expect("SQLite needs no set-up");
+    let mut config = market.config();
+    config.rate_limit = Some(agentripe_server::RateLimit {
+        // One request back a minute: nothing refills while the test runs.
+        refill: std::time::Duration::from_secs(60),
+        burst: NonZeroU32::new(5).expect("non-zero"),
+        trust_forwarded_for: false,
+    });
+    let server = market.start_with(config).await;
+
+    // Unpaid purchase attempts: the first five are answered (402), the rest refused before the handler.
+    let purchase = format!("{}/{}/translate", server.base, market.agent_id);
+    let mut statuses = Vec::new();
+    let mut refusal = None;
+    for _ in 0..12 {
+        let response = server.http.get(&purchase).send().await.expect("send");
+        statuses.push(response.status().as_u16());
+        if response.status() == 429 {
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned);
+            refusal = Some((retry_after, response.json::<Value>().await.expect("a JSON error")));
+        }
+    }
+    assert_eq!(statuses.iter().filter(|&&status| status == 402).count(), 5, "{statuses:?}");
+    assert!(statuses[5..].iter().all(|&status| status == 429), "{statuses:?}");
+    let (retry_after, body) = refusal.expect("refused");
+    assert!(retry_after.is_some_and(|seconds| seconds.parse::<u64>().is_ok_and(|s| s >= 1)));
+    assert_eq!(body["error"], "rate_limited", "{body}");
+    // Forged forwarding headers do not buy a fresh bucket: the peer address is the key.
+    let forged =
+        server.http.get(&purchase).header("x-forwarded-for", "203.0.113.7").send().await.expect("send");
+    assert_eq!(forged.status(), 429);
+}

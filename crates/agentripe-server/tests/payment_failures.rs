@@ -119,10 +119,15 @@ on_both_engines!(each_bad_term_is_refused_with_its_reason, |market| async move {
 
 on_both_engines!(the_chain_has_a_say_too, |market| async move {
     let server = market.start().await;
-    // No funds.
+    // No funds: refused, and nothing stored for a stranger's unfunded authorization.
     let broke = market.buyer(PRICE - 1).await;
-    refused(&server, &market, &market.pay_v2(&broke), "insufficient_funds").await;
+    let unfunded = market.pay_v2(&broke);
+    refused(&server, &market, &unfunded, "insufficient_funds").await;
     assert_eq!(market.usdc_balance(broke.address()).await, U256::from(PRICE - 1));
+    let payment: agentripe_x402::v2::PaymentPayload = agentripe_x402::decode_header(&unfunded).expect("v2");
+    let authorization = &payment.payload.authorization;
+    let url = format!("{}/payments/{:#x}/{:#x}", server.base, authorization.from, authorization.nonce);
+    assert_eq!(server.http.get(url).send().await.expect("get").status(), 404, "no row for it");
 
     // A nonce the buyer cancelled on chain.
     let buyer = market.buyer(PRICE).await;

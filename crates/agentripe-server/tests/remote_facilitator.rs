@@ -34,6 +34,8 @@ enum Script {
     Refuses,
     /// Settles, but answers with the hash of another transaction (`decoy`).
     AnswersAnotherHash,
+    /// Never answers a settlement: the payment stays in flight.
+    Hangs,
 }
 
 struct Facilitator {
@@ -86,6 +88,9 @@ async fn settle(
     let requirements: v2::PaymentRequirements =
         serde_json::from_value(body["paymentRequirements"].clone()).expect("v2 requirements");
     assert_eq!(payment.accepted, requirements, "the server sends the requirements the payment accepted");
+    if facilitator.script == Script::Hangs {
+        std::future::pending::<()>().await;
+    }
     if facilitator.script == Script::Refuses {
         return Json(SettleResponse {
             success: false,
@@ -327,4 +332,33 @@ on_both_engines!(a_facilitators_hash_must_be_this_authorizations_settlement, |ma
     assert_eq!(settlement.from, key(&market.anvil, 4).address(), "the facilitator's own settlement");
     assert_eq!(market.deposit(task_id).await.status, 1);
     assert_eq!(market.deposit(stray).await.status, 0, "the stray transfer is no deposit");
+});
+
+on_both_engines!(a_balance_pays_once_however_many_authorizations_are_in_flight, |market| async move {
+    // The first payment hangs at the facilitator, not yet settled; the buyer's balance covers only it.
+    let server = std::sync::Arc::new(server_with(&market, Script::Hangs).await);
+    let buyer = market.buyer(PRICE).await;
+    let first = market.pay_v2(&buyer);
+    let in_flight = tokio::spawn({
+        let (server, agent, first) = (server.clone(), market.agent_id, first.clone());
+        async move { server.buy(agent, ("PAYMENT-SIGNATURE", &first), "").await.status() }
+    });
+    let mut settling = false;
+    for _ in 0..100 {
+        let (status, payment) = follow(&server, &first).await;
+        if status == 200 && payment["status"] == "settling" {
+            settling = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(settling, "the first payment is in flight");
+
+    // A second authorization against the same balance is refused at once, and takes no row.
+    let second = market.pay_v2(&buyer);
+    let response = server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &second), "").await;
+    assert_eq!(response.status(), 402);
+    assert_eq!(response.json::<Value>().await.expect("json")["error"], "insufficient_funds");
+    assert_eq!(follow(&server, &second).await.0, 404, "nothing stored for it");
+    in_flight.abort();
 });

@@ -341,6 +341,30 @@ impl Store {
         rows.into_iter().map(Payment::try_from).collect()
     }
 
+    /// The amounts a payer has authorized to us that have not moved yet (verified, not yet settled), in
+    /// `asset`: what its balance must cover besides a new payment.
+    pub async fn amounts_not_yet_settled(&self, payer: &str, asset: &str) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT amount FROM payments WHERE payer = $1 AND status = 'verified' AND asset = $2",
+        )
+        .bind(payer)
+        .bind(asset)
+        .fetch_all(self.pool())
+        .await
+        .context("reading a payer's amounts in flight")
+    }
+
+    /// Forgets refused payments whose authorization expired before `valid_before` (UNIX seconds): nothing
+    /// about them can change any more. Returns how many.
+    pub async fn prune_failed_payments(&self, valid_before: i64) -> Result<u64, StoreError> {
+        let pruned = sqlx::query("DELETE FROM payments WHERE status = 'failed' AND valid_before < $1")
+            .bind(valid_before)
+            .execute(self.pool())
+            .await
+            .context("pruning refused payments")?;
+        Ok(pruned.rows_affected())
+    }
+
     /// Payments not yet recorded nor failed whose lease has run out: work for the reconciler.
     pub async fn stalled_payments(&self, now_ms: i64, limit: i64) -> Result<Vec<i64>, StoreError> {
         sqlx::query_scalar(

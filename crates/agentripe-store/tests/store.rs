@@ -329,3 +329,39 @@ on_both_engines!(the_task_state_machine_moves_one_way_at_a_time, |store| async m
         "another agent's"
     );
 });
+
+on_both_engines!(refused_payments_are_forgotten_once_expired_and_nothing_else_is, |store| async move {
+    let claimed = |nonce: &'static str, valid_before: i64| {
+        let store = store.clone();
+        async move {
+            let new = NewPayment { valid_before, ..payment(nonce) };
+            match store.claim_payment(&new, NOW).await.expect("claim") {
+                Claim::New(payment) => payment.id,
+                Claim::Existing(_) => panic!("new"),
+            }
+        }
+    };
+    let expired_refusal = claimed("0x01", 1_000).await;
+    let recent_refusal = claimed("0x02", 5_000).await;
+    let expired_in_flight = claimed("0x03", 1_000).await;
+    for id in [expired_refusal, recent_refusal] {
+        assert!(store.fail_payment(id, "insufficient_funds", NOW).await.expect("fail"));
+    }
+    assert_eq!(store.prune_failed_payments(2_000).await.expect("prune"), 1);
+    assert_eq!(store.payment(expired_refusal).await.expect("read"), None);
+    assert!(
+        store.payment(recent_refusal).await.expect("read").is_some(),
+        "its authorization may still be retried"
+    );
+    assert!(
+        store.payment(expired_in_flight).await.expect("read").is_some(),
+        "a payment in flight is never pruned"
+    );
+
+    // What a payer has authorized and not yet settled: the payment in flight, not the refusals.
+    assert_eq!(
+        store.amounts_not_yet_settled("0xbbbb", "0xaaaa").await.expect("amounts"),
+        vec!["100000".to_owned()]
+    );
+    assert!(store.amounts_not_yet_settled("0xbbbb", "0xcccc").await.expect("amounts").is_empty());
+});

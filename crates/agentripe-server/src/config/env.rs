@@ -1,12 +1,12 @@
 //! Configuration from the environment (and `.env`), every setting documented in `.env.example`.
 
-use std::{str::FromStr, time::Duration};
+use std::{num::NonZeroU32, str::FromStr, time::Duration};
 
 use agentripe_chain::Deployment;
 use agentripe_review::ReviewerConfig;
 use alloy::signers::local::PrivateKeySigner;
 
-use super::{Config, FacilitatorConfig};
+use super::{Config, FacilitatorConfig, RateLimit};
 
 /// A missing or malformed setting.
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +115,18 @@ impl Config {
         registration.per_signer_per_day =
             parsed("REGISTRATIONS_PER_SIGNER_PER_DAY")?.unwrap_or(registration.per_signer_per_day);
         registration.gas_per_day = parsed("REGISTRATION_GAS_PER_DAY")?.unwrap_or(registration.gas_per_day);
+        // 0 requests per second turns rate limiting off.
+        config.rate_limit = match (config.rate_limit, parsed::<u32>("RATE_LIMIT_PER_SECOND")?) {
+            (_, Some(0)) | (None, _) => None,
+            (Some(limit), per_second) => Some(RateLimit {
+                refill: per_second
+                    .and_then(NonZeroU32::new)
+                    .map_or(limit.refill, |rate| Duration::from_secs(1) / rate.get()),
+                burst: parsed("RATE_LIMIT_BURST")?.unwrap_or(limit.burst),
+                trust_forwarded_for: parsed("RATE_LIMIT_TRUST_FORWARDED_FOR")?
+                    .unwrap_or(limit.trust_forwarded_for),
+            }),
+        };
         config.reviewer = match var("REVIEWER_BASE_URL") {
             None => None,
             Some(base_url) => Some(ReviewerConfig {

@@ -2,7 +2,7 @@
 
 mod env;
 
-use std::time::Duration;
+use std::{num::NonZeroU32, time::Duration};
 
 use agentripe_chain::Deployment;
 use agentripe_review::ReviewerConfig;
@@ -33,6 +33,17 @@ pub struct RegistrationLimits {
     /// Gas the operator may spend on registrations in 24 hours: each reserves its mint's estimate and a
     /// transfer when it is admitted.
     pub gas_per_day: u64,
+}
+
+/// How many requests each client address may make.
+#[derive(Clone, Copy, Debug)]
+pub struct RateLimit {
+    /// How often one request's allowance returns: a second over the sustained rate per second.
+    pub refill: Duration,
+    /// Requests at once, after a quiet spell.
+    pub burst: NonZeroU32,
+    /// Key clients by `X-Forwarded-For` (behind a proxy that sets it), not by the peer address.
+    pub trust_forwarded_for: bool,
 }
 
 /// Everything the server needs to run.
@@ -92,6 +103,8 @@ pub struct Config {
     /// How long a vendor's authorization for an agent is cached.
     pub authorization_ttl: Duration,
     pub registration: RegistrationLimits,
+    /// Per-client rate limits on every route; `None` turns them off (load runs from one address).
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// Never prints what may hold a credential: the RPC URL's path and query (providers put API keys there),
@@ -182,6 +195,11 @@ impl Config {
                 per_signer_per_day: 3,
                 gas_per_day: 50_000_000,
             },
+            rate_limit: Some(RateLimit {
+                refill: Duration::from_millis(50),
+                burst: NonZeroU32::new(60).expect("non-zero"),
+                trust_forwarded_for: false,
+            }),
         }
     }
 }

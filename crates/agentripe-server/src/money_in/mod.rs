@@ -14,7 +14,7 @@ mod settlement;
 
 use std::{sync::Arc, time::Duration};
 
-use agentripe_chain::Deployment;
+use agentripe_chain::{Deployment, bindings::IERC3009};
 use agentripe_store::{Claim, NewPayment, Payment, PaymentStatus, Store};
 use agentripe_x402::{
     ErrorReason, FacilitatorRequest, Offer, PaymentPayload, VerifiedPayment, v2::ResourceInfo,
@@ -29,9 +29,12 @@ use crate::{
     Config,
     chain_writer::{ChainWriter, Confirmation},
     pipeline::{PipelineError, rpc},
-    util::{hex, now_ms, to_i64},
+    util::{hex, now_ms, now_secs, to_i64},
 };
 pub use facilitator::Facilitator;
+
+/// How long after its authorization expired a refused payment is kept.
+const REFUSALS_KEPT_SECONDS: u64 = 3600;
 
 /// The purchase request's task fields, stored with the payment until the task exists.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +65,8 @@ pub enum Claimed {
     /// The authorization was already presented for another purchase (another agent, path or body);
     /// it is that purchase's, and this one is refused.
     ForAnotherPurchase(Box<Payment>),
+    /// A new authorization that could not settle now: refused, and nothing stored.
+    Refused(ErrorReason),
 }
 
 /// Where a payment ended up.
@@ -148,12 +153,24 @@ impl MoneyIn {
         let corrupt = |error: serde_json::Error| PipelineError::corrupt("a new payment", error.to_string());
         // Anyone may have settled the authorization before it reached us: its settlement is searched for
         // from a bounded look-back behind the head at arrival.
+        let (chain_id, asset, payer, nonce) = (
+            to_i64(purchase.offer.network.chain_id),
+            hex(purchase.offer.asset),
+            hex(purchase.verified.payer),
+            hex(authorization.nonce),
+        );
+        // A stranger's unfunded authorization takes no row: only a payment that could settle is stored.
+        if self.store.payment_by_authorization(chain_id, &asset, &payer, &nonce).await?.is_none()
+            && let Some(reason) = self.cannot_settle(purchase, &payer, &asset).await?
+        {
+            return Ok(Claimed::Refused(reason));
+        }
         let head = self.provider.get_block_number().await.map_err(rpc("reading the head"))?;
         let claim = NewPayment {
-            chain_id: to_i64(purchase.offer.network.chain_id),
-            asset: hex(purchase.offer.asset),
-            payer: hex(purchase.verified.payer),
-            nonce: hex(authorization.nonce),
+            chain_id,
+            asset,
+            payer,
+            nonce,
             amount: authorization.value.to_string(),
             agent_id: purchase.agent_id.to_string(),
             service_path: purchase.service_path.clone(),
@@ -178,6 +195,38 @@ impl MoneyIn {
                 Claimed::Payment(stored.id)
             }
         })
+    }
+
+    /// Why a new authorization cannot settle now, read before anything is stored: the payer's balance
+    /// must cover it and every payment of the payer's not yet settled. An authorization already used is
+    /// claimed all the same: anyone may have settled it into the escrow, and it is looked for.
+    async fn cannot_settle(
+        &self,
+        purchase: &Purchase,
+        payer: &str,
+        asset: &str,
+    ) -> Result<Option<ErrorReason>, PipelineError> {
+        let authorization = &purchase.verified.authorization;
+        let token = IERC3009::new(purchase.offer.asset, &self.provider);
+        let used = token
+            .authorizationState(authorization.from, authorization.nonce)
+            .call()
+            .await
+            .map_err(rpc("reading the authorization state"))?;
+        if used {
+            return Ok(None);
+        }
+        let balance =
+            token.balanceOf(authorization.from).call().await.map_err(rpc("reading the payer's balance"))?;
+        let in_flight = self
+            .store
+            .amounts_not_yet_settled(payer, asset)
+            .await?
+            .iter()
+            .map(|amount| amount.parse::<U256>().unwrap_or_default())
+            .fold(U256::ZERO, U256::saturating_add);
+        Ok((balance < in_flight.saturating_add(authorization.value))
+            .then_some(ErrorReason::InsufficientFunds))
     }
 
     /// Advances a payment as far as it goes now, if no one else is. The lease is short and renewed
@@ -261,6 +310,10 @@ impl MoneyIn {
 
     /// Advances every payment whose lease has run out (a crash, a timeout): at start-up and on a timer.
     pub async fn reconcile_once(&self) -> Result<usize, PipelineError> {
+        // Refused payments are kept for their payers to look up while the authorization could still be
+        // retried, then forgotten: strangers' refusals do not accumulate.
+        let expired_before = now_secs().saturating_sub(REFUSALS_KEPT_SECONDS);
+        self.store.prune_failed_payments(to_i64(expired_before)).await?;
         let stalled = self.store.stalled_payments(now_ms(), 100).await?;
         for &id in &stalled {
             if let Err(error) = self.advance(id).await {

@@ -5,6 +5,7 @@ mod buyer;
 mod json;
 mod payments;
 mod purchase;
+mod rate_limit;
 mod register;
 mod tasks;
 mod vendor;
@@ -47,7 +48,8 @@ fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
 
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
-    routes()
+    let rate_limit = state.config.rate_limit;
+    let router = routes()
         .into_iter()
         .fold(Router::new(), |router, (path, methods)| router.route(path, methods))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
@@ -61,7 +63,11 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::map_response(json_errors))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        .with_state(state);
+    match rate_limit {
+        Some(limit) => rate_limit::limited(router, limit),
+        None => router,
+    }
 }
 
 /// Every rejection is the API's JSON error, whoever made it: axum's extractors (a query string that does
@@ -79,6 +85,7 @@ async fn json_errors(response: Response) -> Response {
         StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => "bad_request",
         StatusCode::NOT_FOUND => "not_found",
         StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+        StatusCode::TOO_MANY_REQUESTS => "rate_limited",
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
         _ if status.is_server_error() => "internal",
         _ => "bad_request",

@@ -170,6 +170,7 @@ pub async fn purchase(
     let id = match claimed {
         Claimed::Payment(id) => id,
         Claimed::ForAnotherPurchase(earlier) => return Err(reused(&earlier)),
+        Claimed::Refused(reason) => return Ok(terms.payment_required(&reason.to_string())),
     };
     let authorization = &payment.exact().authorization;
     let follow = json!({
