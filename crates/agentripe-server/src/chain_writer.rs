@@ -11,7 +11,7 @@ use std::time::Duration;
 use agentripe_store::{ChainTx, ChainTxStatus, SignedTx, Store, StoreError};
 use alloy::{
     consensus::{SignableTransaction, TxEip1559, TxEnvelope},
-    eips::Encodable2718,
+    eips::{Decodable2718, Encodable2718},
     network::TxSignerSync,
     primitives::{Address, B256, Bytes, TxKind, U256},
     providers::{DynProvider, Provider},
@@ -58,6 +58,16 @@ pub struct Confirmation {
     pub rpc_lag: Duration,
 }
 
+/// When and how far the fees of a transaction that is not mined are raised.
+#[derive(Clone, Copy, Debug)]
+pub struct FeePolicy {
+    /// How long a transaction may stay unmined before it is replaced with higher fees (same nonce, same
+    /// call): an underpriced transaction would otherwise hold back every later one of its key.
+    pub bump_after: Duration,
+    /// The most this key pays per gas, bumped or not: above it, a fee spike is waited out.
+    pub max_fee_per_gas: u128,
+}
+
 /// A signing key that writes durably.
 #[derive(Clone, Debug)]
 pub struct ChainWriter {
@@ -66,6 +76,7 @@ pub struct ChainWriter {
     store: Store,
     chain_id: u64,
     confirmation: Confirmation,
+    fees: FeePolicy,
 }
 
 impl ChainWriter {
@@ -76,8 +87,9 @@ impl ChainWriter {
         store: Store,
         chain_id: u64,
         confirmation: Confirmation,
+        fees: FeePolicy,
     ) -> Result<Self, WriteError> {
-        let writer = Self { signer, provider, store, chain_id, confirmation };
+        let writer = Self { signer, provider, store, chain_id, confirmation, fees };
         writer.sync_nonce().await?;
         Ok(writer)
     }
@@ -115,29 +127,35 @@ impl ChainWriter {
             None => rpc("estimating gas")(error).into(),
         })?;
         let fees = self.provider.estimate_eip1559_fees().await.map_err(rpc("estimating fees"))?;
+        let cap = self.fees.max_fee_per_gas;
+        if fees.max_fee_per_gas > cap {
+            tracing::warn!(
+                estimate = fees.max_fee_per_gas,
+                cap,
+                purpose,
+                "fees above MAX_FEE_PER_GAS_WEI: signing at the cap, the transaction waits for fees to fall"
+            );
+        }
+        let max_fee_per_gas = fees.max_fee_per_gas.min(cap);
+        let max_priority_fee_per_gas = fees.max_priority_fee_per_gas.min(max_fee_per_gas);
         let chain_id = self.chain_id;
         let signer = self.signer.clone();
         let stored = self
             .store
             .sign_and_store(&hex(self.address()), purpose, subject, now_ms(), |nonce| {
-                let mut tx = TxEip1559 {
+                let tx = TxEip1559 {
                     chain_id,
                     nonce,
                     // Headroom over the estimate: state may shift between estimate and inclusion.
                     gas_limit: gas + gas / 5,
-                    max_fee_per_gas: fees.max_fee_per_gas,
-                    max_priority_fee_per_gas: fees.max_priority_fee_per_gas,
+                    max_fee_per_gas,
+                    max_priority_fee_per_gas,
                     to: TxKind::Call(to),
                     value: U256::ZERO,
                     access_list: Default::default(),
                     input,
                 };
-                let signature = signer.sign_transaction_sync(&mut tx).map_err(|error| error.to_string())?;
-                let envelope = TxEnvelope::from(tx.into_signed(signature));
-                Ok(SignedTx {
-                    tx_hash: hex(*envelope.tx_hash()),
-                    raw_tx: format!("0x{}", alloy::primitives::hex::encode(envelope.encoded_2718())),
-                })
+                sign(&signer, tx)
             })
             .await?
             .map_err(|message| RpcError { context: "signing", message })?;
@@ -181,35 +199,100 @@ impl ChainWriter {
         }
     }
 
-    /// Waits until `tx` is mined with the configured confirmations, rebroadcasting it while the node
-    /// does not know it. Returns its receipt (which may show a revert).
+    /// Waits until `tx` (or a fee-bumped replacement of it) is mined with the configured confirmations,
+    /// rebroadcasting it while the node does not know it and raising its fees while it waits too long.
+    /// Returns the receipt (which may show a revert).
     pub async fn confirm(&self, tx: &ChainTx) -> Result<TransactionReceipt, WriteError> {
-        let hash = stored_hash(tx)?;
+        let twins = self.twins(tx).await?;
+        let now = tokio::time::Instant::now();
         let rebroadcasting = Rebroadcasting {
             writer: self,
-            tx,
-            hash,
-            next_at: tokio::time::Instant::now(),
+            awaited: twins.iter().map(stored_hash).collect::<Result<_, _>>()?,
+            latest: twins.last().cloned().unwrap_or_else(|| tx.clone()),
+            next_at: now,
+            bump_at: now + self.fees.bump_after,
             nonce_passed_at: None,
         };
-        let receipt = self.confirmation.wait_for_receipt(&self.provider, hash, rebroadcasting).await?;
-        self.store.mark_tx(&tx.tx_hash, ChainTxStatus::Mined, now_ms()).await?;
+        let receipt = self.confirmation.wait_for_receipt(&self.provider, rebroadcasting).await?;
+        // One of a nonce's twins is mined; the others never will be.
+        for twin in self.twins(tx).await? {
+            let status = if stored_hash(&twin)? == receipt.transaction_hash {
+                ChainTxStatus::Mined
+            } else {
+                ChainTxStatus::Dropped
+            };
+            if twin.status()? != status {
+                self.store.mark_tx(&twin.tx_hash, status, now_ms()).await?;
+            }
+        }
         Ok(receipt)
     }
 
-    /// The chain's mined nonce passed ours, yet our transaction has no receipt: another one took it.
-    async fn nonce_taken_by_another(&self, tx: &ChainTx, hash: B256) -> Result<bool, WriteError> {
+    /// `tx` and its replacements: the transactions of its nonce for the same purpose and subject.
+    async fn twins(&self, tx: &ChainTx) -> Result<Vec<ChainTx>, WriteError> {
+        let mut twins = self.store.txs_with_nonce(&tx.signer, tx.nonce).await?;
+        twins.retain(|twin| (&twin.purpose, &twin.subject) == (&tx.purpose, &tx.subject));
+        Ok(twins)
+    }
+
+    /// Signs `stuck` again with the same nonce and call and fees raised to what the chain asks now (by
+    /// at least an eighth, as nodes require of a replacement), within the cap; stores and broadcasts it.
+    /// None when its fees already meet the chain's, or the cap leaves no room.
+    async fn replace(&self, stuck: &ChainTx) -> Result<Option<ChainTx>, WriteError> {
+        let corrupt =
+            |detail: &str| RpcError { context: "reading a stored transaction", message: detail.to_owned() };
+        let raw = alloy::primitives::hex::decode(&stuck.raw_tx).map_err(|_| corrupt("not hex"))?;
+        let TxEnvelope::Eip1559(signed) =
+            TxEnvelope::decode_2718(&mut raw.as_slice()).map_err(|_| corrupt("not a transaction"))?
+        else {
+            return Ok(None);
+        };
+        let old = signed.tx().clone();
+        let asked = self.provider.estimate_eip1559_fees().await.map_err(rpc("estimating fees"))?;
+        if old.max_fee_per_gas >= asked.max_fee_per_gas
+            && old.max_priority_fee_per_gas >= asked.max_priority_fee_per_gas
+        {
+            return Ok(None);
+        }
+        let raised = |fee: u128| fee.saturating_add(fee / 8).saturating_add(1);
+        let cap = self.fees.max_fee_per_gas;
+        let max_fee_per_gas = raised(old.max_fee_per_gas).max(asked.max_fee_per_gas).min(cap);
+        let max_priority_fee_per_gas =
+            raised(old.max_priority_fee_per_gas).max(asked.max_priority_fee_per_gas).min(max_fee_per_gas);
+        if max_fee_per_gas < raised(old.max_fee_per_gas)
+            || max_priority_fee_per_gas < raised(old.max_priority_fee_per_gas)
+        {
+            tracing::warn!(tx = %stuck.tx_hash, cap, asked = asked.max_fee_per_gas, "a transaction is stuck at MAX_FEE_PER_GAS_WEI; it waits for fees to fall");
+            return Ok(None);
+        }
+        let replacement = TxEip1559 { max_fee_per_gas, max_priority_fee_per_gas, ..old };
+        let signed =
+            sign(&self.signer, replacement).map_err(|message| RpcError { context: "signing", message })?;
+        let stored = self.store.store_replacement(stuck, &signed, now_ms()).await?;
+        tracing::info!(stuck = %stuck.tx_hash, replacement = %stored.tx_hash, max_fee_per_gas, "fees raised on a transaction that was not mined");
+        self.broadcast(&stored).await;
+        Ok(Some(stored))
+    }
+
+    /// The chain's mined nonce passed ours, yet none of `awaited` has a receipt: another one took it.
+    async fn nonce_taken_by_another(&self, nonce: i64, awaited: &[B256]) -> Result<bool, WriteError> {
         let mined = self
             .provider
             .get_transaction_count(self.address())
             .latest()
             .await
             .map_err(rpc("reading the signer's nonce"))?;
-        if to_i64(mined) <= tx.nonce {
+        if to_i64(mined) <= nonce {
             return Ok(false);
         }
-        // Mined nonces passed ours: look once more for our receipt, which may have landed meanwhile.
-        Ok(self.provider.get_transaction_receipt(hash).await.map_err(rpc("reading a receipt"))?.is_none())
+        // Mined nonces passed ours: look once more for our receipts, which may have landed meanwhile.
+        for &hash in awaited {
+            if self.provider.get_transaction_receipt(hash).await.map_err(rpc("reading a receipt"))?.is_some()
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// What the chain says of the transactions stored for `purpose` on `subject`, latest first: the
@@ -250,6 +333,16 @@ impl ChainWriter {
     }
 }
 
+/// Signs an EIP-1559 transaction: its hash and its encoding, as stored.
+fn sign(signer: &PrivateKeySigner, mut tx: TxEip1559) -> Result<SignedTx, String> {
+    let signature = signer.sign_transaction_sync(&mut tx).map_err(|error| error.to_string())?;
+    let envelope = TxEnvelope::from(tx.into_signed(signature));
+    Ok(SignedTx {
+        tx_hash: hex(*envelope.tx_hash()),
+        raw_tx: format!("0x{}", alloy::primitives::hex::encode(envelope.encoded_2718())),
+    })
+}
+
 fn stored_hash(tx: &ChainTx) -> Result<B256, RpcError> {
     tx.tx_hash.parse().map_err(|_| RpcError {
         context: "reading a stored transaction",
@@ -257,50 +350,75 @@ fn stored_hash(tx: &ChainTx) -> Result<B256, RpcError> {
     })
 }
 
-/// What to do each time a transaction awaited has no receipt yet.
+/// What is awaited, and what to do each time none of it has a receipt yet.
 pub trait WhileMissing: Send {
+    /// The transactions any of which ends the wait: one, or one and its fee-bumped replacements.
+    fn awaited(&self) -> &[B256];
     /// Called on every poll without a receipt; an error ends the wait.
     fn missing(&mut self) -> impl Future<Output = Result<(), WriteError>> + Send;
 }
 
 /// Someone else's transaction: nothing to do but wait.
 #[derive(Clone, Copy, Debug)]
-pub struct Patiently;
+pub struct Patiently(pub B256);
 
 impl WhileMissing for Patiently {
+    fn awaited(&self) -> &[B256] {
+        std::slice::from_ref(&self.0)
+    }
+
     async fn missing(&mut self) -> Result<(), WriteError> {
         Ok(())
     }
 }
 
-/// Our own transaction: rebroadcast it now and then, and give up once another took its nonce.
+/// Our own transaction: rebroadcast it now and then, replace it with higher fees when it waits too
+/// long, and give up once another transaction took its nonce.
 struct Rebroadcasting<'a> {
     writer: &'a ChainWriter,
-    tx: &'a ChainTx,
-    hash: B256,
+    /// The transaction and its replacements.
+    awaited: Vec<B256>,
+    /// The one broadcast: the latest replacement.
+    latest: ChainTx,
     next_at: tokio::time::Instant,
+    bump_at: tokio::time::Instant,
     /// Since when the chain's nonce has been past ours with no receipt for us.
     nonce_passed_at: Option<tokio::time::Instant>,
 }
 
 impl WhileMissing for Rebroadcasting<'_> {
+    fn awaited(&self) -> &[B256] {
+        &self.awaited
+    }
+
     async fn missing(&mut self) -> Result<(), WriteError> {
         let writer = self.writer;
-        if writer.nonce_taken_by_another(self.tx, self.hash).await? {
+        if writer.nonce_taken_by_another(self.latest.nonce, &self.awaited).await? {
             // A lagging RPC shows the nonce passed before it shows our receipt: only a receipt that
             // stays missing longer than the lag means another transaction took the nonce.
             let since = *self.nonce_passed_at.get_or_insert_with(tokio::time::Instant::now);
             if since.elapsed() >= writer.confirmation.rpc_lag {
-                writer.store.mark_tx(&self.tx.tx_hash, ChainTxStatus::Dropped, now_ms()).await?;
+                for twin in writer.twins(&self.latest).await? {
+                    writer.store.mark_tx(&twin.tx_hash, ChainTxStatus::Dropped, now_ms()).await?;
+                }
                 writer.sync_nonce().await?;
-                return Err(WriteError::Dropped(self.hash));
+                return Err(WriteError::Dropped(stored_hash(&self.latest)?));
             }
             return Ok(());
         }
         self.nonce_passed_at = None;
-        if tokio::time::Instant::now() >= self.next_at {
-            writer.broadcast(self.tx).await;
-            self.next_at = tokio::time::Instant::now() + Duration::from_secs(5);
+        let now = tokio::time::Instant::now();
+        if now >= self.bump_at {
+            self.bump_at = now + writer.fees.bump_after;
+            if let Some(replacement) = writer.replace(&self.latest).await? {
+                self.awaited.push(stored_hash(&replacement)?);
+                self.latest = replacement;
+                self.next_at = now + Duration::from_secs(5);
+            }
+        }
+        if now >= self.next_at {
+            writer.broadcast(&self.latest).await;
+            self.next_at = now + Duration::from_secs(5);
         }
         Ok(())
     }
@@ -313,12 +431,18 @@ impl Confirmation {
     pub async fn wait_for_receipt(
         &self,
         provider: &DynProvider,
-        hash: B256,
         mut while_missing: impl WhileMissing,
     ) -> Result<TransactionReceipt, WriteError> {
         let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
-            match provider.get_transaction_receipt(hash).await.map_err(rpc("reading a receipt"))? {
+            let mut found = None;
+            for &hash in while_missing.awaited().iter().rev() {
+                found = provider.get_transaction_receipt(hash).await.map_err(rpc("reading a receipt"))?;
+                if found.is_some() {
+                    break;
+                }
+            }
+            match found {
                 Some(receipt) => {
                     if self.is_deep_enough(provider, &receipt).await? {
                         return Ok(receipt);
@@ -327,7 +451,8 @@ impl Confirmation {
                 None => while_missing.missing().await?,
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(WriteError::NotMinedYet(hash));
+                let latest = while_missing.awaited().last().copied().unwrap_or_default();
+                return Err(WriteError::NotMinedYet(latest));
             }
             tokio::time::sleep(self.poll_interval).await;
         }

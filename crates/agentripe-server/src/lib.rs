@@ -5,7 +5,8 @@
 //! - [`money_in`]: a verified payment claimed, settled into the escrow, recorded, made a task;
 //! - [`verdicts`]: a vendor's submission reviewed, and the verdict turned into an escrow decision;
 //! - [`money_out`]: releases, refunds and the reputation feedback that follows them;
-//! - [`chain_writer`]: who submits every transaction: stored before it is broadcast, then confirmed;
+//! - [`chain_writer`]: who submits every transaction: stored before it is broadcast, then confirmed,
+//!   its fees raised while it waits too long; [`operator_funds`]: the ETH that pays for all of it;
 //! - [`registrar`], [`agent_index`], [`catalog`]: agents, their registration and their catalogs;
 //! - [`routes`], [`vendor_auth`], [`error`]: the HTTP API; [`config`], [`state`], [`start`]: running it.
 
@@ -16,6 +17,7 @@ pub mod config;
 pub mod error;
 pub mod money_in;
 pub mod money_out;
+pub mod operator_funds;
 pub mod pipeline;
 pub mod registrar;
 mod routes;

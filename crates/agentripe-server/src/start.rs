@@ -22,6 +22,7 @@ use crate::{
         facilitator::{Facilitator, RemoteFacilitator},
     },
     money_out::MoneyOut,
+    operator_funds::OperatorFunds,
     registrar::Registrar,
     routes,
     vendor_auth::Authorizations,
@@ -90,8 +91,15 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Running, Sta
         timeout: config.chain_timeout,
         rpc_lag: config.rpc_lag,
     };
-    let writer =
-        async |key| ChainWriter::new(key, provider.clone(), store.clone(), chain_id, confirmation).await;
+    let writer = async |key| {
+        ChainWriter::new(key, provider.clone(), store.clone(), chain_id, confirmation, config.fees).await
+    };
+    let operator_funds = Arc::new(OperatorFunds::new(
+        provider.clone(),
+        config.operator_key.address(),
+        config.operator_min_balance,
+    ));
+    operator_funds.refresh().await.map_err(|error| StartError::Chain(error.to_string()))?;
     let operator = writer(config.operator_key.clone()).await?;
     let facilitator = match &config.facilitator {
         FacilitatorConfig::BuiltIn(None) => Facilitator::BuiltIn(Box::new(operator.clone())),
@@ -147,8 +155,13 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Running, Sta
     ));
     let index = AgentIndex::new(store.clone(), provider.clone(), catalog.clone(), deployment);
     let indexer = spawn_indexer(index, config.reconcile_interval);
-    let reconciler =
-        spawn_reconciler(money_in.clone(), money_out.clone(), registrar.clone(), config.reconcile_interval);
+    let reconciler = spawn_reconciler(
+        money_in.clone(),
+        money_out.clone(),
+        registrar.clone(),
+        operator_funds.clone(),
+        config.reconcile_interval,
+    );
     let authorizations = Arc::new(Authorizations::new(
         deployment.identity_registry,
         provider.clone(),
@@ -164,6 +177,7 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Running, Sta
         verdicts,
         registrar,
         authorizations,
+        operator_funds,
     };
     let router = routes::router(state.clone());
     // The peer's address keys the rate limits.
@@ -195,16 +209,20 @@ async fn check_contracts(config: &Config, provider: &DynProvider) -> Result<(), 
     Ok(())
 }
 
-/// Finishes what crashes and timeouts interrupted, money in and money out, and registrations: at
-/// start-up and every `interval`.
+/// Finishes what crashes and timeouts interrupted, money in and money out, and registrations, and reads
+/// the operator's balance: at start-up and every `interval`.
 fn spawn_reconciler(
     money_in: Arc<MoneyIn>,
     money_out: Arc<MoneyOut>,
     registrar: Arc<Registrar>,
+    operator_funds: Arc<OperatorFunds>,
     interval: Duration,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
+            if let Err(error) = operator_funds.refresh().await {
+                tracing::warn!(%error, "could not read the operator's balance");
+            }
             if let Err(error) = money_in.reconcile_once().await {
                 tracing::warn!(%error, "payment reconciler pass failed");
             }

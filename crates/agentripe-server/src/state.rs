@@ -7,8 +7,8 @@ use alloy::providers::DynProvider;
 use axum::extract::FromRef;
 
 use crate::{
-    Config, catalog::Catalog, money_in::MoneyIn, money_out::MoneyOut, registrar::Registrar,
-    vendor_auth::Authorizations, verdicts::Verdicts,
+    Config, catalog::Catalog, money_in::MoneyIn, money_out::MoneyOut, operator_funds::OperatorFunds,
+    registrar::Registrar, vendor_auth::Authorizations, verdicts::Verdicts,
 };
 
 /// The application state of the router.
@@ -24,6 +24,7 @@ pub struct AppState {
     pub verdicts: Arc<Verdicts>,
     pub registrar: Arc<Registrar>,
     pub authorizations: Arc<Authorizations>,
+    pub operator_funds: Arc<OperatorFunds>,
 }
 
 impl FromRef<AppState> for Store {

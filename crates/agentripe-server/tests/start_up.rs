@@ -38,3 +38,25 @@ async fn the_server_refuses_to_start_where_it_would_strand_money() {
 
     start(market.config()).await.expect("the right contracts and key start").abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reports_the_operators_eth_and_whether_it_is_low() {
+    let market = Market::new(Engine::Sqlite, "operator_funds").await.expect("SQLite needs no set-up");
+    let health = async |server: &agentripe_server::testing::Server| -> serde_json::Value {
+        let response = server.http.get(format!("{}/health", server.base)).send().await.expect("health");
+        response.json().await.expect("json")
+    };
+    let funded = market.start().await;
+    let operator = health(&funded).await["operator"].clone();
+    assert_eq!(operator["address"], market.operator.address().to_checksum(None));
+    assert_eq!(operator["low"], false, "{operator}");
+    let balance: alloy::primitives::U256 =
+        operator["balanceWei"].as_str().expect("a balance").parse().expect("wei");
+    assert!(balance > alloy::primitives::U256::ZERO);
+
+    // A minimum above what it holds: reported low (and warned of in the log).
+    let mut config = market.config();
+    config.operator_min_balance = balance + alloy::primitives::U256::from(1);
+    let short = market.start_with(config).await;
+    assert_eq!(health(&short).await["operator"]["low"], true);
+}

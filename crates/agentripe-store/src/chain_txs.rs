@@ -123,6 +123,46 @@ impl Store {
         Ok(Ok(stored))
     }
 
+    /// Stores `signed`, a replacement of `original` (same nonce, same call, higher fees), as pending beside
+    /// it: whichever of the two is mined is the write.
+    pub async fn store_replacement(
+        &self,
+        original: &ChainTx,
+        signed: &SignedTx,
+        now_ms: i64,
+    ) -> Result<ChainTx, StoreError> {
+        sqlx::query_as(concat!(
+            "INSERT INTO chain_txs (signer, nonce, purpose, subject, tx_hash, raw_tx, status, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7) RETURNING ",
+            columns!()
+        ))
+        .bind(&original.signer)
+        .bind(original.nonce)
+        .bind(&original.purpose)
+        .bind(&original.subject)
+        .bind(&signed.tx_hash)
+        .bind(&signed.raw_tx)
+        .bind(now_ms)
+        .fetch_one(self.pool())
+        .await
+        .context("storing a replacement transaction")
+    }
+
+    /// Every transaction signed by `signer` with `nonce` (one, or an original and its fee-bumped
+    /// replacements), oldest first.
+    pub async fn txs_with_nonce(&self, signer: &str, nonce: i64) -> Result<Vec<ChainTx>, StoreError> {
+        sqlx::query_as(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM chain_txs WHERE signer = $1 AND nonce = $2 ORDER BY id"
+        ))
+        .bind(signer)
+        .bind(nonce)
+        .fetch_all(self.pool())
+        .await
+        .context("listing a nonce's transactions")
+    }
+
     /// Every transaction signed for `purpose` on `subject`, oldest first.
     pub async fn txs_for(&self, purpose: &str, subject: &str) -> Result<Vec<ChainTx>, StoreError> {
         sqlx::query_as(concat!(

@@ -115,6 +115,10 @@ impl Config {
         registration.per_signer_per_day =
             parsed("REGISTRATIONS_PER_SIGNER_PER_DAY")?.unwrap_or(registration.per_signer_per_day);
         registration.gas_per_day = parsed("REGISTRATION_GAS_PER_DAY")?.unwrap_or(registration.gas_per_day);
+        config.fees.bump_after = seconds("FEE_BUMP_AFTER_SECONDS")?.unwrap_or(config.fees.bump_after);
+        config.fees.max_fee_per_gas = parsed("MAX_FEE_PER_GAS_WEI")?.unwrap_or(config.fees.max_fee_per_gas);
+        config.operator_min_balance =
+            parsed("OPERATOR_MIN_BALANCE_WEI")?.unwrap_or(config.operator_min_balance);
         // 0 requests per second turns rate limiting off.
         config.rate_limit = match (config.rate_limit, parsed::<u32>("RATE_LIMIT_PER_SECOND")?) {
             (_, Some(0)) | (None, _) => None,

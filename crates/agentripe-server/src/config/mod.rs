@@ -11,7 +11,10 @@ use alloy::{primitives::U256, signers::local::PrivateKeySigner};
 
 pub use env::EnvError;
 
-use crate::catalog::{format_price, parse_price};
+use crate::{
+    catalog::{format_price, parse_price},
+    chain_writer::FeePolicy,
+};
 
 /// Who settles payments (keys print as their address only).
 #[derive(Clone, Debug)]
@@ -105,6 +108,10 @@ pub struct Config {
     pub registration: RegistrationLimits,
     /// Per-client rate limits on every route; `None` turns them off (load runs from one address).
     pub rate_limit: Option<RateLimit>,
+    /// When stuck transactions get higher fees, and the most ever paid per gas.
+    pub fees: FeePolicy,
+    /// Below this balance (wei) the operator's ETH is reported low, and a warning logged.
+    pub operator_min_balance: U256,
 }
 
 /// Never prints what may hold a credential: the RPC URL's path and query (providers put API keys there),
@@ -200,6 +207,8 @@ impl Config {
                 burst: NonZeroU32::new(60).expect("non-zero"),
                 trust_forwarded_for: false,
             }),
+            fees: FeePolicy { bump_after: Duration::from_secs(30), max_fee_per_gas: 100_000_000_000 },
+            operator_min_balance: U256::from(1_000_000_000_000_000u64),
         }
     }
 }

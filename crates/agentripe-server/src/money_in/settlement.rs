@@ -91,7 +91,7 @@ impl MoneyIn {
         let receipt = match self.facilitator.settle(payment.id, &request, asset).await? {
             Attempt::Mined(receipt) => *receipt,
             Attempt::Submitted(hash) => {
-                self.confirmation.wait_for_receipt(&self.provider, hash, Patiently).await?
+                self.confirmation.wait_for_receipt(&self.provider, Patiently(hash)).await?
             }
             Attempt::Refused(reason) => {
                 // A refusal may be a race lost to someone who settled the same authorization.
@@ -139,7 +139,7 @@ impl MoneyIn {
             .map_err(rpc("searching for the settlement"))?;
         for log in &settlements {
             let Some(hash) = log.transaction_hash else { continue };
-            let receipt = self.confirmation.wait_for_receipt(&self.provider, hash, Patiently).await?;
+            let receipt = self.confirmation.wait_for_receipt(&self.provider, Patiently(hash)).await?;
             if let Some(settlement) = self.transfer_into_escrow(&receipt, authorization, asset) {
                 tracing::info!(tx = %settlement.transaction, payer = %authorization.from, "found the settlement on chain");
                 return Ok(OnChain::Settled(settlement));

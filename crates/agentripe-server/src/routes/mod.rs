@@ -12,7 +12,7 @@ mod vendor;
 
 use axum::{
     Json, Router,
-    extract::DefaultBodyLimit,
+    extract::{DefaultBodyLimit, State},
     http::{StatusCode, header},
     response::{IntoResponse, Response},
     routing::{MethodRouter, get, post},
@@ -102,8 +102,10 @@ async fn openapi() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
 }
 
-async fn health() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
+/// Up, and how much ETH the operator has left to pay for every write (read by the reconciler, not per
+/// request).
+async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok", "operator": state.operator_funds.report() }))
 }
 
 #[cfg(test)]

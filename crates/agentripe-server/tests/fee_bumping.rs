@@ -1,0 +1,128 @@
+//! The chain writer in a fee spike: a transaction priced under the chain's base fee is replaced with
+//! higher fees (same nonce, same call), within the configured cap, and the call happens once.
+
+use std::time::Duration;
+
+use agentripe_chain::bindings::IdentityRegistry;
+use agentripe_server::{
+    chain_writer::{ChainWriter, Confirmation, FeePolicy},
+    on_both_engines,
+};
+use agentripe_store::{ChainTxStatus, Store};
+use alloy::{
+    consensus::TxEnvelope,
+    eips::Decodable2718,
+    primitives::U256,
+    providers::{DynProvider, Provider},
+    sol_types::SolCall,
+};
+use serde_json::Value;
+
+async fn anvil<P: serde::Serialize + Clone + std::fmt::Debug + Send + Sync + Unpin + 'static>(
+    provider: &DynProvider,
+    method: &'static str,
+    params: P,
+) {
+    provider
+        .raw_request::<_, Value>(method.into(), params)
+        .await
+        .unwrap_or_else(|error| panic!("{method}: {error}"));
+}
+
+fn max_fee_of(raw_tx: &str) -> u128 {
+    let raw = alloy::primitives::hex::decode(raw_tx).expect("hex");
+    match TxEnvelope::decode_2718(&mut raw.as_slice()).expect("a transaction") {
+        TxEnvelope::Eip1559(signed) => signed.tx().max_fee_per_gas,
+        other => panic!("not EIP-1559: {other:?}"),
+    }
+}
+
+async fn writer(
+    market: &agentripe_server::testing::Market,
+    store: &Store,
+    max_fee_per_gas: u128,
+) -> ChainWriter {
+    let confirmation = Confirmation {
+        confirmations: 0,
+        poll_interval: Duration::from_millis(20),
+        timeout: Duration::from_secs(30),
+        rpc_lag: Duration::from_secs(1),
+    };
+    let fees = FeePolicy { bump_after: Duration::from_millis(500), max_fee_per_gas };
+    ChainWriter::new(
+        market.operator.clone(),
+        market.provider.clone(),
+        store.clone(),
+        market.deployment.chain_id,
+        confirmation,
+        fees,
+    )
+    .await
+    .expect("writer")
+}
+
+on_both_engines!(a_stuck_transaction_is_replaced_with_higher_fees_and_happens_once, |market| async move {
+    let store = Store::connect(&market.database_url).await.expect("store");
+    let writer = writer(&market, &store, 1_000_000_000_000).await;
+    let provider = market.provider.clone();
+    let registry = market.deployment.identity_registry;
+
+    // Blocks come only when the test mines them; the base fee jumps above what the transaction offers.
+    anvil(&provider, "evm_setAutomine", (false,)).await;
+    let call = IdentityRegistry::register_2Call { agentURI: "data:application/json,{}".into() }.abi_encode();
+    let stuck = writer.send("test", "stuck", registry, call.into()).await.expect("sent");
+    let offered = max_fee_of(&stuck.raw_tx);
+    anvil(&provider, "anvil_setNextBlockBaseFeePerGas", (U256::from(offered * 10),)).await;
+    anvil(&provider, "evm_mine", ()).await;
+    assert!(
+        provider.get_transaction_receipt(stuck.tx_hash.parse().expect("hash")).await.expect("rpc").is_none(),
+        "left out"
+    );
+
+    let miner = tokio::spawn({
+        let provider = provider.clone();
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                anvil(&provider, "evm_mine", ()).await;
+            }
+        }
+    });
+    let receipt = writer.confirm(&stuck).await.expect("mined, replaced");
+    miner.abort();
+    anvil(&provider, "evm_setAutomine", (true,)).await;
+
+    assert!(receipt.status());
+    assert_ne!(format!("{:#x}", receipt.transaction_hash), stuck.tx_hash, "the replacement was mined");
+    let txs = store.txs_for("test", "stuck").await.expect("txs");
+    assert_eq!(txs.len(), 2, "the transaction and one replacement");
+    assert!(txs.iter().all(|tx| tx.nonce == stuck.nonce), "same nonce");
+    assert!(max_fee_of(&txs[1].raw_tx) > offered, "higher fees");
+    let statuses: Vec<ChainTxStatus> = txs.iter().map(|tx| tx.status().expect("status")).collect();
+    assert_eq!(statuses, vec![ChainTxStatus::Dropped, ChainTxStatus::Mined]);
+    let minted = IdentityRegistry::new(registry, &provider)
+        .balanceOf(market.operator.address())
+        .call()
+        .await
+        .expect("balance");
+    assert_eq!(minted, U256::from(1), "the call happened once");
+});
+
+on_both_engines!(fees_are_never_raised_past_the_cap, |market| async move {
+    let store = Store::connect(&market.database_url).await.expect("store");
+    let provider = market.provider.clone();
+    let registry = market.deployment.identity_registry;
+    // A cap at what the chain asks now: the spike cannot be met, so the transaction waits as it is.
+    let asked = provider.estimate_eip1559_fees().await.expect("fees").max_fee_per_gas;
+    let writer = writer(&market, &store, asked).await;
+    anvil(&provider, "evm_setAutomine", (false,)).await;
+    let call = IdentityRegistry::register_2Call { agentURI: "data:application/json,{}".into() }.abi_encode();
+    let stuck = writer.send("test", "capped", registry, call.into()).await.expect("sent");
+    anvil(&provider, "anvil_setNextBlockBaseFeePerGas", (U256::from(asked * 10),)).await;
+    anvil(&provider, "evm_mine", ()).await;
+    let waited = tokio::time::timeout(Duration::from_secs(3), writer.confirm(&stuck)).await;
+    anvil(&provider, "evm_setAutomine", (true,)).await;
+    assert!(waited.is_err(), "still waiting for fees to fall");
+    let txs = store.txs_for("test", "capped").await.expect("txs");
+    assert_eq!(txs.len(), 1, "no replacement above the cap");
+});
