@@ -8,13 +8,15 @@
 //! - [`chain_writer`]: who submits every transaction: stored before it is broadcast, then confirmed,
 //!   its fees raised while it waits too long; [`operator_funds`]: the ETH that pays for all of it;
 //! - [`registrar`], [`agent_index`], [`catalog`]: agents, their registration and their catalogs;
-//! - [`routes`], [`vendor_auth`], [`error`]: the HTTP API; [`config`], [`state`], [`start`]: running it.
+//! - [`routes`], [`vendor_auth`], [`error`]: the HTTP API, served by [`http_server`]; [`config`],
+//!   [`state`], [`start`]: running it.
 
 pub mod agent_index;
 pub mod catalog;
 pub mod chain_writer;
 pub mod config;
 pub mod error;
+pub mod http_server;
 pub mod money_in;
 pub mod money_out;
 pub mod operator_funds;

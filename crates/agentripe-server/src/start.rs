@@ -180,9 +180,7 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Running, Sta
         operator_funds,
     };
     let router = routes::router(state.clone());
-    // The peer's address keys the rate limits.
-    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let http = tokio::spawn(async move { axum::serve(listener, service).await });
+    let http = tokio::spawn(crate::http_server::serve(listener, router, state.config.http));
     Ok(Running { state, reconciler, indexer, http })
 }
 

@@ -222,3 +222,68 @@ async fn a_flood_from_one_address_is_cut_off_before_any_work() {
         server.http.get(&purchase).header("x-forwarded-for", "203.0.113.7").send().await.expect("send");
     assert_eq!(forged.status(), 429);
 }
+
+/// Reads what the server sends on `socket` until it closes the connection, for at most `within`;
+/// None if it is still open then.
+async fn until_closed(socket: &mut tokio::net::TcpStream, within: std::time::Duration) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(within, async {
+        let mut buffer = [0u8; 4096];
+        loop {
+            match socket.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received.extend_from_slice(&buffer[..n]),
+            }
+        }
+    })
+    .await;
+    read.ok().map(|()| String::from_utf8_lossy(&received).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off_and_cannot_hold_every_connection() {
+    use std::time::Duration;
+    use tokio::{io::AsyncWriteExt, net::TcpStream};
+
+    let market = Market::new(Engine::Sqlite, "slow_clients").await.expect("SQLite needs no set-up");
+    let mut config = market.config();
+    config.http.header_timeout = Duration::from_secs(1);
+    config.http.body_timeout = Duration::from_secs(1);
+    config.http.max_connections = 2;
+    let server = market.start_with(config).await;
+    let address = server.base.trim_start_matches("http://").to_owned();
+
+    // Headers that never end: the connection is closed.
+    let mut slow_headers = TcpStream::connect(&address).await.expect("connect");
+    slow_headers.write_all(b"GET /health HTTP/1.1\r\nHost: market\r\n").await.expect("write");
+    assert!(until_closed(&mut slow_headers, Duration::from_secs(5)).await.is_some(), "held open");
+
+    // A body that stops half-way: a JSON error, then the connection is closed.
+    let mut slow_body = TcpStream::connect(&address).await.expect("connect");
+    let head = "POST /agents/register HTTP/1.1\r\nHost: market\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"data\":";
+    slow_body.write_all(head.as_bytes()).await.expect("write");
+    let answer = until_closed(&mut slow_body, Duration::from_secs(5)).await.expect("closed");
+    let status: u16 =
+        answer.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or_else(|| panic!("{answer:?}"));
+    assert!((400..500).contains(&status), "{answer}");
+    assert!(answer.contains("\"error\""), "{answer}");
+
+    // Two idle connections take every slot: a third client waits until the server cuts them off.
+    let idle: Vec<TcpStream> = vec![
+        TcpStream::connect(&address).await.expect("connect"),
+        TcpStream::connect(&address).await.expect("connect"),
+    ];
+    let quick = reqwest::Client::builder().timeout(Duration::from_millis(500)).build().expect("client");
+    let health = format!("{}/health", server.base);
+    assert!(quick.get(&health).send().await.is_err(), "no slot while both are held");
+    let mut served = false;
+    for _ in 0..20 {
+        if quick.get(&health).send().await.is_ok_and(|response| response.status() == 200) {
+            served = true;
+            break;
+        }
+    }
+    assert!(served, "served once the idle connections were cut off");
+    drop(idle);
+}

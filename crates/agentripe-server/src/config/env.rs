@@ -119,6 +119,10 @@ impl Config {
         config.fees.max_fee_per_gas = parsed("MAX_FEE_PER_GAS_WEI")?.unwrap_or(config.fees.max_fee_per_gas);
         config.operator_min_balance =
             parsed("OPERATOR_MIN_BALANCE_WEI")?.unwrap_or(config.operator_min_balance);
+        config.http.header_timeout =
+            seconds("HTTP_HEADER_TIMEOUT_SECONDS")?.unwrap_or(config.http.header_timeout);
+        config.http.body_timeout = seconds("HTTP_BODY_TIMEOUT_SECONDS")?.unwrap_or(config.http.body_timeout);
+        config.http.max_connections = parsed("MAX_CONNECTIONS")?.unwrap_or(config.http.max_connections);
         // 0 requests per second turns rate limiting off.
         config.rate_limit = match (config.rate_limit, parsed::<u32>("RATE_LIMIT_PER_SECOND")?) {
             (_, Some(0)) | (None, _) => None,

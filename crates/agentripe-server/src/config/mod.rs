@@ -14,6 +14,7 @@ pub use env::EnvError;
 use crate::{
     catalog::{format_price, parse_price},
     chain_writer::FeePolicy,
+    http_server::HttpLimits,
 };
 
 /// Who settles payments (keys print as their address only).
@@ -112,6 +113,8 @@ pub struct Config {
     pub fees: FeePolicy,
     /// Below this balance (wei) the operator's ETH is reported low, and a warning logged.
     pub operator_min_balance: U256,
+    /// How long clients may take to send a request, and how many may be connected at once.
+    pub http: HttpLimits,
 }
 
 /// Never prints what may hold a credential: the RPC URL's path and query (providers put API keys there),
@@ -209,6 +212,11 @@ impl Config {
             }),
             fees: FeePolicy { bump_after: Duration::from_secs(30), max_fee_per_gas: 100_000_000_000 },
             operator_min_balance: U256::from(1_000_000_000_000_000u64),
+            http: HttpLimits {
+                header_timeout: Duration::from_secs(10),
+                body_timeout: Duration::from_secs(10),
+                max_connections: 1024,
+            },
         }
     }
 }

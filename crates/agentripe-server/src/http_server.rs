@@ -1,0 +1,62 @@
+//! The HTTP listener: hyper's HTTP/1 with the limits a server open to the internet needs. A client
+//! that does not finish its headers in time is cut off, so is a body that stalls, and the number of
+//! open connections is capped (a new one waits in the listen backlog until another closes), so slow
+//! clients cannot hold the server's sockets and memory.
+
+use std::{convert::Infallible, sync::Arc, time::Duration};
+
+use axum::{Router, extract::ConnectInfo, http::Request};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::{net::TcpListener, sync::Semaphore};
+use tower::ServiceExt;
+
+/// How long clients may take, and how many may be connected at once.
+#[derive(Clone, Copy, Debug)]
+pub struct HttpLimits {
+    /// From a connection's start (or its previous response) to the end of a request's headers.
+    pub header_timeout: Duration,
+    /// Between two chunks of a request body.
+    pub body_timeout: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
+}
+
+/// Serves `router` on `listener` until the task is aborted.
+pub async fn serve(listener: TcpListener, router: Router, limits: HttpLimits) -> std::io::Result<()> {
+    let router = router.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(limits.body_timeout));
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    loop {
+        // Waiting for a slot before accepting leaves further clients in the kernel's backlog.
+        let slot = slots.clone().acquire_owned().await.map_err(std::io::Error::other)?;
+        let (socket, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            // Out of file descriptors, a connection reset before accept: not the listener's end.
+            Err(error) => {
+                tracing::warn!(%error, "accepting a connection failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let router = router.clone();
+        tokio::spawn(async move {
+            // The peer's address keys the rate limits, as axum's `into_make_service_with_connect_info`.
+            let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                let router = router.clone();
+                async move {
+                    Ok::<_, Infallible>(router.oneshot(request).await.unwrap_or_else(|never| match never {}))
+                }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .serve_connection(TokioIo::new(socket), service)
+                .with_upgrades();
+            if let Err(error) = connection.await {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+}
