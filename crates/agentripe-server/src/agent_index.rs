@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use agentripe_chain::{Deployment, bindings::IERC8004Identity};
-use agentripe_store::{IndexedAgent, Store};
+use agentripe_store::{AgentResource, IndexedAgent, Store};
 use alloy::{
     primitives::{Address, U256},
     providers::{DynProvider, Provider},
@@ -16,7 +16,7 @@ use alloy::{
 };
 
 use crate::{
-    catalog::{Catalog, CatalogError},
+    catalog::{Catalog, CatalogError, parse_price},
     pipeline::{PipelineError, RpcError, rpc},
     util::{now_ms, to_i64},
 };
@@ -36,16 +36,25 @@ pub struct AgentIndex {
     catalog: Arc<Catalog>,
     registry: Address,
     start_block: u64,
+    /// To read catalog prices in token units.
+    token_decimals: u32,
 }
 
 impl AgentIndex {
-    pub fn new(store: Store, provider: DynProvider, catalog: Arc<Catalog>, deployment: &Deployment) -> Self {
+    pub fn new(
+        store: Store,
+        provider: DynProvider,
+        catalog: Arc<Catalog>,
+        deployment: &Deployment,
+        token_decimals: u32,
+    ) -> Self {
         Self {
             store,
             provider,
             catalog,
             registry: deployment.identity_registry,
             start_block: deployment.start_block,
+            token_decimals,
         }
     }
 
@@ -56,14 +65,14 @@ impl AgentIndex {
         let before = now_ms() - RETRY_AFTER_MS;
         for id in self.store.agents_to_retry(before, RETRIES_PER_PASS).await? {
             let id = id.parse().map_err(|_| PipelineError::corrupt(format!("agent {id}"), "not a number"))?;
-            index_agent(&self.store, &self.catalog, id).await?;
+            index_agent(&self.store, &self.catalog, self.token_decimals, id).await?;
             refreshed += 1;
         }
         Ok(refreshed)
     }
 
     async fn follow_logs(&self) -> Result<usize, PipelineError> {
-        let Self { store, provider, catalog, registry, start_block } = self;
+        let Self { store, provider, catalog, registry, start_block, token_decimals } = self;
         let (registry, start_block) = (*registry, *start_block);
         // Named after where it started: another registry, or an earlier start block, is a new scan.
         let cursor = format!("identity_registry:{registry}:{start_block}");
@@ -95,7 +104,7 @@ impl AgentIndex {
             touched.sort();
             touched.dedup();
             for id in touched {
-                index_agent(store, catalog, id).await?;
+                index_agent(store, catalog, *token_decimals, id).await?;
                 refreshed += 1;
             }
             store.set_index_cursor(&cursor, to_i64(to + 1)).await?;
@@ -105,39 +114,64 @@ impl AgentIndex {
     }
 }
 
-async fn index_agent(store: &Store, catalog: &Catalog, id: U256) -> Result<(), PipelineError> {
-    let indexed = match catalog.fetch(id).await {
-        Ok(agent) => IndexedAgent {
-            agent_id: id.to_string(),
-            owner: agent.owner.to_checksum(None),
-            uri: agent.uri,
-            data: Some(
-                serde_json::to_string(&agent.data)
-                    .map_err(|error| PipelineError::corrupt(format!("agent {id}"), error.to_string()))?,
-            ),
-            problem: None,
-            updated_at: now_ms(),
-        },
-        Err(error @ CatalogError::BadRegistration { .. }) => IndexedAgent {
-            agent_id: id.to_string(),
-            owner: String::new(),
-            uri: String::new(),
-            data: None,
-            problem: Some(error.to_string()),
-            updated_at: now_ms(),
-        },
+async fn index_agent(store: &Store, catalog: &Catalog, decimals: u32, id: U256) -> Result<(), PipelineError> {
+    let agent_id = id.to_string();
+    let (indexed, words, resources) = match catalog.fetch(id).await {
+        Ok(agent) => {
+            let resources = agent
+                .data
+                .x402_entries()
+                .enumerate()
+                .filter_map(|(position, entry)| {
+                    // Entries whose price does not parse are never sold, so never listed.
+                    let amount = parse_price(&entry.price, decimals).ok()?;
+                    Some(AgentResource {
+                        agent_id: agent_id.clone(),
+                        position: i64::try_from(position).ok()?,
+                        agent_name: agent.data.name.clone(),
+                        path: entry.path.clone(),
+                        price: entry.price.clone(),
+                        amount: i64::try_from(amount).ok()?,
+                        description: entry.description.clone(),
+                    })
+                })
+                .collect();
+            let indexed = IndexedAgent {
+                agent_id: agent_id.clone(),
+                owner: agent.owner.to_checksum(None),
+                uri: agent.uri,
+                data: Some(
+                    serde_json::to_string(&agent.data)
+                        .map_err(|error| PipelineError::corrupt(format!("agent {id}"), error.to_string()))?,
+                ),
+                problem: None,
+                updated_at: now_ms(),
+            };
+            (indexed, agent.data.words(), resources)
+        }
+        Err(error @ CatalogError::BadRegistration { .. }) => {
+            let indexed = IndexedAgent {
+                agent_id: agent_id.clone(),
+                owner: String::new(),
+                uri: String::new(),
+                data: None,
+                problem: Some(error.to_string()),
+                updated_at: now_ms(),
+            };
+            (indexed, Vec::new(), Vec::new())
+        }
         // The file's host is down or too slow: keep what was last read, and read it again later.
         Err(error @ CatalogError::Unreachable { .. }) => {
-            store.mark_agent_unreadable(&id.to_string(), &error.to_string(), now_ms()).await?;
+            store.mark_agent_unreadable(&agent_id, &error.to_string(), now_ms()).await?;
             return Ok(());
         }
         // Burned, or gone: nothing to list.
-        Err(CatalogError::UnknownAgent(_)) => return Ok(store.remove_agent(&id.to_string()).await?),
+        Err(CatalogError::UnknownAgent(_)) => return Ok(store.remove_agent(&agent_id).await?),
         // Our RPC's trouble: the pass stops here and the next one starts from this chunk again.
         Err(error @ CatalogError::Unavailable { .. }) => {
             return Err(RpcError { context: "reading an agent", message: error.to_string() }.into());
         }
     };
-    store.upsert_agent(&indexed).await?;
+    store.index_agent(&indexed, &words, &resources).await?;
     Ok(())
 }

@@ -2,8 +2,12 @@
 //! owner, so the server never keeps custody of anyone's identity. Both chain writes go through the
 //! durable writer and every step is stored, so the reconciler finishes what a crash interrupted.
 
-use agentripe_chain::bindings::IERC8004Identity;
+use agentripe_chain::{
+    Deployment,
+    bindings::{IERC3009, IERC8004Identity},
+};
 use agentripe_store::{Registration, RegistrationStatus, Store};
+use agentripe_x402::ExactEvmPayload;
 use alloy::{
     primitives::{Address, B256, U256},
     providers::{DynProvider, Provider},
@@ -14,6 +18,7 @@ use alloy::{
 use crate::{
     RegistrationLimits,
     chain_writer::{ChainWriter, WriteError},
+    money_in::facilitator::settlement_call,
     pipeline::{PipelineError, RpcError, rpc},
     util::{hex, now_ms, to_i64},
 };
@@ -27,6 +32,8 @@ pub struct Registrar {
     store: Store,
     provider: DynProvider,
     registry: Address,
+    /// The token registration fees are paid in.
+    token: Address,
     operator: ChainWriter,
     limits: RegistrationLimits,
     /// One admission at a time, so concurrent registrations cannot all fit the same remaining budget.
@@ -44,6 +51,8 @@ pub enum Refusal {
     BudgetSpent { budget: u64 },
     #[error("the registry would not mint this registration: {0}")]
     Unmintable(String),
+    #[error("the registration fee cannot be collected: {0}")]
+    FeeUnpaid(String),
 }
 
 /// Why a registration did not complete now.
@@ -64,16 +73,33 @@ impl Registrar {
     pub fn new(
         store: Store,
         provider: DynProvider,
-        registry: Address,
+        deployment: &Deployment,
         operator: ChainWriter,
         limits: RegistrationLimits,
     ) -> Self {
-        Self { store, provider, registry, operator, limits, admission: tokio::sync::Mutex::new(()) }
+        Self {
+            store,
+            provider,
+            registry: deployment.identity_registry,
+            token: deployment.usdc,
+            operator,
+            limits,
+            admission: tokio::sync::Mutex::new(()),
+        }
     }
 
     /// Mints an agent at `uri` for `owner`, within the signer's daily limit and the operator's daily gas
-    /// budget; returns its id and the minting transaction.
-    pub async fn register(&self, owner: Address, uri: &str) -> Result<(U256, B256), RegisterError> {
+    /// budget, after collecting `fee` (a verified x402 payment to the operator) when one is due; returns
+    /// its id and the minting transaction.
+    pub async fn register(
+        &self,
+        owner: Address,
+        uri: &str,
+        fee: Option<&ExactEvmPayload>,
+    ) -> Result<(U256, B256), RegisterError> {
+        if let Some(fee) = fee {
+            self.check_fee(fee).await?;
+        }
         let mint = IERC8004Identity::register_2Call { agentURI: uri.to_owned() }.abi_encode();
         let request =
             TransactionRequest::default().from(self.operator.address()).to(self.registry).input(mint.into());
@@ -101,17 +127,102 @@ impl Registrar {
             if spent.saturating_add(gas) > budget {
                 return Err(Refusal::BudgetSpent { budget }.into());
             }
+            let fee = fee
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(|error| PipelineError::corrupt("a registration fee", error.to_string()))?;
             self.store
-                .begin_registration(&hex(owner), uri, to_i64(gas), now_ms())
+                .begin_registration(&hex(owner), uri, to_i64(gas), fee.as_deref(), now_ms())
                 .await
                 .map_err(PipelineError::from)?
         };
-        Ok(self.advance(registration.id).await?)
+        self.advance(registration.id).await
     }
 
-    /// Takes a registration as far as it goes: minted, then transferred to its owner.
-    pub async fn advance(&self, id: i64) -> Result<(U256, B256), PipelineError> {
+    /// Refuses, before anything is stored or sent, a fee whose authorization is spent or unfunded.
+    async fn check_fee(&self, fee: &ExactEvmPayload) -> Result<(), RegisterError> {
+        let authorization = &fee.authorization;
+        let token = IERC3009::new(self.token, &self.provider);
+        let used = token
+            .authorizationState(authorization.from, authorization.nonce)
+            .call()
+            .await
+            .map_err(|error| PipelineError::from(rpc("reading the fee's authorization")(error)))?;
+        if used {
+            return Err(Refusal::FeeUnpaid("its authorization was already used".into()).into());
+        }
+        let balance = token
+            .balanceOf(authorization.from)
+            .call()
+            .await
+            .map_err(|error| PipelineError::from(rpc("reading the payer's balance")(error)))?;
+        if balance < authorization.value {
+            return Err(Refusal::FeeUnpaid(format!("{} holds less than the fee", authorization.from)).into());
+        }
+        Ok(())
+    }
+
+    /// Collects a registration's fee (or finds it collected), then marks it minting; a fee that cannot
+    /// be collected ends the registration before anything is minted.
+    async fn collect_fee(&self, registration: &Registration) -> Result<(), RegisterError> {
+        let id = registration.id;
+        let fee: ExactEvmPayload = registration
+            .fee_payment
+            .as_deref()
+            .and_then(|fee| serde_json::from_str(fee).ok())
+            .ok_or_else(|| corrupt(id, "paying without a readable fee payment"))?;
+        let receipt = match self
+            .operator
+            .resume("registration_fee", &id.to_string())
+            .await
+            .map_err(PipelineError::from)?
+        {
+            Some(receipt) => receipt,
+            None => {
+                let input = settlement_call(&fee).abi_encode().into();
+                match self
+                    .operator
+                    .send_and_confirm("registration_fee", &id.to_string(), self.token, input)
+                    .await
+                {
+                    Err(WriteError::WouldRevert(reason)) => return self.fail(id, reason).await,
+                    sent => sent.map_err(PipelineError::from)?,
+                }
+            }
+        };
+        if !receipt.status() {
+            return self.fail(id, format!("the fee transfer {} reverted", receipt.transaction_hash)).await;
+        }
+        self.store.registration_fee_paid(id, now_ms()).await.map_err(PipelineError::from)?;
+        Ok(())
+    }
+
+    async fn fail(&self, id: i64, reason: String) -> Result<(), RegisterError> {
+        self.store.registration_failed(id, &reason, now_ms()).await.map_err(PipelineError::from)?;
+        Err(Refusal::FeeUnpaid(reason).into())
+    }
+
+    /// Takes a registration as far as it goes: its fee collected, minted, then transferred to its owner.
+    pub async fn advance(&self, id: i64) -> Result<(U256, B256), RegisterError> {
         let mut registration = self.load(id).await?;
+        if registration.status().map_err(PipelineError::from)? == RegistrationStatus::Paying {
+            self.collect_fee(&registration).await?;
+            registration = self.load(id).await?;
+        }
+        match self.mint_and_transfer(registration).await {
+            Ok(minted) => Ok(minted),
+            // A mint the chain would refuse ended the registration: say why, rather than "retry later".
+            Err(error) => match self.load(id).await {
+                Ok(ended) if ended.status().ok() == Some(RegistrationStatus::Failed) => {
+                    Err(Refusal::Unmintable(ended.problem.unwrap_or_default()).into())
+                }
+                _ => Err(error.into()),
+            },
+        }
+    }
+
+    async fn mint_and_transfer(&self, mut registration: Registration) -> Result<(U256, B256), PipelineError> {
+        let id = registration.id;
         if registration.status()? == RegistrationStatus::Minting {
             let receipt = match self.operator.resume("register", &id.to_string()).await? {
                 Some(receipt) if receipt.status() => receipt,

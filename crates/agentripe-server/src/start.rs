@@ -124,13 +124,8 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Running, Sta
     ));
     let money_out =
         Arc::new(MoneyOut::new(store.clone(), provider.clone(), deployment.clone(), operator.clone()));
-    let registrar = Arc::new(Registrar::new(
-        store.clone(),
-        provider.clone(),
-        deployment.identity_registry,
-        operator,
-        config.registration,
-    ));
+    let registrar =
+        Arc::new(Registrar::new(store.clone(), provider.clone(), deployment, operator, config.registration));
     let catalog = Arc::new(Catalog::new(
         deployment.identity_registry,
         provider.clone(),
@@ -153,7 +148,8 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Running, Sta
         config.max_rejections,
         config.purchase_timeout,
     ));
-    let index = AgentIndex::new(store.clone(), provider.clone(), catalog.clone(), deployment);
+    let index =
+        AgentIndex::new(store.clone(), provider.clone(), catalog.clone(), deployment, config.token_decimals);
     let indexer = spawn_indexer(index, config.reconcile_interval);
     let reconciler = spawn_reconciler(
         money_in.clone(),

@@ -119,6 +119,12 @@ on_both_engines!(agents_are_indexed_listed_searched_and_discoverable, |market| a
     );
     let (_, none) = get(format!("{}/agents?q=weather", server.base)).await;
     assert_eq!(none["total"], 0);
+    let (_, inside) = get(format!("{}/agents?q=marizer", server.base)).await;
+    assert_eq!(inside["total"], 0, "words are found by their start, as an index finds them");
+    let (status, long) = get(format!("{}/agents?q=a%20b%20c%20d%20e%20f%20g%20h%20i", server.base)).await;
+    assert_eq!((status, long["error"].as_str()), (400, Some("bad_query")));
+    let (_, found) = get(format!("{}/discovery/resources?q=summarize", server.base)).await;
+    assert_eq!(found["pagination"]["total"], 1, "discovery searches the same index");
     let (_, page) = get(format!("{}/agents?limit=1&offset=1", server.base)).await;
     assert_eq!((page["agents"].as_array().map(Vec::len), page["total"].as_u64()), (Some(1), Some(2)));
     let (status, bad) = get(format!("{}/agents?limit=0", server.base)).await;

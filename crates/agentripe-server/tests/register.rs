@@ -179,7 +179,13 @@ on_both_engines!(a_registration_that_cannot_be_minted_fails_and_blocks_no_other,
     for _ in 0..3 {
         stuck.push(
             store
-                .begin_registration("0x0000000000000000000000000000000000000001", &unmintable, 0, long_ago)
+                .begin_registration(
+                    "0x0000000000000000000000000000000000000001",
+                    &unmintable,
+                    0,
+                    None,
+                    long_ago,
+                )
                 .await
                 .expect("row")
                 .id,
@@ -209,4 +215,67 @@ on_both_engines!(a_registration_that_cannot_be_minted_fails_and_blocks_no_other,
         assert_eq!(registration.status().expect("status"), RegistrationStatus::Failed, "registration {id}");
         assert!(registration.problem.is_some_and(|why| !why.is_empty()), "registration {id} says why");
     }
+});
+
+on_both_engines!(a_registration_fee_is_collected_over_x402_before_anything_is_minted, |market| async move {
+    use agentripe_x402::{Authorization, decode_header, v2};
+    use alloy::{
+        primitives::{B256, U256},
+        providers::Provider,
+        signers::local::PrivateKeySigner,
+    };
+
+    const FEE: u64 = 500_000; // $0.50
+    let mut config = market.config();
+    config.registration.fee = Some(U256::from(FEE));
+    let server = market.start_with(config).await;
+    let operator = market.operator.address();
+    let register = async |signer: &PrivateKeySigner, timestamp: u64, payment: Option<&str>| {
+        let mut request = server
+            .http
+            .post(format!("{}/agents/register", server.base))
+            .headers(vendor_headers(signer, U256::ZERO, timestamp))
+            .json(&json!({ "data": data() }));
+        if let Some(payment) = payment {
+            request = request.header("PAYMENT-SIGNATURE", payment);
+        }
+        let response = request.send().await.expect("request");
+        let required =
+            response.headers().get("payment-required").map(|value| value.to_str().expect("ascii").to_owned());
+        (response.status().as_u16(), required, response.json::<Value>().await.expect("json"))
+    };
+
+    // Unpaid: 402 with the terms, payable to the operator; nothing sent.
+    let registrant = market.buyer(FEE).await;
+    let nonce_before = market.provider.get_transaction_count(operator).await.expect("nonce");
+    let (status, required, _) = register(&registrant, now(), None).await;
+    assert_eq!(status, 402);
+    let required: v2::PaymentRequired =
+        decode_header(&required.expect("PAYMENT-REQUIRED")).expect("v2 terms");
+    let accepted = required.accepts[0].clone();
+    assert_eq!((accepted.pay_to, accepted.amount.as_str()), (operator, "500000"));
+    assert_eq!(market.provider.get_transaction_count(operator).await.expect("nonce"), nonce_before);
+
+    // Paid: the fee moves to the operator, then the agent is minted for the registrant.
+    let offer = agentripe_x402::Offer { pay_to: operator, amount: U256::from(FEE), ..market.offer() };
+    let authorization = Authorization {
+        from: registrant.address(),
+        to: operator,
+        value: U256::from(FEE),
+        valid_after: U256::ZERO,
+        valid_before: U256::from(now() + 120),
+        nonce: B256::random(),
+    };
+    let payment = market.v2_header(market.sign(&registrant, &offer, authorization), accepted);
+    let operator_usdc = market.usdc_balance(operator).await;
+    let (status, _, created) = register(&registrant, now(), Some(&payment)).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(market.usdc_balance(operator).await, operator_usdc + U256::from(FEE));
+    assert_eq!(market.usdc_balance(registrant.address()).await, U256::ZERO);
+
+    // The same payment again, with fresh headers: refused before anything is sent.
+    let nonce_before = market.provider.get_transaction_count(operator).await.expect("nonce");
+    let (status, _, reused) = register(&registrant, now() - 1, Some(&payment)).await;
+    assert_eq!((status, reused["error"].as_str()), (402, Some("registration_fee_unpaid")), "{reused}");
+    assert_eq!(market.provider.get_transaction_count(operator).await.expect("nonce"), nonce_before);
 });

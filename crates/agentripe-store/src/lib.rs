@@ -41,7 +41,7 @@ mod tasks;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-pub use agents::IndexedAgent;
+pub use agents::{AgentResource, IndexedAgent, MAX_QUERY_WORDS};
 pub use chain_txs::{ChainTx, ChainTxStatus, SignedTx};
 pub use payments::{Claim, NewPayment, Payment, PaymentStatus};
 pub use registrations::{Registration, RegistrationStatus};

@@ -5,17 +5,20 @@ use crate::{Context, Store, StoreError};
 /// Where a registration is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RegistrationStatus {
+    /// The server is collecting the registration fee (`fee_payment`).
+    Paying,
     /// The server is minting the agent to itself.
     Minting,
     /// Minted; the server is handing it to its owner.
     Transferring,
     /// The owner holds its agent.
     Done,
-    /// The mint would revert (nothing was sent): the reason is in `problem`.
+    /// The fee could not be collected, or the mint would revert: nothing was minted; why is in `problem`.
     Failed,
 }
 
 crate::text_enum!(RegistrationStatus {
+    Paying => "paying",
     Minting => "minting",
     Transferring => "transferring",
     Done => "done",
@@ -33,6 +36,8 @@ pub struct Registration {
     status: String,
     /// Why it failed.
     pub problem: Option<String>,
+    /// The registration fee's x402 payment, to collect before minting.
+    pub fee_payment: Option<String>,
 }
 
 impl Registration {
@@ -45,21 +50,27 @@ impl Registration {
 }
 
 impl Store {
-    /// Stores a registration about to be minted, reserving `gas` of the operator's budget for it.
+    /// Stores a registration about to be minted (or, with a fee, about to collect it), reserving `gas` of
+    /// the operator's budget for it.
     pub async fn begin_registration(
         &self,
         owner: &str,
         uri: &str,
         gas: i64,
+        fee_payment: Option<&str>,
         now_ms: i64,
     ) -> Result<Registration, StoreError> {
+        let status =
+            if fee_payment.is_some() { RegistrationStatus::Paying } else { RegistrationStatus::Minting };
         sqlx::query_as(
-            "INSERT INTO registrations (owner, uri, status, gas, created_at, updated_at) \
-             VALUES ($1, $2, 'minting', $3, $4, $4) RETURNING id, owner, uri, agent_id, register_tx, status, problem",
+            "INSERT INTO registrations (owner, uri, status, gas, fee_payment, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING id, owner, uri, agent_id, register_tx, status, problem, fee_payment",
         )
         .bind(owner)
         .bind(uri)
+        .bind(status.as_str())
         .bind(gas)
+        .bind(fee_payment)
         .bind(now_ms)
         .fetch_one(self.pool())
         .await
@@ -99,10 +110,22 @@ impl Store {
         Ok(())
     }
 
-    /// The mint would revert: the registration ends here, with why.
+    /// The fee is collected: next, the mint.
+    pub async fn registration_fee_paid(&self, id: i64, now_ms: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE registrations SET status = 'minting', updated_at = $1 WHERE id = $2 AND status = 'paying'")
+            .bind(now_ms)
+            .bind(id)
+            .execute(self.pool())
+            .await
+            .context("noting a registration fee")?;
+        Ok(())
+    }
+
+    /// The fee could not be collected, or the mint would revert: the registration ends here, with why.
     pub async fn registration_failed(&self, id: i64, problem: &str, now_ms: i64) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE registrations SET status = 'failed', problem = $1, updated_at = $2 WHERE id = $3 AND status = 'minting'",
+            "UPDATE registrations SET status = 'failed', problem = $1, updated_at = $2 \
+             WHERE id = $3 AND status IN ('paying', 'minting')",
         )
         .bind(problem)
         .bind(now_ms)
@@ -134,7 +157,7 @@ impl Store {
             .context("counting a signer's registrations")
     }
 
-    /// The gas reserved by registrations since `since_ms` (failed ones sent nothing and reserve nothing).
+    /// The gas reserved by registrations since `since_ms` (failed ones minted nothing and reserve nothing).
     pub async fn registration_gas_since(&self, since_ms: i64) -> Result<i64, StoreError> {
         let gas: Option<i64> = sqlx::query_scalar(
             "SELECT CAST(SUM(gas) AS BIGINT) FROM registrations WHERE created_at >= $1 AND status <> 'failed'",
@@ -173,7 +196,7 @@ impl Store {
     /// A registration by id.
     pub async fn registration(&self, id: i64) -> Result<Option<Registration>, StoreError> {
         sqlx::query_as(
-            "SELECT id, owner, uri, agent_id, register_tx, status, problem FROM registrations WHERE id = $1",
+            "SELECT id, owner, uri, agent_id, register_tx, status, problem, fee_payment FROM registrations WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(self.pool())
@@ -184,8 +207,8 @@ impl Store {
     /// Registrations not finished and not touched for a while: work for the reconciler.
     pub async fn stalled_registrations(&self, before_ms: i64) -> Result<Vec<Registration>, StoreError> {
         sqlx::query_as(
-            "SELECT id, owner, uri, agent_id, register_tx, status, problem FROM registrations \
-             WHERE status IN ('minting', 'transferring') AND updated_at < $1 ORDER BY updated_at LIMIT 50",
+            "SELECT id, owner, uri, agent_id, register_tx, status, problem, fee_payment FROM registrations \
+             WHERE status IN ('paying', 'minting', 'transferring') AND updated_at < $1 ORDER BY updated_at LIMIT 50",
         )
         .bind(before_ms)
         .fetch_all(self.pool())

@@ -68,13 +68,49 @@ pub struct Agent {
 impl Agent {
     /// The catalog entry sold at `path` through x402.
     pub fn entry(&self, path: &str) -> Option<&CatalogEntry> {
-        self.data
-            .services
+        self.data.x402_entries().find(|entry| entry.path == path)
+    }
+}
+
+impl AgentUriData {
+    /// The catalog entries sold over x402, in order.
+    pub fn x402_entries(&self) -> impl Iterator<Item = &CatalogEntry> {
+        self.services
             .iter()
             .filter(|service| service.name.eq_ignore_ascii_case("x402"))
             .flat_map(|service| &service.catalog)
-            .find(|entry| entry.path == path)
     }
+
+    /// The words a search finds this agent by: of its name, description, services and catalog.
+    pub fn words(&self) -> Vec<String> {
+        let mut found = words(&self.name);
+        found.extend(self.description.as_deref().map(words).unwrap_or_default());
+        for service in &self.services {
+            found.extend(words(&service.name));
+            for entry in &service.catalog {
+                for text in [&entry.path, &entry.kind, &entry.description] {
+                    found.extend(words(text));
+                }
+            }
+        }
+        found.sort();
+        found.dedup();
+        found.truncate(MAX_WORDS_PER_AGENT);
+        found
+    }
+}
+
+/// How many distinct words of an agent are indexed.
+const MAX_WORDS_PER_AGENT: usize = 256;
+/// Longer runs of letters are not words anyone searches for.
+const MAX_WORD_CHARS: usize = 40;
+
+/// Lowercase runs of letters and digits: how agents are indexed and how queries are read.
+pub fn words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|word| !word.is_empty() && word.chars().count() <= MAX_WORD_CHARS)
+        .map(str::to_lowercase)
+        .collect()
 }
 
 /// Why an agent's catalog could not be had.

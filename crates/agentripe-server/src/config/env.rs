@@ -115,6 +115,11 @@ impl Config {
         registration.per_signer_per_day =
             parsed("REGISTRATIONS_PER_SIGNER_PER_DAY")?.unwrap_or(registration.per_signer_per_day);
         registration.gas_per_day = parsed("REGISTRATION_GAS_PER_DAY")?.unwrap_or(registration.gas_per_day);
+        if let Some(fee) = var("REGISTRATION_FEE") {
+            let fee = crate::catalog::parse_price(&fee, config.token_decimals)
+                .map_err(|reason| EnvError::Invalid { name: "REGISTRATION_FEE", reason })?;
+            config.registration.fee = (!fee.is_zero()).then_some(fee);
+        }
         config.fees.bump_after = seconds("FEE_BUMP_AFTER_SECONDS")?.unwrap_or(config.fees.bump_after);
         config.fees.max_fee_per_gas = parsed("MAX_FEE_PER_GAS_WEI")?.unwrap_or(config.fees.max_fee_per_gas);
         config.operator_min_balance =

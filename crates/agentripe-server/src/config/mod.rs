@@ -37,6 +37,9 @@ pub struct RegistrationLimits {
     /// Gas the operator may spend on registrations in 24 hours: each reserves its mint's estimate and a
     /// transfer when it is admitted.
     pub gas_per_day: u64,
+    /// A fee (token units) each registrant pays the operator over x402 before its agent is minted, so
+    /// that registrants pay their own gas.
+    pub fee: Option<U256>,
 }
 
 /// How many requests each client address may make.
@@ -204,6 +207,7 @@ impl Config {
                 max_bytes: 4 * 1024,
                 per_signer_per_day: 3,
                 gas_per_day: 50_000_000,
+                fee: None,
             },
             rate_limit: Some(RateLimit {
                 refill: Duration::from_millis(50),

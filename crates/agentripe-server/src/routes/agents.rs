@@ -2,8 +2,7 @@
 //! before paying), and the x402 discovery listing `GET /discovery/resources`.
 
 use agentripe_chain::bindings::IERC8004Identity;
-use agentripe_store::IndexedAgent;
-use agentripe_store::Outcome;
+use agentripe_store::{MAX_QUERY_WORDS, Outcome};
 use agentripe_x402::v2;
 use alloy::primitives::U256;
 use axum::{
@@ -13,85 +12,86 @@ use axum::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{ApiError, AppState, catalog::AgentUriData};
+use crate::{
+    ApiError, AppState,
+    catalog::{self, AgentUriData},
+};
 
 #[derive(Debug, Deserialize)]
 pub struct Page {
-    /// Words that must all appear in an agent's name, description or catalog (case-insensitive).
+    /// Words each of which must start a word of an agent's name, description or catalog (case-insensitive).
     q: Option<String>,
     limit: Option<i64>,
     offset: Option<i64>,
 }
 
 impl Page {
-    fn bounds(&self) -> Result<(usize, usize), ApiError> {
+    fn bounds(&self) -> Result<(i64, i64), ApiError> {
         let limit = self.limit.unwrap_or(20);
         let offset = self.offset.unwrap_or(0);
         if !(1..=100).contains(&limit) || offset < 0 {
             return Err(ApiError::bad_request("bad_page", "limit must be 1-100 and offset at least 0"));
         }
-        Ok((usize::try_from(limit).unwrap_or(20), usize::try_from(offset).unwrap_or(0)))
+        Ok((limit, offset))
+    }
+
+    /// The words of `q`, each to start a word of what is found.
+    fn words(&self) -> Result<Vec<String>, ApiError> {
+        let words = catalog::words(self.q.as_deref().unwrap_or_default());
+        if words.len() > MAX_QUERY_WORDS {
+            return Err(ApiError::bad_request(
+                "bad_query",
+                format!("q may have at most {MAX_QUERY_WORDS} words"),
+            ));
+        }
+        Ok(words)
     }
 }
 
-/// Every indexed agent with a readable registration file that matches `q`.
-async fn matching(state: &AppState, q: Option<&str>) -> Result<Vec<(IndexedAgent, AgentUriData)>, ApiError> {
-    let (agents, _) = state.store.listed_agents(10_000, 0).await?;
-    let words: Vec<String> = q.unwrap_or_default().split_whitespace().map(str::to_lowercase).collect();
-    Ok(agents
+/// Agents matching `q`, found through the database's word index (never a scan per request).
+pub async fn list(State(state): State<AppState>, Query(page): Query<Page>) -> Result<Json<Value>, ApiError> {
+    let (limit, offset) = page.bounds()?;
+    let (agents, total) = state.store.search_agents(&page.words()?, limit, offset).await?;
+    let listed: Vec<Value> = agents
         .into_iter()
         .filter_map(|agent| {
             let data: AgentUriData = serde_json::from_str(agent.data.as_deref()?).ok()?;
-            let text = serde_json::to_string(&data).unwrap_or_default().to_lowercase();
-            words.iter().all(|word| text.contains(word)).then_some((agent, data))
+            Some(json!({ "agentId": agent.agent_id, "owner": agent.owner, "agentURI": agent.uri, "data": data }))
         })
-        .collect())
-}
-
-pub async fn list(State(state): State<AppState>, Query(page): Query<Page>) -> Result<Json<Value>, ApiError> {
-    let (limit, offset) = page.bounds()?;
-    let agents = matching(&state, page.q.as_deref()).await?;
-    let total = agents.len();
-    let listed: Vec<Value> = agents
-        .into_iter()
-        .skip(offset)
-        .take(limit)
-        .map(|(agent, data)| json!({ "agentId": agent.agent_id, "owner": agent.owner, "agentURI": agent.uri, "data": data }))
         .collect();
     Ok(Json(json!({ "agents": listed, "total": total, "limit": limit, "offset": offset })))
 }
 
-/// The x402 discovery listing (the "bazaar" format): one resource per catalog entry sold over x402.
+/// The x402 discovery listing (the "bazaar" format): one resource per catalog entry sold over x402, at
+/// this server's minimum price or more.
 pub async fn discovery(
     State(state): State<AppState>,
     Query(page): Query<Page>,
 ) -> Result<Json<Value>, ApiError> {
     let (limit, offset) = page.bounds()?;
     let config = &state.config;
-    let mut items = Vec::new();
-    for (agent, data) in matching(&state, page.q.as_deref()).await? {
-        for service in data.services.iter().filter(|service| service.name.eq_ignore_ascii_case("x402")) {
-            for entry in &service.catalog {
-                let Ok(amount) = config.price(&entry.price) else { continue };
-                items.push(json!({
-                    "resource": config.resource_url(&agent.agent_id, &entry.path),
-                    "type": "http",
-                    "x402Version": 2,
-                    "accepts": [v2::PaymentRequirements::for_offer(&config.offer(amount))],
-                    "lastUpdated": agent.updated_at / 1000,
-                    "metadata": {
-                        "agentId": agent.agent_id,
-                        "agentName": data.name,
-                        "path": entry.path,
-                        "description": entry.description,
-                        "price": entry.price,
-                    },
-                }));
-            }
-        }
-    }
-    let total = items.len();
-    let items: Vec<Value> = items.into_iter().skip(offset).take(limit).collect();
+    let min_amount = i64::try_from(config.min_price).unwrap_or(i64::MAX);
+    let (resources, total) = state.store.search_resources(&page.words()?, min_amount, limit, offset).await?;
+    let items: Vec<Value> = resources
+        .into_iter()
+        .map(|(resource, updated_at)| {
+            let offer = config.offer(U256::from(resource.amount));
+            json!({
+                "resource": config.resource_url(&resource.agent_id, &resource.path),
+                "type": "http",
+                "x402Version": 2,
+                "accepts": [v2::PaymentRequirements::for_offer(&offer)],
+                "lastUpdated": updated_at / 1000,
+                "metadata": {
+                    "agentId": resource.agent_id,
+                    "agentName": resource.agent_name,
+                    "path": resource.path,
+                    "description": resource.description,
+                    "price": resource.price,
+                },
+            })
+        })
+        .collect();
     Ok(Json(json!({
         "x402Version": 2,
         "items": items,

@@ -57,27 +57,10 @@ impl Terms {
         })
     }
 
-    /// 402 with the requirements in both versions' places, and why payment is (still) required.
+    /// 402 with the requirements, and whether a reviewer_request can be honoured.
     fn payment_required(&self, error: &str) -> Response {
-        let description = self.resource.description.as_deref().unwrap_or_default();
-        let v1 = v1::PaymentRequirements::for_offer(&self.offer, &self.resource.url, description);
-        // Whether a reviewer_request can be honoured, in v2's extensions and beside the v1 body's fields.
         let extensions = json!({ "agentripe": { "reviewedPurchases": self.reviewed_purchases } });
-        let v2 = v2::PaymentRequired {
-            extensions: Some(extensions.clone()),
-            ..v2::PaymentRequired::new(
-                self.resource.clone(),
-                v2::PaymentRequirements::for_offer(&self.offer),
-                error,
-            )
-        };
-        let mut body = serde_json::to_value(v1::PaymentRequired::new(v1, error)).unwrap_or_default();
-        body["extensions"] = extensions;
-        let mut response = (StatusCode::PAYMENT_REQUIRED, Json(body)).into_response();
-        if let Ok(value) = HeaderValue::from_str(&encode_header(&v2)) {
-            response.headers_mut().insert(headers::PAYMENT_REQUIRED, value);
-        }
-        response
+        payment_required(&self.offer, &self.resource, error, Some(extensions))
     }
 
     /// 200 with the task, and the settlement transaction in the header of the payment's version.
@@ -199,6 +182,32 @@ pub async fn purchase(
             5,
         )),
     }
+}
+
+/// 402 with the requirements of `offer` for `resource` in both versions' places (v2's `PAYMENT-REQUIRED`
+/// header, v1's JSON body), why payment is (still) required, and `extensions` in v2's extensions and
+/// beside the v1 body's fields.
+pub(super) fn payment_required(
+    offer: &Offer,
+    resource: &v2::ResourceInfo,
+    error: &str,
+    extensions: Option<Value>,
+) -> Response {
+    let description = resource.description.as_deref().unwrap_or_default();
+    let v1 = v1::PaymentRequirements::for_offer(offer, &resource.url, description);
+    let v2 = v2::PaymentRequired {
+        extensions: extensions.clone(),
+        ..v2::PaymentRequired::new(resource.clone(), v2::PaymentRequirements::for_offer(offer), error)
+    };
+    let mut body = serde_json::to_value(v1::PaymentRequired::new(v1, error)).unwrap_or_default();
+    if let Some(extensions) = extensions {
+        body["extensions"] = extensions;
+    }
+    let mut response = (StatusCode::PAYMENT_REQUIRED, Json(body)).into_response();
+    if let Ok(value) = HeaderValue::from_str(&encode_header(&v2)) {
+        response.headers_mut().insert(headers::PAYMENT_REQUIRED, value);
+    }
+    response
 }
 
 /// Whether this server can honour a `reviewer_request`.

@@ -3,6 +3,7 @@
 //! checks the registration file, points its endpoints at itself, mints the agent and gives it to the
 //! caller: `201 {"agentId", "transactionHash", "walletSet"}`.
 
+use agentripe_x402::{ExactEvmPayload, Offer, PaymentPayload, v2};
 use alloy::primitives::U256;
 use axum::{
     Json,
@@ -14,7 +15,7 @@ use base64::{Engine, engine::general_purpose::STANDARD};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::json::JsonBody;
+use super::{json::JsonBody, purchase::payment_required};
 use crate::{
     ApiError, AppState,
     registrar::{Refusal, RegisterError},
@@ -119,6 +120,10 @@ pub async fn register(
             ),
         ));
     }
+    let fee = match registration_fee(&state, &headers) {
+        Ok(fee) => fee,
+        Err(payment_required) => return Ok(*payment_required),
+    };
     // Signed headers register once: a captured set cannot make the operator mint again.
     let now = now_secs();
     if !state.store.use_signature(&signed.id(), to_i64(signed.expires_at()), to_i64(now)).await? {
@@ -128,7 +133,8 @@ pub async fn register(
             "these signed headers were already used to register: sign a fresh X-Timestamp",
         ));
     }
-    let (agent_id, transaction) = state.registrar.register(owner, &uri).await.map_err(refusal)?;
+    let (agent_id, transaction) =
+        state.registrar.register(owner, &uri, fee.as_ref()).await.map_err(refusal)?;
     let agent_id: Value =
         u64::try_from(agent_id).map_or_else(|_| Value::String(agent_id.to_string()), Value::from);
     Ok((
@@ -136,6 +142,30 @@ pub async fn register(
         Json(json!({ "agentId": agent_id, "transactionHash": format!("{transaction:#x}"), "walletSet": false })),
     )
         .into_response())
+}
+
+/// The registration fee's payment when one is due (verified against the operator's offer), or the 402
+/// that asks for it. Nothing is spent or stored before the payment is there.
+fn registration_fee(state: &AppState, headers: &HeaderMap) -> Result<Option<ExactEvmPayload>, Box<Response>> {
+    let config = &state.config;
+    let Some(amount) = config.registration.fee else { return Ok(None) };
+    let offer = Offer { pay_to: config.operator_key.address(), ..config.offer(amount) };
+    let resource = v2::ResourceInfo {
+        url: format!("{}/agents/register", config.public_url.trim_end_matches('/')),
+        description: Some("Registration fee: the operator mints your agent and pays its gas".into()),
+        mime_type: Some("application/json".into()),
+    };
+    let required = |error: &str| Box::new(payment_required(&offer, &resource, error, None));
+    match PaymentPayload::from_headers(headers) {
+        None => Err(required(
+            "a registration fee is due: PAYMENT-SIGNATURE (x402 v2) or X-PAYMENT (x402 v1) header",
+        )),
+        Some(Err(reason)) => Err(required(&reason.to_string())),
+        Some(Ok(payment)) => match payment.verify(&offer, now_secs()) {
+            Ok(_) => Ok(Some(payment.exact().clone())),
+            Err(reason) => Err(required(&reason.to_string())),
+        },
+    }
 }
 
 fn refusal(error: RegisterError) -> ApiError {
@@ -148,6 +178,9 @@ fn refusal(error: RegisterError) -> ApiError {
         RegisterError::Refused(Refusal::BudgetSpent { .. }) => ApiError::unavailable(message, 3600),
         RegisterError::Refused(Refusal::Unmintable(_)) => {
             ApiError::bad_request("registration_unmintable", message)
+        }
+        RegisterError::Refused(Refusal::FeeUnpaid(_)) => {
+            ApiError::new(StatusCode::PAYMENT_REQUIRED, "registration_fee_unpaid", message)
         }
         RegisterError::Pipeline(error) => {
             ApiError::unavailable_because("registration is under way and will be finished", error, 10)
