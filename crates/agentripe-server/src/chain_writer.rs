@@ -228,6 +228,50 @@ impl ChainWriter {
         Ok(receipt)
     }
 
+    /// Heals a chain that came back behind what we saw mined (a node restarted behind its head, a reorg
+    /// deeper than the confirmations): our transactions marked mined whose nonces the chain has not
+    /// reached are gone. Each is pending again and broadcast anew, in nonce order, which also closes the
+    /// nonce gap that would hold every later transaction back; it is then confirmed in the background,
+    /// and one that now reverts is logged as an error for the operator. Returns how many were redone.
+    pub async fn redo_vanished(&self) -> Result<usize, WriteError> {
+        let chain_nonce = self
+            .provider
+            .get_transaction_count(self.address())
+            .latest()
+            .await
+            .map_err(rpc("reading the signer's nonce"))?;
+        let mut redone = 0;
+        for tx in self.store.mined_txs_from(&hex(self.address()), to_i64(chain_nonce)).await? {
+            // A receipt the node still has (its nonce read lagged) means nothing vanished.
+            let hash = stored_hash(&tx)?;
+            if self.provider.get_transaction_receipt(hash).await.map_err(rpc("reading a receipt"))?.is_some()
+            {
+                continue;
+            }
+            tracing::warn!(tx = %tx.tx_hash, purpose = %tx.purpose, subject = %tx.subject, nonce = tx.nonce,
+                "a mined transaction is gone from the chain (a reorg, or a node behind its head): sending it again");
+            self.store.mark_tx(&tx.tx_hash, ChainTxStatus::Pending, now_ms()).await?;
+            self.broadcast(&tx).await;
+            redone += 1;
+            let writer = self.clone();
+            tokio::spawn(async move {
+                match writer.confirm(&tx).await {
+                    Ok(receipt) if receipt.status() => {
+                        tracing::info!(tx = %receipt.transaction_hash, purpose = %tx.purpose, subject = %tx.subject, "a vanished transaction is mined again");
+                    }
+                    Ok(receipt) => {
+                        tracing::error!(tx = %receipt.transaction_hash, purpose = %tx.purpose, subject = %tx.subject,
+                        "a vanished transaction reverted when sent again: its step must be looked at")
+                    }
+                    Err(error) => {
+                        tracing::warn!(tx = %tx.tx_hash, %error, "a vanished transaction is not mined yet")
+                    }
+                }
+            });
+        }
+        Ok(redone)
+    }
+
     /// `tx` and its replacements: the transactions of its nonce for the same purpose and subject.
     async fn twins(&self, tx: &ChainTx) -> Result<Vec<ChainTx>, WriteError> {
         let mut twins = self.store.txs_with_nonce(&tx.signer, tx.nonce).await?;

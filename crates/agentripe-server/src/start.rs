@@ -113,6 +113,9 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Running, Sta
             Facilitator::Remote(remote)
         }
     };
+    let writers: Vec<ChainWriter> = std::iter::once(operator.clone())
+        .chain(facilitator.writer().filter(|own| own.address() != operator.address()).cloned())
+        .collect();
     let deployment = &config.deployment;
     let money_in = Arc::new(MoneyIn::new(
         store.clone(),
@@ -151,13 +154,14 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Running, Sta
     let index =
         AgentIndex::new(store.clone(), provider.clone(), catalog.clone(), deployment, config.token_decimals);
     let indexer = spawn_indexer(index, config.reconcile_interval);
-    let reconciler = spawn_reconciler(
-        money_in.clone(),
-        money_out.clone(),
-        registrar.clone(),
-        operator_funds.clone(),
-        config.reconcile_interval,
-    );
+    let reconciler = Reconciler {
+        writers,
+        money_in: money_in.clone(),
+        money_out: money_out.clone(),
+        registrar: registrar.clone(),
+        operator_funds: operator_funds.clone(),
+    }
+    .spawn(config.reconcile_interval);
     let authorizations = Arc::new(Authorizations::new(
         deployment.identity_registry,
         provider.clone(),
@@ -203,32 +207,45 @@ async fn check_contracts(config: &Config, provider: &DynProvider) -> Result<(), 
     Ok(())
 }
 
-/// Finishes what crashes and timeouts interrupted, money in and money out, and registrations, and reads
-/// the operator's balance: at start-up and every `interval`.
-fn spawn_reconciler(
+/// Finishes what crashes and timeouts interrupted: at start-up and every `interval`.
+struct Reconciler {
+    /// Every key we sign with: their transactions that vanished from the chain are redone first.
+    writers: Vec<ChainWriter>,
     money_in: Arc<MoneyIn>,
     money_out: Arc<MoneyOut>,
     registrar: Arc<Registrar>,
     operator_funds: Arc<OperatorFunds>,
-    interval: Duration,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            if let Err(error) = operator_funds.refresh().await {
-                tracing::warn!(%error, "could not read the operator's balance");
+}
+
+impl Reconciler {
+    fn spawn(self, interval: Duration) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            loop {
+                self.pass().await;
+                tokio::time::sleep(interval).await;
             }
-            if let Err(error) = money_in.reconcile_once().await {
-                tracing::warn!(%error, "payment reconciler pass failed");
-            }
-            if let Err(error) = money_out.reconcile_once().await {
-                tracing::warn!(%error, "payout reconciler pass failed");
-            }
-            if let Err(error) = registrar.reconcile_once().await {
-                tracing::warn!(%error, "registration reconciler pass failed");
-            }
-            tokio::time::sleep(interval).await;
+        })
+    }
+
+    async fn pass(&self) {
+        if let Err(error) = self.operator_funds.refresh().await {
+            tracing::warn!(%error, "could not read the operator's balance");
         }
-    })
+        for writer in &self.writers {
+            if let Err(error) = writer.redo_vanished().await {
+                tracing::warn!(%error, signer = %writer.address(), "could not check for vanished transactions");
+            }
+        }
+        if let Err(error) = self.money_in.reconcile_once().await {
+            tracing::warn!(%error, "payment reconciler pass failed");
+        }
+        if let Err(error) = self.money_out.reconcile_once().await {
+            tracing::warn!(%error, "payout reconciler pass failed");
+        }
+        if let Err(error) = self.registrar.reconcile_once().await {
+            tracing::warn!(%error, "registration reconciler pass failed");
+        }
+    }
 }
 
 /// Follows the identity registry for the agent index, apart from money: a catch-up over a long history

@@ -163,6 +163,21 @@ impl Store {
         .context("listing a nonce's transactions")
     }
 
+    /// `signer`'s transactions marked mined with a nonce of `nonce` or more, in nonce order: when the
+    /// chain's nonce for `signer` is `nonce`, these are no longer on chain.
+    pub async fn mined_txs_from(&self, signer: &str, nonce: i64) -> Result<Vec<ChainTx>, StoreError> {
+        sqlx::query_as(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM chain_txs WHERE status = 'mined' AND signer = $1 AND nonce >= $2 ORDER BY nonce, id"
+        ))
+        .bind(signer)
+        .bind(nonce)
+        .fetch_all(self.pool())
+        .await
+        .context("listing mined transactions past a nonce")
+    }
+
     /// Every transaction signed for `purpose` on `subject`, oldest first.
     pub async fn txs_for(&self, purpose: &str, subject: &str) -> Result<Vec<ChainTx>, StoreError> {
         sqlx::query_as(concat!(
