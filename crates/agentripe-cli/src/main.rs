@@ -62,6 +62,16 @@ enum Command {
         #[arg(long, default_value = "deployments/deployment.json")]
         out: PathBuf,
     },
+    /// Operator: give back USDC that reached the escrow without a deposit (as `/health` and the server's
+    /// log report it): recorded for its sender, then refunded as a credit it withdraws. Reads the
+    /// server's configuration (its database and operator key) from the environment.
+    RefundUnrecorded {
+        /// The transaction that moved it into the escrow.
+        transaction: String,
+        /// A registered agent to record it for (it is refunded at once); default: the first indexed.
+        #[arg(long)]
+        agent: Option<String>,
+    },
     /// Register an agent through the server (this key signs and ends up owning it).
     Register {
         /// The registration file (AgentURIData JSON).
@@ -174,6 +184,31 @@ async fn run(client: &Client, command: Command, key_file: Option<&PathBuf>) -> R
             };
             let operator = address("operator", operator)?;
             admin::deploy(client, &key(key_file)?, &rpc_url, operator, deposit_timeout, reuse, &out).await
+        }
+        Command::RefundUnrecorded { transaction, agent } => {
+            let transaction = transaction
+                .parse()
+                .map_err(|_| format!("{transaction} is not a 0x-prefixed transaction hash"))?;
+            let agent = agent
+                .map(|agent| agent.parse().map_err(|_| format!("--agent {agent} is not an agent id")))
+                .transpose()?;
+            let config = agentripe_server::Config::from_env().map_err(|error| error.to_string())?;
+            let refunded =
+                agentripe_server::escrow_audit::refund_unrecorded(&config, transaction, agent).await?;
+            client.show(
+                &serde_json::json!({
+                    "transaction": format!("{:#x}", refunded.transaction),
+                    "sender": refunded.sender.to_checksum(None),
+                    "amount": refunded.amount.to_string(),
+                }),
+                || {
+                    format!(
+                        "refunded {} to {}: it withdraws it with withdraw()",
+                        refunded.amount, refunded.sender
+                    )
+                },
+            );
+            Ok(())
         }
         Command::Register { file } => admin::register(client, &key(key_file)?, &file).await,
         Command::Agents { query } => client.agents(query.as_deref()).await,

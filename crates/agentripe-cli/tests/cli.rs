@@ -212,3 +212,89 @@ async fn deploy_and_register_through_the_cli() {
     let (ok, text) = agentripe(&server.base, Some(&vendor), &["register", "/nonexistent.json"]).await;
     assert!(!ok && text.contains("/nonexistent.json"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usdc_sent_to_the_escrow_without_a_deposit_is_reported_and_given_back() {
+    use agentripe_chain::bindings::TestUSDC;
+    use agentripe_server::testing::PRICE;
+    use alloy::providers::ProviderBuilder;
+
+    let market = Market::new(Engine::Sqlite, "cli_unrecorded").await.expect("SQLite needs no set-up");
+    let server = market.start().await;
+    // A stranger transfers USDC straight into the escrow: no payment, no deposit.
+    let stranger = market.buyer(PRICE).await;
+    market.fund_gas(stranger.address()).await;
+    let as_stranger =
+        ProviderBuilder::new().wallet(stranger.clone()).connect_http(market.anvil.endpoint_url());
+    let receipt = TestUSDC::new(market.deployment.usdc, &as_stranger)
+        .transfer(market.deployment.agentripe, U256::from(PRICE))
+        .send()
+        .await
+        .expect("transfer")
+        .get_receipt()
+        .await
+        .expect("mined");
+    let unrecorded = async || -> Value {
+        let health: Value = server
+            .http
+            .get(format!("{}/health", server.base))
+            .send()
+            .await
+            .expect("health")
+            .json()
+            .await
+            .expect("json");
+        health["escrow"]["unrecorded"].clone()
+    };
+    let expected = Value::String(PRICE.to_string());
+    let mut reported = Value::Null;
+    for _ in 0..100 {
+        reported = unrecorded().await;
+        if reported == expected {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(reported, expected, "reported on /health");
+
+    // The operator gives it back with the server's own configuration.
+    let deployment = std::env::temp_dir().join(format!("agentripe-unrecorded-{}.json", std::process::id()));
+    let d = &market.deployment;
+    std::fs::write(
+        &deployment,
+        serde_json::json!({
+            "chainId": d.chain_id, "agentripe": d.agentripe, "usdc": d.usdc, "usdcIsTestToken": true,
+            "identityRegistry": d.identity_registry, "reputationRegistry": d.reputation_registry,
+            "operator": d.operator, "depositTimeoutSeconds": d.deposit_timeout_seconds, "startBlock": 0
+        })
+        .to_string(),
+    )
+    .expect("deployment file");
+    let refund = async || {
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_agentripe"))
+            .args(["--json", "refund-unrecorded", &format!("{:#x}", receipt.transaction_hash)])
+            .env("DEPLOYMENTS_FILE", &deployment)
+            .env("RPC_URL", market.anvil.endpoint())
+            .env("OPERATOR_PRIVATE_KEY", hex_key(&market.operator))
+            .env("DATABASE_URL", &market.database_url)
+            .output()
+            .await
+            .expect("the binary runs");
+        let text = if output.status.success() { output.stdout } else { output.stderr };
+        (output.status.success(), String::from_utf8_lossy(&text).trim().to_owned())
+    };
+    let (ok, text) = refund().await;
+    assert!(ok, "{text}");
+    assert_eq!(json(&text)["sender"], stranger.address().to_checksum(None));
+    assert_eq!(market.credit(stranger.address()).await, U256::from(PRICE), "its sender withdraws it");
+    let (ok, text) = refund().await;
+    assert!(!ok && text.contains("not an unrecorded transfer"), "once: {text}");
+    std::fs::remove_file(&deployment).expect("cleanup");
+    for _ in 0..100 {
+        if unrecorded().await == "0" {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the escrow still reports unrecorded money: {}", unrecorded().await);
+}

@@ -5,6 +5,7 @@
 //! - [`money_in`]: a verified payment claimed, settled into the escrow, recorded, made a task;
 //! - [`verdicts`]: a vendor's submission reviewed, and the verdict turned into an escrow decision;
 //! - [`money_out`]: releases, refunds and the reputation feedback that follows them;
+//! - [`escrow_audit`]: money in the escrow that no deposit accounts for, and giving it back;
 //! - [`chain_writer`]: who submits every transaction: stored before it is broadcast, then confirmed,
 //!   its fees raised while it waits too long; [`operator_funds`]: the ETH that pays for all of it;
 //! - [`registrar`], [`agent_index`], [`catalog`]: agents, their registration and their catalogs;
@@ -16,6 +17,7 @@ pub mod catalog;
 pub mod chain_writer;
 pub mod config;
 pub mod error;
+pub mod escrow_audit;
 pub mod http_server;
 pub mod money_in;
 pub mod money_out;

@@ -16,7 +16,8 @@ use crate::{
     AppState, Config, FacilitatorConfig,
     agent_index::AgentIndex,
     catalog::Catalog,
-    chain_writer::{ChainWriter, Confirmation, WriteError},
+    chain_writer::{ChainWriter, WriteError},
+    escrow_audit::EscrowAudit,
     money_in::{
         MoneyIn,
         facilitator::{Facilitator, RemoteFacilitator},
@@ -85,12 +86,7 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Running, Sta
     }
     check_contracts(&config, &provider).await?;
     let store = Store::connect(&config.database_url).await?;
-    let confirmation = Confirmation {
-        confirmations: config.confirmations,
-        poll_interval: config.poll_interval,
-        timeout: config.chain_timeout,
-        rpc_lag: config.rpc_lag,
-    };
+    let confirmation = config.confirmation();
     let writer = async |key| {
         ChainWriter::new(key, provider.clone(), store.clone(), chain_id, confirmation, config.fees).await
     };
@@ -154,8 +150,15 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Running, Sta
     let index =
         AgentIndex::new(store.clone(), provider.clone(), catalog.clone(), deployment, config.token_decimals);
     let indexer = spawn_indexer(index, config.reconcile_interval);
+    let escrow_audit = Arc::new(EscrowAudit::new(
+        store.clone(),
+        provider.clone(),
+        deployment,
+        config.settlement_lookback_blocks,
+    ));
     let reconciler = Reconciler {
         writers,
+        escrow_audit: escrow_audit.clone(),
         money_in: money_in.clone(),
         money_out: money_out.clone(),
         registrar: registrar.clone(),
@@ -178,6 +181,7 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Running, Sta
         registrar,
         authorizations,
         operator_funds,
+        escrow_audit,
     };
     let router = routes::router(state.clone());
     let http = tokio::spawn(crate::http_server::serve(listener, router, state.config.http));
@@ -215,6 +219,7 @@ struct Reconciler {
     money_out: Arc<MoneyOut>,
     registrar: Arc<Registrar>,
     operator_funds: Arc<OperatorFunds>,
+    escrow_audit: Arc<EscrowAudit>,
 }
 
 impl Reconciler {
@@ -244,6 +249,9 @@ impl Reconciler {
         }
         if let Err(error) = self.registrar.reconcile_once().await {
             tracing::warn!(%error, "registration reconciler pass failed");
+        }
+        if let Err(error) = self.escrow_audit.pass().await {
+            tracing::warn!(%error, "escrow audit pass failed");
         }
     }
 }

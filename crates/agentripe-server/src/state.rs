@@ -7,8 +7,8 @@ use alloy::providers::DynProvider;
 use axum::extract::FromRef;
 
 use crate::{
-    Config, catalog::Catalog, money_in::MoneyIn, money_out::MoneyOut, operator_funds::OperatorFunds,
-    registrar::Registrar, vendor_auth::Authorizations, verdicts::Verdicts,
+    Config, catalog::Catalog, escrow_audit::EscrowAudit, money_in::MoneyIn, money_out::MoneyOut,
+    operator_funds::OperatorFunds, registrar::Registrar, vendor_auth::Authorizations, verdicts::Verdicts,
 };
 
 /// The application state of the router.
@@ -25,6 +25,7 @@ pub struct AppState {
     pub registrar: Arc<Registrar>,
     pub authorizations: Arc<Authorizations>,
     pub operator_funds: Arc<OperatorFunds>,
+    pub escrow_audit: Arc<EscrowAudit>,
 }
 
 impl FromRef<AppState> for Store {

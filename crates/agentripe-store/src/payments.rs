@@ -354,6 +354,17 @@ impl Store {
         .context("reading a payer's amounts in flight")
     }
 
+    /// Whether transaction `tx_hash` settled one of our payments.
+    pub async fn payment_settled_by(&self, tx_hash: &str) -> Result<bool, StoreError> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM payments WHERE settlement_tx = $1 LIMIT 1")
+                .bind(tx_hash)
+                .fetch_optional(self.pool())
+                .await
+                .context("looking for a payment by its settlement")?;
+        Ok(found.is_some())
+    }
+
     /// Forgets refused payments whose authorization expired before `valid_before` (UNIX seconds): nothing
     /// about them can change any more. Returns how many.
     pub async fn prune_failed_payments(&self, valid_before: i64) -> Result<u64, StoreError> {

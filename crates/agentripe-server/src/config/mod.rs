@@ -13,7 +13,7 @@ pub use env::EnvError;
 
 use crate::{
     catalog::{format_price, parse_price},
-    chain_writer::FeePolicy,
+    chain_writer::{Confirmation, FeePolicy},
     http_server::HttpLimits,
 };
 
@@ -148,6 +148,16 @@ impl Config {
             max_timeout_seconds: self.max_timeout_seconds,
             token_name: self.token_name.clone(),
             token_version: self.token_version.clone(),
+        }
+    }
+
+    /// How chain writes are confirmed.
+    pub fn confirmation(&self) -> Confirmation {
+        Confirmation {
+            confirmations: self.confirmations,
+            poll_interval: self.poll_interval,
+            timeout: self.chain_timeout,
+            rpc_lag: self.rpc_lag,
         }
     }
 

@@ -105,7 +105,13 @@ async fn openapi() -> impl IntoResponse {
 /// Up, and how much ETH the operator has left to pay for every write (read by the reconciler, not per
 /// request).
 async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok", "operator": state.operator_funds.report() }))
+    let unrecorded = state.escrow_audit.surplus().map(|surplus| surplus.to_string());
+    Json(json!({
+        "status": "ok",
+        "operator": state.operator_funds.report(),
+        // Token units in the escrow that no deposit accounts for (see `agentripe refund-unrecorded`).
+        "escrow": { "unrecorded": unrecorded },
+    }))
 }
 
 #[cfg(test)]

@@ -1,0 +1,238 @@
+//! Money in the escrow that no deposit accounts for: the token balance above `totalLiabilities`. It comes
+//! from a settlement not recorded yet (in doubt, being recorded) or from a transfer nobody will ever
+//! record (a stray transfer, a settlement by someone who never told us). Every reconciler pass measures
+//! it and `/health` shows it; each transfer into the escrow that explains it (no deposit under its hash,
+//! no payment of ours settled by it) is logged once with its sender and amount; and the operator gives
+//! such a transfer back with `agentripe refund-unrecorded`: recorded for its sender, then refunded.
+
+use std::{collections::HashSet, sync::Mutex};
+
+use agentripe_chain::{
+    Deployment,
+    bindings::{Agentripe, IERC3009},
+};
+use agentripe_store::Store;
+use alloy::{
+    primitives::{Address, B256, U256},
+    providers::{DynProvider, Provider},
+    rpc::types::Filter,
+    sol_types::{SolCall, SolEvent},
+};
+
+use crate::{
+    chain_writer::ChainWriter,
+    pipeline::{PipelineError, RpcError, rpc},
+    util::hex,
+};
+
+/// A transfer into the escrow that no deposit and no payment of ours accounts for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unrecorded {
+    pub transaction: B256,
+    pub sender: Address,
+    pub amount: U256,
+    pub block: u64,
+}
+
+#[derive(Debug)]
+pub struct EscrowAudit {
+    store: Store,
+    provider: DynProvider,
+    escrow: Address,
+    token: Address,
+    /// How far back transfers are looked for.
+    lookback_blocks: u64,
+    surplus: Mutex<Option<U256>>,
+    reported: Mutex<HashSet<B256>>,
+}
+
+impl EscrowAudit {
+    pub fn new(store: Store, provider: DynProvider, deployment: &Deployment, lookback_blocks: u64) -> Self {
+        Self {
+            store,
+            provider,
+            escrow: deployment.agentripe,
+            token: deployment.usdc,
+            lookback_blocks,
+            surplus: Mutex::new(None),
+            reported: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Measures the escrow's unrecorded money and logs, once each, the transfers that explain it.
+    pub async fn pass(&self) -> Result<U256, PipelineError> {
+        let balance = IERC3009::new(self.token, &self.provider)
+            .balanceOf(self.escrow)
+            .call()
+            .await
+            .map_err(rpc("reading the escrow's balance"))?;
+        let liabilities = Agentripe::new(self.escrow, &self.provider)
+            .totalLiabilities()
+            .call()
+            .await
+            .map_err(rpc("reading the escrow's liabilities"))?;
+        let surplus = balance.saturating_sub(U256::from(liabilities));
+        *self.surplus.lock().expect("audit lock") = Some(surplus);
+        if surplus.is_zero() {
+            return Ok(surplus);
+        }
+        for transfer in self.unrecorded().await? {
+            if self.reported.lock().expect("audit lock").insert(transfer.transaction) {
+                tracing::warn!(
+                    tx = %transfer.transaction, sender = %transfer.sender, amount = %transfer.amount,
+                    "USDC reached the escrow without a deposit: give it back with `agentripe refund-unrecorded {}`",
+                    transfer.transaction
+                );
+            }
+        }
+        Ok(surplus)
+    }
+
+    /// The unrecorded money as last measured (token units), for `/health`.
+    pub fn surplus(&self) -> Option<U256> {
+        *self.surplus.lock().expect("audit lock")
+    }
+
+    /// Transfers into the escrow in the last `lookback_blocks` that no deposit under their hash and no
+    /// payment of ours accounts for.
+    pub async fn unrecorded(&self) -> Result<Vec<Unrecorded>, PipelineError> {
+        let head = self.provider.get_block_number().await.map_err(rpc("reading the head"))?;
+        let filter = Filter::new()
+            .address(self.token)
+            .event_signature(IERC3009::Transfer::SIGNATURE_HASH)
+            .topic2(self.escrow.into_word())
+            .from_block(head.saturating_sub(self.lookback_blocks))
+            .to_block(head);
+        let logs = self.provider.get_logs(&filter).await.map_err(rpc("reading transfers into the escrow"))?;
+        let escrow = Agentripe::new(self.escrow, &self.provider);
+        let mut unrecorded = Vec::new();
+        for log in logs {
+            let (Some(transaction), Ok(transfer)) =
+                (log.transaction_hash, log.log_decode::<IERC3009::Transfer>())
+            else {
+                continue;
+            };
+            if self.store.payment_settled_by(&hex(transaction)).await? {
+                continue;
+            }
+            let deposit = escrow.getDeposit(transaction).call().await.map_err(rpc("reading a deposit"))?;
+            if deposit.status != 0 {
+                continue;
+            }
+            let transfer = transfer.inner.data;
+            unrecorded.push(Unrecorded {
+                transaction,
+                sender: transfer.from,
+                amount: transfer.value,
+                block: log.block_number.unwrap_or_default(),
+            });
+        }
+        Ok(unrecorded)
+    }
+
+    /// Gives back the unrecorded transfer `transaction`: records it as a deposit of its sender for agent
+    /// `agent_id` under its hash, then refunds it (a credit its sender withdraws). Refused for a sender
+    /// with a payment of ours still in flight: that transfer may be its settlement, about to be recorded.
+    pub async fn refund(
+        &self,
+        operator: &ChainWriter,
+        transaction: B256,
+        agent_id: U256,
+    ) -> Result<Unrecorded, RefundError> {
+        let transfer = self
+            .unrecorded()
+            .await?
+            .into_iter()
+            .find(|transfer| transfer.transaction == transaction)
+            .ok_or(RefundError::NotUnrecorded(transaction))?;
+        if !self
+            .store
+            .payments_in_flight(&hex(transfer.sender), 1)
+            .await
+            .map_err(PipelineError::from)?
+            .is_empty()
+        {
+            return Err(RefundError::PaymentInFlight(transfer.sender));
+        }
+        let subject = hex(transaction);
+        let record = Agentripe::recordDepositCall {
+            depositId: transaction,
+            agentId: agent_id,
+            buyer: transfer.sender,
+            amount: transfer.amount,
+        };
+        if operator.resume("record_unrecorded", &subject).await.map_err(PipelineError::from)?.is_none() {
+            operator
+                .send_and_confirm("record_unrecorded", &subject, self.escrow, record.abi_encode().into())
+                .await
+                .map_err(PipelineError::from)?;
+        }
+        let refund = Agentripe::refundToBuyerCall { depositId: transaction };
+        if operator.resume("refund_unrecorded", &subject).await.map_err(PipelineError::from)?.is_none() {
+            operator
+                .send_and_confirm("refund_unrecorded", &subject, self.escrow, refund.abi_encode().into())
+                .await
+                .map_err(PipelineError::from)?;
+        }
+        Ok(transfer)
+    }
+}
+
+/// Why an unrecorded transfer was not refunded.
+#[derive(Debug, thiserror::Error)]
+pub enum RefundError {
+    #[error(
+        "{0} is not an unrecorded transfer into the escrow within the look-back (SETTLEMENT_LOOKBACK_BLOCKS)"
+    )]
+    NotUnrecorded(B256),
+    #[error(
+        "{0} has a payment still in flight here: this transfer may be its settlement; let the reconciler finish it"
+    )]
+    PaymentInFlight(Address),
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+}
+
+impl From<RpcError> for RefundError {
+    fn from(error: RpcError) -> Self {
+        Self::Pipeline(error.into())
+    }
+}
+
+/// `agentripe refund-unrecorded`: with the server's configuration (its database and operator key),
+/// gives back the unrecorded transfer `transaction`, recorded for agent `agent` (by default the first
+/// indexed agent: the deposit is refunded at once, so which agent does not matter, but the escrow
+/// records deposits for registered agents only).
+pub async fn refund_unrecorded(
+    config: &crate::Config,
+    transaction: B256,
+    agent: Option<U256>,
+) -> Result<Unrecorded, String> {
+    let url = config.rpc_url.parse().map_err(|_| "RPC_URL is not a URL".to_owned())?;
+    let provider = alloy::providers::ProviderBuilder::new().connect_http(url).erased();
+    let store = Store::connect(&config.database_url).await.map_err(|error| error.to_string())?;
+    let deployment = &config.deployment;
+    let agent = match agent {
+        Some(agent) => agent,
+        None => {
+            let (agents, _) = store.search_agents(&[], 1, 0).await.map_err(|error| error.to_string())?;
+            let first = agents.first().ok_or("no agent is indexed yet: name one with --agent")?;
+            first
+                .agent_id
+                .parse()
+                .map_err(|_| format!("indexed agent id {} is not a number", first.agent_id))?
+        }
+    };
+    let operator = ChainWriter::new(
+        config.operator_key.clone(),
+        provider.clone(),
+        store.clone(),
+        deployment.chain_id,
+        config.confirmation(),
+        config.fees,
+    )
+    .await
+    .map_err(|error| error.to_string())?;
+    let audit = EscrowAudit::new(store, provider, deployment, config.settlement_lookback_blocks);
+    audit.refund(&operator, transaction, agent).await.map_err(|error| error.to_string())
+}
