@@ -246,9 +246,11 @@ on_both_engines!(a_registration_fee_is_collected_over_x402_before_anything_is_mi
     };
 
     // Unpaid: 402 with the terms, payable to the operator; nothing sent.
+    // Distinct timestamps: signed headers register once, and a paid registration takes about a second.
+    let at = now();
     let registrant = market.buyer(FEE).await;
     let nonce_before = market.provider.get_transaction_count(operator).await.expect("nonce");
-    let (status, required, _) = register(&registrant, now(), None).await;
+    let (status, required, _) = register(&registrant, at, None).await;
     assert_eq!(status, 402);
     let required: v2::PaymentRequired =
         decode_header(&required.expect("PAYMENT-REQUIRED")).expect("v2 terms");
@@ -268,14 +270,14 @@ on_both_engines!(a_registration_fee_is_collected_over_x402_before_anything_is_mi
     };
     let payment = market.v2_header(market.sign(&registrant, &offer, authorization), accepted);
     let operator_usdc = market.usdc_balance(operator).await;
-    let (status, _, created) = register(&registrant, now(), Some(&payment)).await;
+    let (status, _, created) = register(&registrant, at - 1, Some(&payment)).await;
     assert_eq!(status, 201, "{created}");
     assert_eq!(market.usdc_balance(operator).await, operator_usdc + U256::from(FEE));
     assert_eq!(market.usdc_balance(registrant.address()).await, U256::ZERO);
 
     // The same payment again, with fresh headers: refused before anything is sent.
     let nonce_before = market.provider.get_transaction_count(operator).await.expect("nonce");
-    let (status, _, reused) = register(&registrant, now() - 1, Some(&payment)).await;
+    let (status, _, reused) = register(&registrant, at - 2, Some(&payment)).await;
     assert_eq!((status, reused["error"].as_str()), (402, Some("registration_fee_unpaid")), "{reused}");
     assert_eq!(market.provider.get_transaction_count(operator).await.expect("nonce"), nonce_before);
 });
