@@ -11,6 +11,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{net::TcpListener, sync::Semaphore};
 use tower::ServiceExt;
 
+/// How many headers hyper parses: more than the API serves (100), so that a request with too many gets
+/// the API's JSON 431 rather than hyper's empty one.
+pub const MAX_HEADERS: usize = 256;
+
 /// How long clients may take, and how many may be connected at once.
 #[derive(Clone, Copy, Debug)]
 pub struct HttpLimits {
@@ -51,6 +55,7 @@ pub async fn serve(listener: TcpListener, router: Router, limits: HttpLimits) ->
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_timeout)
+                .max_headers(MAX_HEADERS)
                 .serve_connection(TokioIo::new(socket), service)
                 .with_upgrades();
             if let Err(error) = connection.await {

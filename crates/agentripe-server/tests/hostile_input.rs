@@ -35,6 +35,15 @@ async fn every_rejection_is_a_json_error() {
         (400, http.get(url("/discovery/resources?limit=abc"))),
         (400, signed("/vendor/tasks?limit=1180591620717411303424")),
         (404, http.get(url("/nowhere"))),
+        (414, http.get(url(&format!("/agents?q={}", "a".repeat(10_000))))),
+        (431, {
+            let mut request = http.get(url("/health"));
+            for i in 0..150 {
+                request = request.header(format!("x-filler-{i}"), "1");
+            }
+            request
+        }),
+        (431, http.get(url("/health")).header("x-large", "a".repeat(40_000))),
     ];
     for (expected, request) in cases {
         let (status, body) = rejected(request).await;

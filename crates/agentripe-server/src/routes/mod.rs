@@ -61,6 +61,7 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::from_fn(request_limits))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(TraceLayer::new_for_http())
         .with_state(state);
@@ -68,6 +69,37 @@ pub fn router(state: AppState) -> Router {
         Some(limit) => rate_limit::limited(router, limit),
         None => router,
     }
+}
+
+/// The longest request target served; longer ones get a JSON 414 (hyper itself answers an empty 414
+/// only past 64 KiB).
+const MAX_URI_BYTES: usize = 8 * 1024;
+/// The most headers, and header bytes, a request may carry; beyond, a JSON 431 (hyper itself answers an
+/// empty 431 only past `http_server::MAX_HEADERS` headers or its buffer).
+const MAX_HEADERS: usize = 100;
+const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// Refuses requests whose target or headers are too large, with the API's JSON error.
+async fn request_limits(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if request.uri().to_string().len() > MAX_URI_BYTES {
+        return ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!("the request target is longer than {MAX_URI_BYTES} bytes"),
+        )
+        .into_response();
+    }
+    let headers = request.headers();
+    let header_bytes: usize = headers.iter().map(|(name, value)| name.as_str().len() + value.len()).sum();
+    if headers.len() > MAX_HEADERS || header_bytes > MAX_HEADER_BYTES {
+        return ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!("at most {MAX_HEADERS} headers of {MAX_HEADER_BYTES} bytes in all"),
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 /// Every rejection is the API's JSON error, whoever made it: axum's extractors (a query string that does
