@@ -35,6 +35,14 @@ struct ResourceRow {
     #[sqlx(flatten)]
     resource: AgentResource,
     updated_at: i64,
+    total: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct AgentRow {
+    #[sqlx(flatten)]
+    agent: IndexedAgent,
+    total: i64,
 }
 
 /// How many words of a query are looked up; the rest are ignored.
@@ -138,21 +146,23 @@ impl Store {
         let (filter, binds) = having_words("a", words, 1);
         let from = format!("FROM agents a WHERE a.data IS NOT NULL{filter}");
         let next = binds.len() + 1;
+        // The total comes with the page, from the same snapshot: an agent indexed meanwhile is in both
+        // or in neither.
         let sql = format!(
-            "SELECT a.agent_id, a.owner, a.uri, a.data, a.problem, a.updated_at {from} \
+            "SELECT a.agent_id, a.owner, a.uri, a.data, a.problem, a.updated_at, COUNT(*) OVER () AS total {from} \
              ORDER BY LENGTH(a.agent_id), a.agent_id LIMIT ${next} OFFSET ${}",
             next + 1
         );
-        let mut query = sqlx::query_as::<_, IndexedAgent>(sqlx::AssertSqlSafe(sql));
-        let mut count = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) {from}")));
+        let mut query = sqlx::query_as::<_, AgentRow>(sqlx::AssertSqlSafe(sql));
         for bind in &binds {
             query = query.bind(bind.clone());
-            count = count.bind(bind.clone());
         }
-        let agents =
-            query.bind(limit).bind(offset).fetch_all(self.pool()).await.context("searching agents")?;
-        let total = count.fetch_one(self.pool()).await.context("counting agents found")?;
-        Ok((agents, total))
+        let rows = query.bind(limit).bind(offset).fetch_all(self.pool()).await.context("searching agents")?;
+        let total = match rows.first() {
+            Some(row) => row.total,
+            None => self.count(&from, None, &binds).await?,
+        };
+        Ok((rows.into_iter().map(|row| row.agent).collect(), total))
     }
 
     /// What listed agents matching `words` sell at `min_amount` or more, by agent id and catalog order,
@@ -171,21 +181,34 @@ impl Store {
         );
         let next = binds.len() + 2;
         let sql = format!(
-            "SELECT r.agent_id, r.position, r.agent_name, r.path, r.price, r.amount, r.description, a.updated_at {from} \
+            "SELECT r.agent_id, r.position, r.agent_name, r.path, r.price, r.amount, r.description, a.updated_at, \
+             COUNT(*) OVER () AS total {from} \
              ORDER BY LENGTH(r.agent_id), r.agent_id, r.position LIMIT ${next} OFFSET ${}",
             next + 1
         );
         let mut query = sqlx::query_as::<_, ResourceRow>(sqlx::AssertSqlSafe(sql)).bind(min_amount);
-        let mut count = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) {from}")))
-            .bind(min_amount);
         for bind in &binds {
             query = query.bind(bind.clone());
-            count = count.bind(bind.clone());
         }
         let rows =
             query.bind(limit).bind(offset).fetch_all(self.pool()).await.context("searching resources")?;
-        let total = count.fetch_one(self.pool()).await.context("counting resources found")?;
+        let total = match rows.first() {
+            Some(row) => row.total,
+            None => self.count(&from, Some(min_amount), &binds).await?,
+        };
         Ok((rows.into_iter().map(|row| (row.resource, row.updated_at)).collect(), total))
+    }
+
+    /// How many a search finds, for a page past its end (which carries no total).
+    async fn count(&self, from: &str, first: Option<i64>, binds: &[String]) -> Result<i64, StoreError> {
+        let mut count = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) {from}")));
+        if let Some(first) = first {
+            count = count.bind(first);
+        }
+        for bind in binds {
+            count = count.bind(bind.clone());
+        }
+        count.fetch_one(self.pool()).await.context("counting what a search found")
     }
 
     /// Records that an agent's registration file cannot be fetched now, keeping what was last read of it:

@@ -365,3 +365,30 @@ on_both_engines!(refused_payments_are_forgotten_once_expired_and_nothing_else_is
     );
     assert!(store.amounts_not_yet_settled("0xbbbb", "0xcccc").await.expect("amounts").is_empty());
 });
+
+on_both_engines!(agents_are_found_by_the_start_of_any_of_their_words, |store| async move {
+    use agentripe_store::IndexedAgent;
+    let agent = |id: &str| IndexedAgent {
+        agent_id: id.into(),
+        owner: "0xowner".into(),
+        uri: "data:".into(),
+        data: Some("{}".into()),
+        problem: None,
+        updated_at: NOW,
+    };
+    let words = |list: &[&str]| list.iter().map(|word| (*word).to_owned()).collect::<Vec<_>>();
+    store.index_agent(&agent("1"), &words(&["summarizer", "text", "日本語"]), &[]).await.expect("index");
+    store.index_agent(&agent("2"), &words(&["translator", "text", "émigré"]), &[]).await.expect("index");
+    let found = async |query: &[&str]| {
+        let (agents, total) = store.search_agents(&words(query), 10, 0).await.expect("search");
+        (agents.into_iter().map(|agent| agent.agent_id).collect::<Vec<_>>(), total)
+    };
+    assert_eq!(found(&["summ"]).await, (vec!["1".to_owned()], 1));
+    assert_eq!(found(&["text"]).await, (vec!["1".to_owned(), "2".to_owned()], 2));
+    assert_eq!(found(&["日本"]).await, (vec!["1".to_owned()], 1));
+    assert_eq!(found(&["émi", "tr"]).await, (vec!["2".to_owned()], 1));
+    assert_eq!(found(&["mari"]).await, (vec![], 0), "by the start of a word only");
+    assert_eq!(found(&[]).await.1, 2, "no words: every listed agent");
+    let (past_the_end, total) = store.search_agents(&[], 10, 5).await.expect("search");
+    assert_eq!((past_the_end.len(), total), (0, 2), "a page past the end still counts");
+});
