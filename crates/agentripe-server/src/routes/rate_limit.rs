@@ -2,7 +2,11 @@
 //! requests, one refilled every `refill`. Beyond it, 429 with `Retry-After` and the API's JSON error,
 //! before any handler, database or RPC work.
 
-use std::{net::IpAddr, sync::Arc, time::Duration};
+use std::{
+    net::{IpAddr, Ipv6Addr},
+    sync::Arc,
+    time::Duration,
+};
 
 use axum::{Router, body::Body, http::StatusCode, response::IntoResponse};
 use tower_governor::{
@@ -21,9 +25,33 @@ const FORGET_QUIET_CLIENTS: Duration = Duration::from_secs(60);
 /// behind a proxy that sets it (any client could set it otherwise).
 pub fn limited(router: Router, limit: RateLimit) -> Router {
     if limit.trust_forwarded_for {
-        layer(router, limit, SmartIpKeyExtractor)
+        layer(router, limit, ByNetwork(SmartIpKeyExtractor))
     } else {
-        layer(router, limit, PeerIpKeyExtractor)
+        layer(router, limit, ByNetwork(PeerIpKeyExtractor))
+    }
+}
+
+/// Keys a client by its IPv4 address, or by its IPv6 /64: one subscriber's network hands out a whole
+/// /64, so a client keyed by its full IPv6 address would get a fresh bucket per address.
+#[derive(Clone, Copy, Debug)]
+struct ByNetwork<K>(K);
+
+impl<K: KeyExtractor<Key = IpAddr>> KeyExtractor for ByNetwork<K> {
+    type Key = IpAddr;
+
+    fn extract<T>(&self, request: &axum::http::Request<T>) -> Result<IpAddr, GovernorError> {
+        self.0.extract(request).map(network)
+    }
+}
+
+/// The part of `address` that one client controls as a whole.
+fn network(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        },
     }
 }
 
@@ -65,5 +93,25 @@ fn too_many(error: GovernorError) -> axum::http::Response<Body> {
         GovernorError::Other { code, msg, .. } => {
             ApiError::new(code, "rate_limited", msg.unwrap_or_else(|| "refused".into())).into_response()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv6_client_is_its_64_and_an_ipv4_client_its_address() {
+        let key = |text: &str| network(text.parse().expect("address"));
+        assert_eq!(
+            key("2001:db8:1:2:aaaa::1"),
+            key("2001:db8:1:2:ffff:eeee:dddd:cccc"),
+            "one /64, one bucket"
+        );
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"), "another /64, another bucket");
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::".parse::<IpAddr>().expect("address"));
+        assert_eq!(key("203.0.113.7"), "203.0.113.7".parse::<IpAddr>().expect("address"));
+        assert_ne!(key("203.0.113.7"), key("203.0.113.8"));
+        assert_eq!(key("::ffff:203.0.113.7"), key("203.0.113.7"), "IPv4 mapped into IPv6 is IPv4");
     }
 }
