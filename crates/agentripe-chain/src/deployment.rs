@@ -3,10 +3,11 @@
 use std::path::{Path, PathBuf};
 
 use alloy::primitives::Address;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-/// The addresses and parameters of one deployment, as written by `contracts/script/Deploy.s.sol`.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+/// The addresses and parameters of one deployment, as written by `contracts/script/Deploy.s.sol` (and
+/// by `agentripe deploy`, which serializes this).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Deployment {
     /// The chain the contracts are on.
@@ -69,6 +70,13 @@ mod tests {
     #[test]
     fn parses_the_deploy_scripts_output() {
         let deployment: Deployment = serde_json::from_str(WRITTEN_BY_FORGE).expect("valid deployment");
+        let written = serde_json::to_string(&deployment).expect("serializes");
+        assert_eq!(serde_json::from_str::<Deployment>(&written).expect("reads back"), deployment);
+        let forge: serde_json::Value = serde_json::from_str(WRITTEN_BY_FORGE).expect("json");
+        let ours: serde_json::Value = serde_json::from_str(&written).expect("json");
+        let keys =
+            |value: &serde_json::Value| value.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>());
+        assert_eq!(keys(&ours), keys(&forge), "the same fields as the deploy script writes");
         assert_eq!(deployment.chain_id, 31337);
         assert_eq!(deployment.deposit_timeout_seconds, 604_800);
         assert!(deployment.usdc_is_test_token);

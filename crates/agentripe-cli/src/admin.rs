@@ -2,7 +2,10 @@
 
 use std::path::Path;
 
-use agentripe_chain::bindings::{Agentripe, IdentityRegistry, ReputationRegistry, TestUSDC};
+use agentripe_chain::{
+    Deployment,
+    bindings::{Agentripe, IdentityRegistry, ReputationRegistry, TestUSDC},
+};
 use agentripe_server::{util::now_secs, vendor_auth::signed_headers};
 use alloy::{
     primitives::{Address, U256},
@@ -65,17 +68,18 @@ pub async fn deploy(
     let escrow = Agentripe::deploy(&provider, usdc, identity, operator, deployer, U256::from(timeout))
         .await
         .map_err(fail("Agentripe"))?;
-    let deployment = json!({
-        "chainId": chain_id,
-        "agentripe": escrow.address().to_checksum(None),
-        "usdc": usdc.to_checksum(None),
-        "usdcIsTestToken": test_token,
-        "identityRegistry": identity.to_checksum(None),
-        "reputationRegistry": reputation.to_checksum(None),
-        "operator": operator.to_checksum(None),
-        "depositTimeoutSeconds": timeout,
-        "startBlock": start_block,
-    });
+    let deployment = Deployment {
+        chain_id,
+        agentripe: *escrow.address(),
+        usdc,
+        usdc_is_test_token: test_token,
+        identity_registry: identity,
+        reputation_registry: reputation,
+        operator,
+        deposit_timeout_seconds: timeout,
+        start_block,
+    };
+    let deployment = serde_json::to_value(&deployment).map_err(|e| e.to_string())?;
     std::fs::write(out, serde_json::to_string_pretty(&deployment).unwrap_or_default())
         .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
     client.show(&deployment, || {

@@ -180,18 +180,7 @@ async fn deploy_and_register_through_the_cli() {
     config.database_url =
         fresh_database_url(Engine::Sqlite, "cli_admin_index").await.expect("SQLite needs no set-up");
     let second = market.start_with(config).await;
-    let listed = async || -> Value {
-        let response = second.http.get(format!("{}/agents", second.base)).send().await.expect("list");
-        response.json().await.expect("json")
-    };
-    let mut agents = Value::Null;
-    for _ in 0..100 {
-        agents = listed().await;
-        if agents["total"] == 1 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let agents = second.agents_eventually(1, std::time::Duration::from_secs(5)).await;
     assert_eq!(agents["agents"][0]["agentId"], market.agent_id.to_string(), "{agents}");
 
     // A vendor registers through the server with a file.
@@ -215,25 +204,13 @@ async fn deploy_and_register_through_the_cli() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usdc_sent_to_the_escrow_without_a_deposit_is_reported_and_given_back() {
-    use agentripe_chain::bindings::TestUSDC;
     use agentripe_server::testing::PRICE;
-    use alloy::providers::ProviderBuilder;
 
     let market = Market::new(Engine::Sqlite, "cli_unrecorded").await.expect("SQLite needs no set-up");
     let server = market.start().await;
     // A stranger transfers USDC straight into the escrow: no payment, no deposit.
     let stranger = market.buyer(PRICE).await;
-    market.fund_gas(stranger.address()).await;
-    let as_stranger =
-        ProviderBuilder::new().wallet(stranger.clone()).connect_http(market.anvil.endpoint_url());
-    let receipt = TestUSDC::new(market.deployment.usdc, &as_stranger)
-        .transfer(market.deployment.agentripe, U256::from(PRICE))
-        .send()
-        .await
-        .expect("transfer")
-        .get_receipt()
-        .await
-        .expect("mined");
+    let receipt = market.transfer_to_escrow(&stranger, PRICE).await;
     let unrecorded = async || -> Value {
         let health: Value = server
             .http
@@ -259,17 +236,8 @@ async fn usdc_sent_to_the_escrow_without_a_deposit_is_reported_and_given_back() 
 
     // The operator gives it back with the server's own configuration.
     let deployment = std::env::temp_dir().join(format!("agentripe-unrecorded-{}.json", std::process::id()));
-    let d = &market.deployment;
-    std::fs::write(
-        &deployment,
-        serde_json::json!({
-            "chainId": d.chain_id, "agentripe": d.agentripe, "usdc": d.usdc, "usdcIsTestToken": true,
-            "identityRegistry": d.identity_registry, "reputationRegistry": d.reputation_registry,
-            "operator": d.operator, "depositTimeoutSeconds": d.deposit_timeout_seconds, "startBlock": 0
-        })
-        .to_string(),
-    )
-    .expect("deployment file");
+    std::fs::write(&deployment, serde_json::to_string(&market.deployment).expect("json"))
+        .expect("deployment file");
     let refund = async || {
         let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_agentripe"))
             .args(["--json", "refund-unrecorded", &format!("{:#x}", receipt.transaction_hash)])

@@ -72,16 +72,7 @@ async fn main() -> std::process::ExitCode {
     let market = Arc::new(Market::new(engine, "crash_campaign").await.expect("the database is reachable"));
     let d = &market.deployment;
     let deployment = std::env::temp_dir().join(format!("agentripe-crash-{}.json", std::process::id()));
-    std::fs::write(
-        &deployment,
-        json!({
-            "chainId": d.chain_id, "agentripe": d.agentripe, "usdc": d.usdc, "usdcIsTestToken": true,
-            "identityRegistry": d.identity_registry, "reputationRegistry": d.reputation_registry,
-            "operator": d.operator, "depositTimeoutSeconds": d.deposit_timeout_seconds, "startBlock": 0
-        })
-        .to_string(),
-    )
-    .expect("deployment file");
+    std::fs::write(&deployment, serde_json::to_string(d).expect("json")).expect("deployment file");
     let port =
         std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("port").port();
     let listen = format!("127.0.0.1:{port}");

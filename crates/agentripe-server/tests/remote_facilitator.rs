@@ -301,17 +301,7 @@ on_both_engines!(a_facilitators_hash_must_be_this_authorizations_settlement, |ma
     // that transaction's hash. It moved the right amount from the right payer into the escrow, but it
     // did not spend this authorization: the deposit is keyed by the settlement that did.
     let buyer = market.buyer(2 * PRICE).await;
-    market.fund_gas(buyer.address()).await;
-    let as_buyer = ProviderBuilder::new().wallet(buyer.clone()).connect_http(market.anvil.endpoint_url());
-    let stray = TestUSDC::new(market.deployment.usdc, &as_buyer)
-        .transfer(market.deployment.agentripe, U256::from(PRICE))
-        .send()
-        .await
-        .expect("transfer")
-        .get_receipt()
-        .await
-        .expect("mined")
-        .transaction_hash;
+    let stray = market.transfer_to_escrow(&buyer, PRICE).await.transaction_hash;
     let url =
         start_facilitator_on(&market, Script::AnswersAnotherHash, market.deployment.chain_id, Some(stray))
             .await;

@@ -15,6 +15,7 @@ use alloy::{
     node_bindings::{Anvil, AnvilInstance},
     primitives::{Address, B256, U256},
     providers::{DynProvider, Provider, ProviderBuilder},
+    rpc::types::TransactionReceipt,
     signers::local::PrivateKeySigner,
 };
 use base64::{Engine as _, engine::general_purpose::STANDARD};
@@ -184,6 +185,21 @@ impl Market {
             ProviderBuilder::new().wallet(key(&self.anvil, 8)).connect_http(self.anvil.endpoint_url());
         let transfer = TransactionRequest::default().with_to(account).with_value(U256::from(10u128.pow(18)));
         funder.send_transaction(transfer).await.expect("send ETH").watch().await.expect("mined");
+    }
+
+    /// A plain token transfer of `amount` from `sender` into the escrow (a stray transfer, or one a
+    /// facilitator passes off as a settlement), with gas for it; its receipt.
+    pub async fn transfer_to_escrow(&self, sender: &PrivateKeySigner, amount: u64) -> TransactionReceipt {
+        self.fund_gas(sender.address()).await;
+        let as_sender = ProviderBuilder::new().wallet(sender.clone()).connect_http(self.anvil.endpoint_url());
+        TestUSDC::new(self.deployment.usdc, &as_sender)
+            .transfer(self.deployment.agentripe, U256::from(amount))
+            .send()
+            .await
+            .expect("transfer")
+            .get_receipt()
+            .await
+            .expect("mined")
     }
 
     /// What `account` may withdraw from the escrow.

@@ -74,6 +74,27 @@ impl Server {
         panic!("task {task} never reached escrow status {expected}");
     }
 
+    /// `GET /agents` until it lists `total` agents (the index follows the chain), polling for up to
+    /// `patience`; the last answer either way.
+    pub async fn agents_eventually(&self, total: u64, patience: Duration) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let listed: serde_json::Value = self
+                .http
+                .get(format!("{}/agents", self.base))
+                .send()
+                .await
+                .expect("get")
+                .json()
+                .await
+                .expect("json");
+            if listed["total"] == total || tokio::time::Instant::now() >= deadline {
+                return listed;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn purchase_url(&self, agent_id: U256) -> String {
         format!("{}/{agent_id}/translate", self.base)
     }
