@@ -1,0 +1,109 @@
+//! What the wallet reads and sends on the pinned chain itself, never through the marketplace server:
+//! balances, withdrawals, and the check of a server's terms before a person trusts them.
+
+use agentripe_chain::bindings::{Agentripe, IERC3009};
+use agentripe_x402::Offer;
+use alloy::{
+    network::EthereumWallet,
+    primitives::{Address, B256, U256},
+    providers::{Provider, ProviderBuilder},
+    signers::local::PrivateKeySigner,
+    sol,
+};
+
+use crate::policy::Trust;
+
+sol! {
+    #[sol(rpc)]
+    interface IERC20Balance {
+        function balanceOf(address account) external view returns (uint256);
+    }
+}
+
+fn reader(rpc_url: &str) -> Result<impl Provider + use<>, String> {
+    let url = rpc_url.parse().map_err(|_| format!("bad RPC URL {rpc_url}"))?;
+    Ok(ProviderBuilder::new().connect_http(url))
+}
+
+/// The payer's token balance.
+pub async fn usdc_balance(trust: &Trust, payer: Address) -> Result<U256, String> {
+    let provider = reader(&trust.rpc_url)?;
+    IERC20Balance::new(trust.asset, &provider)
+        .balanceOf(payer)
+        .call()
+        .await
+        .map_err(|error| format!("cannot read the balance of {payer}: {error}"))
+}
+
+/// What the escrow holds for `account` to withdraw (refunds, or a vendor's payouts).
+pub async fn withdrawable(trust: &Trust, account: Address) -> Result<U256, String> {
+    let provider = reader(&trust.rpc_url)?;
+    Agentripe::new(trust.escrow, &provider)
+        .withdrawableBalance(account)
+        .call()
+        .await
+        .map_err(|error| format!("cannot read the escrow's credit for {account}: {error}"))
+}
+
+/// Pulls `key`'s credit from the pinned escrow; `None` when there is none.
+pub async fn withdraw(trust: &Trust, key: &PrivateKeySigner) -> Result<Option<(U256, B256)>, String> {
+    let credit = withdrawable(trust, key.address()).await?;
+    if credit.is_zero() {
+        return Ok(None);
+    }
+    let url = trust.rpc_url.parse().map_err(|_| format!("bad RPC URL {}", trust.rpc_url))?;
+    let provider = ProviderBuilder::new().wallet(EthereumWallet::from(key.clone())).connect_http(url);
+    let receipt = Agentripe::new(trust.escrow, &provider)
+        .withdraw()
+        .send()
+        .await
+        .map_err(|error| format!("withdraw: {error}"))?
+        .get_receipt()
+        .await
+        .map_err(|error| format!("withdraw: {error}"))?;
+    if !receipt.status() {
+        return Err(format!("withdraw reverted in {:#x}", receipt.transaction_hash));
+    }
+    Ok(Some((credit, receipt.transaction_hash)))
+}
+
+/// Checks a server's offer against the chain at `rpc_url` before anyone trusts it: the chain is the
+/// one named, the escrow's token is the asset, and the token's EIP-712 domain is the one named.
+pub async fn verify_offer(offer: &Offer, rpc_url: &str) -> Result<Trust, String> {
+    let provider = reader(rpc_url)?;
+    let chain_id =
+        provider.get_chain_id().await.map_err(|error| format!("cannot reach {rpc_url}: {error}"))?;
+    if chain_id != offer.network.chain_id {
+        return Err(format!(
+            "the server names chain {}, the RPC serves chain {chain_id}",
+            offer.network.chain_id
+        ));
+    }
+    let token = Agentripe::new(offer.pay_to, &provider)
+        .token()
+        .call()
+        .await
+        .map_err(|error| format!("{} is not an Agentripe escrow: {error}", offer.pay_to))?;
+    if token != offer.asset {
+        return Err(format!("the escrow {} holds {token}, not the asset {}", offer.pay_to, offer.asset));
+    }
+    let separator = IERC3009::new(offer.asset, &provider)
+        .DOMAIN_SEPARATOR()
+        .call()
+        .await
+        .map_err(|error| format!("cannot read the token's EIP-712 domain: {error}"))?;
+    if separator != offer.token_domain().separator() {
+        return Err(format!(
+            "the token's EIP-712 domain is not {:?} version {:?}",
+            offer.token_name, offer.token_version
+        ));
+    }
+    Ok(Trust {
+        chain_id,
+        escrow: offer.pay_to,
+        asset: offer.asset,
+        token_name: offer.token_name.clone(),
+        token_version: offer.token_version.clone(),
+        rpc_url: rpc_url.to_owned(),
+    })
+}

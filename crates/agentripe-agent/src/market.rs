@@ -1,0 +1,369 @@
+//! The marketplace's HTTP API as an agent uses it: discovery, buying through the [`Wallet`], following
+//! tasks and payments, and the vendor's signed task loop. Answers are the server's JSON, unchanged.
+
+use std::time::Duration;
+
+use agentripe_server::vendor_auth::{buyer_headers, signed_headers};
+use agentripe_x402::{decode_header, v2};
+use alloy::signers::{Signer, SignerSync, local::PrivateKeySigner};
+use reqwest::{RequestBuilder, Url};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::{
+    Purchase,
+    ledger::SignedPayment,
+    now,
+    wallet::{Ask, Decision, Queued, Refusal, Wallet, WalletError},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MarketError {
+    #[error("server unreachable: {0}")]
+    Unreachable(String),
+    #[error("{status} {error}: {message}")]
+    Api { status: u16, error: String, message: String },
+    #[error("{0}")]
+    Protocol(String),
+    #[error(transparent)]
+    Wallet(#[from] WalletError),
+}
+
+/// What became of a purchase.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Purchased {
+    Bought(Bought),
+    /// The wallet refused to sign: nothing was paid.
+    Refused(Refusal),
+    /// Waiting for a person's approval: nothing was paid yet.
+    Queued(Queued),
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Bought {
+    pub task_id: String,
+    /// Token units paid.
+    pub amount: String,
+    /// The server's answer.
+    pub answer: Value,
+}
+
+/// The server at `base`.
+#[derive(Clone, Debug)]
+pub struct Market {
+    base: String,
+    origin: String,
+    http: reqwest::Client,
+}
+
+/// How many times a purchase answered 503 (settlement in flight) is resent with the same payment.
+const RESENDS: usize = 10;
+
+impl Market {
+    pub fn new(base: &str) -> Result<Self, String> {
+        let url = Url::parse(base).map_err(|error| format!("bad server URL {base}: {error}"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!("bad server URL {base}: use http:// or https://"));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|error| error.to_string())?;
+        Ok(Self {
+            base: base.trim_end_matches('/').to_owned(),
+            origin: url.origin().ascii_serialization(),
+            http,
+        })
+    }
+
+    /// `https://host[:port]`: how the spend policy names this server.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn send(request: RequestBuilder) -> Result<(u16, Value, reqwest::header::HeaderMap), MarketError> {
+        let response = request.send().await.map_err(|error| MarketError::Unreachable(error.to_string()))?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        Ok((status, body, headers))
+    }
+
+    /// The JSON of a successful answer, or the server's error.
+    async fn read(request: RequestBuilder) -> Result<(u16, Value), MarketError> {
+        let (status, body, _) = Self::send(request).await?;
+        if status >= 400 {
+            return Err(MarketError::Api {
+                status,
+                error: body["error"].as_str().unwrap_or("error").to_owned(),
+                message: body["message"].as_str().unwrap_or("no details").to_owned(),
+            });
+        }
+        Ok((status, body))
+    }
+
+    fn buyer_signed(
+        &self,
+        request: RequestBuilder,
+        key: Option<&PrivateKeySigner>,
+    ) -> Result<RequestBuilder, MarketError> {
+        match key {
+            Some(key) => Ok(request.headers(
+                buyer_headers(key, now()).map_err(|error| MarketError::Protocol(error.to_string()))?,
+            )),
+            None => Ok(request),
+        }
+    }
+
+    /// Agents, or those whose name, description or catalog hold every word of `query`.
+    pub async fn agents(&self, query: Option<&str>, limit: u32) -> Result<Value, MarketError> {
+        let mut request = self.http.get(self.url("/agents")).query(&[("limit", limit.to_string())]);
+        if let Some(query) = query {
+            request = request.query(&[("q", query)]);
+        }
+        Ok(Self::read(request).await?.1)
+    }
+
+    pub async fn agent(&self, agent_id: &str) -> Result<Value, MarketError> {
+        Ok(Self::read(self.http.get(self.url(&format!("/agents/{}", segment(agent_id)?)))).await?.1)
+    }
+
+    /// A task; its request and result only when `key` is its buyer's (or vendor's).
+    pub async fn task(&self, task_id: &str, key: Option<&PrivateKeySigner>) -> Result<Value, MarketError> {
+        let request = self.http.get(self.url(&format!("/tasks/{}", segment(task_id)?)));
+        Ok(Self::read(self.buyer_signed(request, key)?).await?.1)
+    }
+
+    /// A task's result: `Some` once its escrow has moved, `None` (with the task's status) before.
+    pub async fn result(
+        &self,
+        task_id: &str,
+        key: Option<&PrivateKeySigner>,
+    ) -> Result<(bool, Value), MarketError> {
+        let request = self.http.get(self.url(&format!("/tasks/{}/result", segment(task_id)?)));
+        let (status, body) = Self::read(self.buyer_signed(request, key)?).await?;
+        Ok((status == 200, body))
+    }
+
+    /// Follows a task until its escrow moves or `timeout` passes; `progress` hears each open status.
+    pub async fn wait(
+        &self,
+        task_id: &str,
+        key: Option<&PrivateKeySigner>,
+        timeout: Duration,
+        mut progress: impl FnMut(&str),
+    ) -> Result<(bool, Value), MarketError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let (done, body) = self.result(task_id, key).await?;
+            if done || tokio::time::Instant::now() >= deadline {
+                return Ok((done, body));
+            }
+            progress(body["status"].as_str().unwrap_or("?"));
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// A buyer's own tasks and payments in flight.
+    pub async fn buyer_tasks(&self, key: &PrivateKeySigner) -> Result<Value, MarketError> {
+        let request = self.http.get(self.url("/buyer/tasks"));
+        Ok(Self::read(self.buyer_signed(request, Some(key))?).await?.1)
+    }
+
+    /// Buys `service_path` of `agent_id`: asks the price (402), lets the wallet decide, and sends the
+    /// payment it signed. A 503 (settlement in flight) is answered by resending the same payment, which
+    /// is never charged twice.
+    pub async fn buy<S: Signer + SignerSync + Send + Sync>(
+        &self,
+        wallet: &Wallet<S>,
+        agent_id: &str,
+        service_path: &str,
+        body: &Value,
+    ) -> Result<Purchased, MarketError> {
+        let url =
+            self.url(&format!("/{}/{}", segment(agent_id)?, segment(service_path.trim_start_matches('/'))?));
+        let (status, answer, headers) = Self::send(self.http.post(&url).json(body)).await?;
+        if status != 402 {
+            return Err(MarketError::Protocol(format!(
+                "expected 402 with payment requirements, got {status}: {answer}"
+            )));
+        }
+        let header = headers
+            .get("payment-required")
+            .and_then(|value| value.to_str().ok())
+            .ok_or_else(|| MarketError::Protocol("the 402 answer has no PAYMENT-REQUIRED header".into()))?;
+        let required: v2::PaymentRequired = decode_header(header)
+            .map_err(|error| MarketError::Protocol(format!("bad PAYMENT-REQUIRED: {error}")))?;
+        let purchase = Purchase {
+            server: self.origin.clone(),
+            agent_id: agent_id.to_owned(),
+            service_path: service_path.trim_start_matches('/').to_owned(),
+        };
+        let signed = match wallet.pay(&Ask { purchase, required }).await? {
+            Decision::Signed(signed) => signed,
+            Decision::Refused(refusal) => return Ok(Purchased::Refused(refusal)),
+            Decision::Queued(queued) => return Ok(Purchased::Queued(queued)),
+        };
+        for _ in 0..RESENDS {
+            let request = self.http.post(&url).header("PAYMENT-SIGNATURE", &signed.header).json(body);
+            let (status, answer, headers) = Self::send(request).await?;
+            match status {
+                200 => {
+                    let task_id = answer["taskId"]
+                        .as_str()
+                        .ok_or_else(|| MarketError::Protocol(format!("a 200 without taskId: {answer}")))?
+                        .to_owned();
+                    wallet
+                        .ledger()
+                        .settle_outcome(&signed.nonce, "recorded", Some(&task_id), now())
+                        .await
+                        .map_err(WalletError::from)?;
+                    return Ok(Purchased::Bought(Bought {
+                        task_id,
+                        amount: signed.amount.to_string(),
+                        answer,
+                    }));
+                }
+                503 => {
+                    let retry = headers
+                        .get("retry-after")
+                        .and_then(|value| value.to_str().ok()?.parse().ok())
+                        .unwrap_or(2u64)
+                        .min(30);
+                    tokio::time::sleep(Duration::from_secs(retry)).await;
+                }
+                402 => {
+                    wallet
+                        .ledger()
+                        .settle_outcome(&signed.nonce, "refused", None, now())
+                        .await
+                        .map_err(WalletError::from)?;
+                    return Err(MarketError::Api {
+                        status,
+                        error: answer["error"].as_str().unwrap_or("payment_refused").to_owned(),
+                        message: "the server refused the payment; nothing was charged".into(),
+                    });
+                }
+                _ => {
+                    return Err(MarketError::Api {
+                        status,
+                        error: answer["error"].as_str().unwrap_or("error").to_owned(),
+                        message: format!(
+                            "{}; payment {} may still settle: follow it with `agentripe wallet payments`",
+                            answer["message"].as_str().unwrap_or("no details"),
+                            signed.nonce
+                        ),
+                    });
+                }
+            }
+        }
+        Err(MarketError::Protocol(format!(
+            "the server kept answering 503; payment {} is remembered: follow it with `agentripe wallet payments`",
+            signed.nonce
+        )))
+    }
+
+    /// Asks this server what became of each payment the wallet signed for it whose outcome is not yet
+    /// known, and notes the answers; returns the wallet's payments, newest first.
+    pub async fn follow_payments<S: Signer + SignerSync + Send + Sync>(
+        &self,
+        wallet: &Wallet<S>,
+        limit: i64,
+    ) -> Result<Vec<SignedPayment>, MarketError> {
+        let ledger = wallet.ledger();
+        for payment in ledger.payments(limit).await.map_err(WalletError::from)? {
+            if payment.outcome != "unknown" || payment.purchase.server != self.origin {
+                continue;
+            }
+            let request = self.http.get(self.url(&format!("/payments/{}/{}", payment.payer, payment.nonce)));
+            let (status, answer, _) = Self::send(request).await?;
+            let now = now();
+            let outcome = match (status, answer["status"].as_str()) {
+                (200, Some("recorded")) => Some(("recorded", answer["taskId"].as_str())),
+                (200, Some("refused")) => Some(("refused", None)),
+                // It never reached the server and can no longer be settled by anyone.
+                (404, _) if now > payment.valid_before => Some(("expired", None)),
+                _ => None,
+            };
+            if let Some((outcome, task_id)) = outcome {
+                ledger
+                    .settle_outcome(&payment.nonce, outcome, task_id, now)
+                    .await
+                    .map_err(WalletError::from)?;
+            }
+        }
+        Ok(ledger.payments(limit).await.map_err(WalletError::from)?)
+    }
+
+    /// Registers an agent (`{"data": ...}` or the bare registration data), signed and owned by `key`.
+    pub async fn register(&self, key: &PrivateKeySigner, registration: Value) -> Result<Value, MarketError> {
+        let body = match registration {
+            Value::Object(ref fields) if fields.len() == 1 && fields.contains_key("data") => registration,
+            data => json!({ "data": data }),
+        };
+        let headers =
+            signed_headers(key, None, now()).map_err(|error| MarketError::Protocol(error.to_string()))?;
+        Ok(Self::read(self.http.post(self.url("/agents/register")).headers(headers).json(&body)).await?.1)
+    }
+
+    /// The vendor's tasks in `status` (a comma list, or `all`).
+    pub async fn vendor_tasks(
+        &self,
+        key: &PrivateKeySigner,
+        agent_id: &str,
+        status: &str,
+    ) -> Result<Value, MarketError> {
+        let headers = signed_headers(key, Some(agent_id), now())
+            .map_err(|error| MarketError::Protocol(error.to_string()))?;
+        let request = self.http.get(self.url("/vendor/tasks")).query(&[("status", status), ("limit", "200")]);
+        Ok(Self::read(request.headers(headers)).await?.1)
+    }
+
+    /// `start`, `complete` or `fail` a task as its vendor.
+    pub async fn vendor_act(
+        &self,
+        key: &PrivateKeySigner,
+        agent_id: &str,
+        task_id: &str,
+        action: VendorAction,
+    ) -> Result<Value, MarketError> {
+        let (verb, body) = match action {
+            VendorAction::Start => ("start", json!({})),
+            VendorAction::Complete(result) => ("complete", json!({ "result": result })),
+            VendorAction::Fail(message) => ("fail", json!({ "errorMessage": message })),
+        };
+        let headers = signed_headers(key, Some(agent_id), now())
+            .map_err(|error| MarketError::Protocol(error.to_string()))?;
+        let url = self.url(&format!("/vendor/tasks/{}/{verb}", segment(task_id)?));
+        Ok(Self::read(self.http.post(url).headers(headers).json(&body)).await?.1)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum VendorAction {
+    Start,
+    Complete(String),
+    Fail(String),
+}
+
+/// One path segment: ids and paths from a model or a command line cannot walk to another endpoint.
+fn segment(text: &str) -> Result<String, MarketError> {
+    if text.is_empty() || text == "." || text == ".." {
+        return Err(MarketError::Protocol(format!("{text:?} is not an id or a service path")));
+    }
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    Ok(encoded)
+}
