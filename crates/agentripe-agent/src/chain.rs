@@ -35,25 +35,29 @@ pub async fn usdc_balance(trust: &Trust, payer: Address) -> Result<U256, String>
         .map_err(|error| format!("cannot read the balance of {payer}: {error}"))
 }
 
-/// What the escrow holds for `account` to withdraw (refunds, or a vendor's payouts).
-pub async fn withdrawable(trust: &Trust, account: Address) -> Result<U256, String> {
-    let provider = reader(&trust.rpc_url)?;
-    Agentripe::new(trust.escrow, &provider)
+/// What `escrow` holds for `account` to withdraw (refunds, or a vendor's payouts).
+pub async fn withdrawable(rpc_url: &str, escrow: Address, account: Address) -> Result<U256, String> {
+    let provider = reader(rpc_url)?;
+    Agentripe::new(escrow, &provider)
         .withdrawableBalance(account)
         .call()
         .await
         .map_err(|error| format!("cannot read the escrow's credit for {account}: {error}"))
 }
 
-/// Pulls `key`'s credit from the pinned escrow; `None` when there is none.
-pub async fn withdraw(trust: &Trust, key: &PrivateKeySigner) -> Result<Option<(U256, B256)>, String> {
-    let credit = withdrawable(trust, key.address()).await?;
+/// Pulls `key`'s credit from `escrow` (it pays the gas); `None` when there is none.
+pub async fn withdraw(
+    rpc_url: &str,
+    escrow: Address,
+    key: &PrivateKeySigner,
+) -> Result<Option<(U256, B256)>, String> {
+    let credit = withdrawable(rpc_url, escrow, key.address()).await?;
     if credit.is_zero() {
         return Ok(None);
     }
-    let url = trust.rpc_url.parse().map_err(|_| format!("bad RPC URL {}", trust.rpc_url))?;
+    let url = rpc_url.parse().map_err(|_| format!("bad RPC URL {rpc_url}"))?;
     let provider = ProviderBuilder::new().wallet(EthereumWallet::from(key.clone())).connect_http(url);
-    let receipt = Agentripe::new(trust.escrow, &provider)
+    let receipt = Agentripe::new(escrow, &provider)
         .withdraw()
         .send()
         .await

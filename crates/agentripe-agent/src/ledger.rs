@@ -292,6 +292,14 @@ impl Ledger {
         Ok(Some(pause))
     }
 
+    /// What was signed in the last hour and the last day.
+    pub async fn spent(&self, now: u64) -> Result<(U256, U256), LedgerError> {
+        let mut connection = self.pool.acquire().await?;
+        let (_, hour) = signed_since(&mut connection, now.saturating_sub(3_600)).await?;
+        let (_, day) = signed_since(&mut connection, now.saturating_sub(86_400)).await?;
+        Ok((hour, day))
+    }
+
     pub async fn paused(&self) -> Result<Option<Event>, LedgerError> {
         let mut connection = self.pool.acquire().await?;
         paused(&mut connection).await

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use agentripe_server::vendor_auth::{buyer_headers, signed_headers};
-use agentripe_x402::{decode_header, v2};
+use agentripe_x402::{Offer, decode_header, v2};
+use alloy::primitives::Address;
 use alloy::signers::{Signer, SignerSync, local::PrivateKeySigner};
 use reqwest::{RequestBuilder, Url};
 use serde::Serialize;
@@ -132,6 +133,28 @@ impl Market {
 
     pub async fn agent(&self, agent_id: &str) -> Result<Value, MarketError> {
         Ok(Self::read(self.http.get(self.url(&format!("/agents/{}", segment(agent_id)?)))).await?.1)
+    }
+
+    /// The escrow this server pays into, as its `/health` names it: (address, chain id).
+    pub async fn escrow(&self) -> Result<(Address, u64), MarketError> {
+        let (_, health) = Self::read(self.http.get(self.url("/health"))).await?;
+        let address = health["escrow"]["address"].as_str().and_then(|text| text.parse().ok());
+        let chain_id = health["escrow"]["chainId"].as_u64();
+        address
+            .zip(chain_id)
+            .ok_or_else(|| MarketError::Protocol(format!("/health names no escrow: {health}")))
+    }
+
+    /// The payment terms of a service this server sells (its discovery list): what `agentripe wallet
+    /// init` shows a person, and checks on chain, before the wallet trusts them.
+    pub async fn terms(&self) -> Result<Offer, MarketError> {
+        let (_, listed) =
+            Self::read(self.http.get(self.url("/discovery/resources")).query(&[("limit", "1")])).await?;
+        let accepted: v2::PaymentRequirements =
+            serde_json::from_value(listed["items"][0]["accepts"][0].clone()).map_err(|_| {
+                MarketError::Protocol("the server lists no service to read its payment terms from".into())
+            })?;
+        Offer::from_requirements(&accepted).map_err(|error| MarketError::Protocol(error.to_string()))
     }
 
     /// A task; its request and result only when `key` is its buyer's (or vendor's).

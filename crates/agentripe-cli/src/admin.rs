@@ -2,19 +2,19 @@
 
 use std::path::Path;
 
+use agentripe_agent::Market;
 use agentripe_chain::{
     Deployment,
     bindings::{Agentripe, IdentityRegistry, ReputationRegistry, TestUSDC},
 };
-use agentripe_server::{util::now_secs, vendor_auth::signed_headers};
 use alloy::{
     primitives::{Address, U256},
     providers::{Provider, ProviderBuilder},
     signers::local::PrivateKeySigner,
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::client::Client;
+use crate::output::Output;
 
 /// What `deploy` reuses instead of deploying.
 #[derive(Debug, Default)]
@@ -28,13 +28,13 @@ pub struct Reuse {
 /// Deploys what is not reused (a TestUSDC only when no USDC is given) and writes the deployment file
 /// the server reads, in the format of contracts/script/Deploy.s.sol.
 pub async fn deploy(
-    client: &Client,
+    out: Output,
     key: &PrivateKeySigner,
     rpc_url: &str,
     operator: Option<Address>,
     timeout: u64,
     reuse: Reuse,
-    out: &Path,
+    path: &Path,
 ) -> Result<(), String> {
     let url = rpc_url.parse().map_err(|_| format!("bad RPC URL {rpc_url}"))?;
     let provider = ProviderBuilder::new().wallet(key.clone()).connect_http(url);
@@ -80,39 +80,37 @@ pub async fn deploy(
         start_block,
     };
     let deployment = serde_json::to_value(&deployment).map_err(|e| e.to_string())?;
-    std::fs::write(out, serde_json::to_string_pretty(&deployment).unwrap_or_default())
-        .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
-    client.show(&deployment, || {
+    std::fs::write(path, serde_json::to_string_pretty(&deployment).unwrap_or_default())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    out.show(&deployment, || {
         format!(
             "deployed on chain {chain_id}\n  escrow              {}\n  USDC                {}{}\n  IdentityRegistry    {identity}\n  ReputationRegistry  {reputation}\n  operator            {operator}\nwritten to {}",
             escrow.address(),
             usdc,
             if test_token { " (TestUSDC: local chains only)" } else { "" },
-            out.display()
+            path.display()
         )
     });
     Ok(())
 }
 
 /// Registers an agent through the server: this key signs, the server mints and hands the agent over.
-pub async fn register(client: &Client, key: &PrivateKeySigner, file: &Path) -> Result<(), String> {
+/// The file holds the registration data, bare or as Agentripe's body `{"data": ...}`.
+pub async fn register(
+    market: &Market,
+    out: Output,
+    key: &PrivateKeySigner,
+    file: &Path,
+) -> Result<(), String> {
     let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    let data: Value =
+    let registration: Value =
         serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", file.display()))?;
-    let address = key.address().to_checksum(None);
-    let response = client
-        .http
-        .post(format!("{}/agents/register", client.base))
-        .headers(signed_headers(key, None, now_secs()).map_err(|e| e.to_string())?)
-        .json(&json!({ "data": data }))
-        .send()
-        .await
-        .map_err(|e| format!("server unreachable: {e}"))?;
-    let (_, answer) = Client::read(response).await?;
-    client.show(&answer, || {
+    let answer = market.register(key, registration).await.map_err(|e| e.to_string())?;
+    out.show(&answer, || {
         format!(
-            "registered agent #{} for {address}\ntransaction {}",
+            "registered agent #{} for {}\ntransaction {}",
             answer["agentId"],
+            key.address(),
             answer["transactionHash"].as_str().unwrap_or("?")
         )
     });

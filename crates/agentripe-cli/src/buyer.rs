@@ -1,15 +1,12 @@
-//! Buying over x402 and withdrawing: everything a buyer agent needs, with no RPC for buying (the
-//! payment is a signature; the server settles it).
+//! The buyer's commands: buy through the wallet, follow a task, withdraw a refund.
 
 use std::time::Duration;
 
-use agentripe_chain::bindings::Agentripe;
-use agentripe_server::catalog::format_price;
-use agentripe_x402::{Offer, client, decode_header, encode_header, v2};
-use alloy::{primitives::Address, providers::ProviderBuilder, signers::local::PrivateKeySigner};
+use agentripe_agent::{Market, Purchased, Wallet, market::MarketError};
+use alloy::{primitives::Address, signers::local::PrivateKeySigner};
 use serde_json::{Map, Value, json};
 
-use crate::client::Client;
+use crate::output::{self, Output};
 
 /// The purchase body, Agentripe's fields.
 pub fn body(
@@ -32,104 +29,95 @@ pub fn body(
     Ok(Value::Object(body))
 }
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
-}
-
-/// Asks the price (402), signs exactly that payment, and buys. A 503 (settlement in flight) is retried
-/// with the same signed payment, which is never charged twice.
+/// Buys through the wallet: the spend policy decides before anything is signed.
 pub async fn buy(
-    client: &Client,
-    key: &PrivateKeySigner,
+    market: &Market,
+    out: Output,
+    wallet: &Wallet<PrivateKeySigner>,
     agent: &str,
     path: &str,
     body: &Value,
 ) -> Result<(), String> {
-    let url = format!("{}/{agent}/{path}", client.base);
-    let unpaid =
-        client.http.post(&url).json(body).send().await.map_err(|e| format!("server unreachable: {e}"))?;
-    if unpaid.status() != 402 {
-        let (status, answer) = Client::read(unpaid).await?;
-        return Err(format!("expected 402 with payment requirements, got {status}: {answer}"));
-    }
-    let header = unpaid
-        .headers()
-        .get("payment-required")
-        .and_then(|value| value.to_str().ok())
-        .ok_or("the server's 402 has no PAYMENT-REQUIRED header")?
-        .to_owned();
-    let required: v2::PaymentRequired =
-        decode_header(&header).map_err(|e| format!("bad PAYMENT-REQUIRED: {e}"))?;
-    let accepted =
-        required.accepts.into_iter().find(|r| r.scheme == "exact").ok_or("no exact payment offered")?;
-    let amount = Offer::from_requirements(&accepted).map_err(|e| e.to_string())?.amount;
-    let payment = encode_header(
-        &client::pay(key, &accepted, Some(required.resource), now()).map_err(|e| e.to_string())?,
-    );
-    for _ in 0..10 {
-        let response = client
-            .http
-            .post(&url)
-            .header("PAYMENT-SIGNATURE", &payment)
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| format!("server unreachable: {e}"))?;
-        let status = response.status().as_u16();
-        let retry =
-            response.headers().get("retry-after").and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(2);
-        let answer: Value = response.json().await.unwrap_or(Value::Null);
-        match status {
-            200 => {
-                let task = answer["taskId"].as_str().unwrap_or("?");
-                client.show(&answer, || {
-                    format!("paid {} for {agent}/{path}\ntask {task}", format_price(amount, 6))
-                });
-                return Ok(());
-            }
-            503 => tokio::time::sleep(Duration::from_secs(retry)).await,
-            402 => return Err(format!("payment refused: {}", answer["error"].as_str().unwrap_or("?"))),
-            _ => return Err(format!("{status}: {}", answer["message"].as_str().unwrap_or("?"))),
+    match market.buy(wallet, agent, path, body).await.map_err(|error| error.to_string())? {
+        Purchased::Bought(bought) => {
+            let shown = json!({ "outcome": "bought", "taskId": bought.task_id, "amount": bought.amount, "answer": bought.answer });
+            out.show(&shown, || {
+                format!("paid {} for {agent}/{path}\ntask {}", output::usdc(&bought.amount), bought.task_id)
+            });
+            Ok(())
         }
+        Purchased::Refused(refusal) => Err(format!(
+            "the wallet refused to pay ({}): {}\n{}",
+            refusal.rule.name(),
+            refusal.reason,
+            refusal.remedy
+        )),
+        Purchased::Queued(queued) => Err(format!(
+            "not paid: waiting for a person's approval #{} ({}); `agentripe approvals approve {}`, then buy again",
+            queued.approval_id, queued.reason, queued.approval_id
+        )),
     }
-    Err("the server kept answering 503; the payment is safe to resend later with the same command".into())
 }
 
-/// Withdraws this key's credit from the escrow.
+/// A task, or with `wait` its result once the escrow has moved.
+pub async fn task(
+    market: &Market,
+    out: Output,
+    id: &str,
+    wait: Option<u64>,
+    key: Option<&PrivateKeySigner>,
+) -> Result<(), String> {
+    let Some(timeout) = wait else {
+        let shown = market.task(id, key).await.map_err(|error| error.to_string())?;
+        out.show(&shown, || output::describe(&shown["task"]));
+        return Ok(());
+    };
+    let spinner = ['|', '/', '-', '\\'];
+    let mut turn = 0;
+    let waited = market
+        .wait(id, key, Duration::from_secs(timeout), |status| {
+            out.progress(&format!("{} waiting for task {id}: {status}", spinner[turn % 4]));
+            turn += 1;
+        })
+        .await;
+    if turn > 0 {
+        out.end_progress();
+    }
+    let (done, result) = waited.map_err(|error| error.to_string())?;
+    if !done {
+        return Err(format!("task {id} still open after {timeout} s (status {})", result["status"]));
+    }
+    out.show(&result, || output::outcome(id, &result));
+    Ok(())
+}
+
+/// Pulls this key's credit from the escrow the server pays into (or the wallet's pinned one).
 pub async fn withdraw(
-    client: &Client,
+    market: &Market,
+    out: Output,
     key: &PrivateKeySigner,
     rpc_url: &str,
-    escrow: &str,
+    pinned: Option<Address>,
 ) -> Result<(), String> {
-    let escrow: Address = escrow.parse().map_err(|_| format!("--escrow {escrow} is not an address"))?;
-    let url = rpc_url.parse().map_err(|_| format!("bad RPC URL {rpc_url}"))?;
-    let provider = ProviderBuilder::new().wallet(key.clone()).connect_http(url);
-    let contract = Agentripe::new(escrow, &provider);
-    let credit = contract.withdrawableBalance(key.address()).call().await.map_err(|e| e.to_string())?;
-    if credit.is_zero() {
-        client.show(&json!({ "withdrawn": "0" }), || format!("{} has nothing to withdraw", key.address()));
-        return Ok(());
+    let escrow = match pinned {
+        Some(escrow) => escrow,
+        None => market.escrow().await.map_err(|error: MarketError| error.to_string())?.0,
+    };
+    match agentripe_agent::chain::withdraw(rpc_url, escrow, key).await? {
+        None => {
+            out.show(&json!({ "withdrawn": "0" }), || format!("{} has nothing to withdraw", key.address()));
+        }
+        Some((credit, transaction)) => {
+            let shown =
+                json!({ "withdrawn": credit.to_string(), "transactionHash": format!("{transaction:#x}") });
+            out.show(&shown, || {
+                format!(
+                    "withdrew {} to {}\ntransaction {transaction:#x}",
+                    output::usdc(&credit.to_string()),
+                    key.address()
+                )
+            });
+        }
     }
-    let receipt = contract
-        .withdraw()
-        .send()
-        .await
-        .map_err(|e| format!("withdraw: {e}"))?
-        .get_receipt()
-        .await
-        .map_err(|e| format!("withdraw: {e}"))?;
-    let answer = json!({ "withdrawn": credit.to_string(), "transactionHash": format!("{:#x}", receipt.transaction_hash) });
-    client.show(&answer, || {
-        format!(
-            "withdrew {} to {}\ntransaction {:#x}",
-            format_price(credit, 6),
-            key.address(),
-            receipt.transaction_hash
-        )
-    });
     Ok(())
 }

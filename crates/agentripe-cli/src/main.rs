@@ -1,18 +1,21 @@
 //! `agentripe`: one command for everyone who touches the marketplace. Human-readable output by
 //! default, `--json` for agents. Keys come from `AGENTRIPE_PRIVATE_KEY` or `--key-file`, never from
-//! the command line (where `ps` and shell history would show them).
+//! the command line (where `ps` and shell history would show them). Buying goes through the wallet:
+//! nothing is signed that the spend policy (`agentripe wallet init`) does not allow.
 
 mod admin;
 mod buyer;
-mod client;
+mod output;
 mod vendor;
+mod wallet;
 
 use std::{path::PathBuf, process::ExitCode};
 
+use agentripe_agent::{Market, Wallet};
 use alloy::signers::local::PrivateKeySigner;
 use clap::{Parser, Subcommand};
 
-use crate::client::Client;
+use crate::output::Output;
 
 #[derive(Debug, Parser)]
 #[command(name = "agentripe", version, about = "Agent-to-agent escrow marketplace over x402")]
@@ -26,6 +29,9 @@ struct Cli {
     /// Machine-readable output.
     #[arg(long, global = true)]
     json: bool,
+    /// The wallet's directory (its spend policy and ledger); default ~/.agentripe.
+    #[arg(long, env = "AGENTRIPE_WALLET", global = true)]
+    wallet: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -66,7 +72,7 @@ enum Command {
     /// log report it): recorded for its sender, then refunded as a credit it withdraws. Reads the
     /// server's configuration (its database and operator key) from the environment.
     RefundUnrecorded {
-        /// The transaction that moved it into the escrow.
+        /// The transaction that moved it into the escrow (0x...).
         transaction: String,
         /// A registered agent to record it for (it is refunded at once); default: the first indexed.
         #[arg(long)]
@@ -74,7 +80,7 @@ enum Command {
     },
     /// Register an agent through the server (this key signs and ends up owning it).
     Register {
-        /// The registration file (AgentURIData JSON).
+        /// The registration file: the agent's data (AgentURIData JSON), bare or as `{"data": ...}`.
         file: PathBuf,
     },
     /// List agents, or search their services.
@@ -84,10 +90,15 @@ enum Command {
         query: Option<String>,
     },
     /// Show one agent: catalog, payout address, reputation, outcomes.
-    Agent { id: String },
-    /// Buy a service over x402 and print the task id.
+    Agent {
+        /// The agent's id.
+        id: String,
+    },
+    /// Buy a service over x402 through the wallet and print the task id.
     Buy {
+        /// The vendor agent's id.
         agent: String,
+        /// The service's path in its catalog (e.g. translate).
         path: String,
         /// Instructions for the vendor (task_detail).
         #[arg(long)]
@@ -101,6 +112,7 @@ enum Command {
     },
     /// A task's status and result.
     Task {
+        /// The task's id (0x..., what `buy` printed).
         id: String,
         /// Follow the task until its escrow moves, and show what happened to the money.
         #[arg(long)]
@@ -111,20 +123,27 @@ enum Command {
     },
     /// Work as a vendor agent.
     Vendor {
-        /// The agent to act for.
-        #[arg(long, env = "AGENTRIPE_AGENT_ID")]
-        agent: String,
+        /// The agent to act for (before or after the action).
+        #[arg(long, env = "AGENTRIPE_AGENT_ID", global = true)]
+        agent: Option<String>,
         #[command(subcommand)]
         action: vendor::Action,
     },
-    /// Pull the credit the escrow holds for this key.
+    /// Pull the credit the escrow holds for this key (refunds, a vendor's payouts).
     Withdraw {
-        /// JSON-RPC endpoint of the escrow's chain.
+        /// JSON-RPC endpoint of the escrow's chain; default: the wallet policy's.
         #[arg(long, env = "RPC_URL")]
-        rpc_url: String,
-        /// The escrow (the payTo of the server's payment requirements).
-        #[arg(long, env = "AGENTRIPE_ADDRESS")]
-        escrow: String,
+        rpc_url: Option<String>,
+    },
+    /// The wallet (a person's commands): trust a server, show the policy, read the log, resume.
+    Wallet {
+        #[command(subcommand)]
+        action: wallet::WalletAction,
+    },
+    /// Payments the wallet queued for a person: list, approve, reject.
+    Approvals {
+        #[command(subcommand)]
+        action: Option<wallet::ApprovalAction>,
     },
 }
 
@@ -144,10 +163,14 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Serve => serve().await,
-        command => {
-            let client = Client::new(&cli.server, cli.json);
-            run(&client, command, cli.key_file.as_ref()).await
-        }
+        command => match Market::new(&cli.server) {
+            Ok(market) => {
+                let out = Output { json: cli.json };
+                let wallet = wallet::dir(cli.wallet);
+                run(&market, out, command, cli.key_file.as_ref(), &wallet).await
+            }
+            Err(error) => Err(error),
+        },
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -158,7 +181,13 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(client: &Client, command: Command, key_file: Option<&PathBuf>) -> Result<(), String> {
+async fn run(
+    market: &Market,
+    out: Output,
+    command: Command,
+    key_file: Option<&PathBuf>,
+    wallet_dir: &std::path::Path,
+) -> Result<(), String> {
     match command {
         Command::Serve => unreachable!("handled in main"),
         Command::Deploy {
@@ -169,7 +198,7 @@ async fn run(client: &Client, command: Command, key_file: Option<&PathBuf>) -> R
             identity_registry,
             reputation_registry,
             identity_registry_start_block,
-            out,
+            out: path,
         } => {
             let address = |name: &str, value: Option<String>| {
                 value
@@ -183,7 +212,7 @@ async fn run(client: &Client, command: Command, key_file: Option<&PathBuf>) -> R
                 reputation: address("reputation-registry", reputation_registry)?,
             };
             let operator = address("operator", operator)?;
-            admin::deploy(client, &key(key_file)?, &rpc_url, operator, deposit_timeout, reuse, &out).await
+            admin::deploy(out, &key(key_file)?, &rpc_url, operator, deposit_timeout, reuse, &path).await
         }
         Command::RefundUnrecorded { transaction, agent } => {
             let transaction = transaction
@@ -195,7 +224,7 @@ async fn run(client: &Client, command: Command, key_file: Option<&PathBuf>) -> R
             let config = agentripe_server::Config::from_env().map_err(|error| error.to_string())?;
             let refunded =
                 agentripe_server::escrow_audit::refund_unrecorded(&config, transaction, agent).await?;
-            client.show(
+            out.show(
                 &serde_json::json!({
                     "transaction": format!("{:#x}", refunded.transaction),
                     "sender": refunded.sender.to_checksum(None),
@@ -204,26 +233,49 @@ async fn run(client: &Client, command: Command, key_file: Option<&PathBuf>) -> R
                 || {
                     format!(
                         "refunded {} to {}: it withdraws it with withdraw()",
-                        refunded.amount, refunded.sender
+                        output::usdc(&refunded.amount.to_string()),
+                        refunded.sender
                     )
                 },
             );
             Ok(())
         }
-        Command::Register { file } => admin::register(client, &key(key_file)?, &file).await,
-        Command::Agents { query } => client.agents(query.as_deref()).await,
-        Command::Agent { id } => client.agent(&id).await,
+        Command::Register { file } => admin::register(market, out, &key(key_file)?, &file).await,
+        Command::Agents { query } => {
+            let listed = market.agents(query.as_deref(), 100).await.map_err(|error| error.to_string())?;
+            out.show(&listed, || output::agents(&listed));
+            Ok(())
+        }
+        Command::Agent { id } => {
+            let shown = market.agent(&id).await.map_err(|error| error.to_string())?;
+            out.show(&shown, || output::agent(&shown));
+            Ok(())
+        }
         Command::Buy { agent, path, detail, metadata, review } => {
             let body = buyer::body(detail, metadata, review)?;
-            buyer::buy(client, &key(key_file)?, &agent, &path, &body).await
+            let wallet = Wallet::open(wallet_dir, key(key_file)?).await.map_err(|error| error.to_string())?;
+            buyer::buy(market, out, &wallet, &agent, &path, &body).await
         }
         // The request and the result are private to the buyer: sign as it when a key is at hand.
         Command::Task { id, wait, timeout } => {
-            client.task(&id, wait, timeout, key(key_file).ok().as_ref()).await
+            buyer::task(market, out, &id, wait.then_some(timeout), key(key_file).ok().as_ref()).await
         }
-        Command::Vendor { agent, action } => vendor::run(client, &key(key_file)?, &agent, action).await,
-        Command::Withdraw { rpc_url, escrow } => {
-            buyer::withdraw(client, &key(key_file)?, &rpc_url, &escrow).await
+        Command::Vendor { agent, action } => {
+            let agent = agent.ok_or("which agent? give --agent ID (or AGENTRIPE_AGENT_ID)")?;
+            vendor::run(market, out, &key(key_file)?, &agent, action).await
+        }
+        Command::Withdraw { rpc_url } => {
+            let policy = agentripe_agent::Policy::load(&wallet_dir.join("policy.toml")).ok();
+            let rpc_url = rpc_url
+                .or_else(|| policy.as_ref().map(|policy| policy.trust.rpc_url.clone()))
+                .ok_or("give --rpc-url (or RPC_URL), or set up a wallet with `agentripe wallet init`")?;
+            let pinned = policy.map(|policy| policy.trust.escrow);
+            buyer::withdraw(market, out, &key(key_file)?, &rpc_url, pinned).await
+        }
+        Command::Wallet { action } => wallet::run(market, out, wallet_dir, key(key_file), action).await,
+        Command::Approvals { action } => {
+            let action = action.unwrap_or(wallet::ApprovalAction::List { all: false });
+            wallet::approvals(out, wallet_dir, action).await
         }
     }
 }

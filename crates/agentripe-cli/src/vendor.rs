@@ -3,13 +3,13 @@
 
 use std::{process::Stdio, time::Duration};
 
-use agentripe_server::{util::now_secs, vendor_auth::signed_headers};
+use agentripe_agent::{Market, market::VendorAction};
 use alloy::signers::local::PrivateKeySigner;
 use clap::Subcommand;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
-use crate::client::{Client, describe};
+use crate::output::{Output, describe};
 
 #[derive(Debug, Subcommand)]
 pub enum Action {
@@ -20,18 +20,26 @@ pub enum Action {
         status: Option<String>,
     },
     /// Take a task.
-    Start { task: String },
+    Start {
+        /// The task's id (0x...), as `vendor tasks` lists it.
+        task: String,
+    },
     /// Report a result for review.
     Complete {
+        /// The task's id (0x...).
         task: String,
+        /// The result, inline.
         #[arg(long, conflicts_with = "result_file")]
         result: Option<String>,
+        /// The result, from a file.
         #[arg(long)]
         result_file: Option<std::path::PathBuf>,
     },
     /// Give a task up (the buyer is refunded).
     Fail {
+        /// The task's id (0x...).
         task: String,
+        /// Why, for the buyer.
         #[arg(long)]
         message: String,
     },
@@ -50,51 +58,36 @@ pub enum Action {
 }
 
 struct Vendor<'a> {
-    client: &'a Client,
+    market: &'a Market,
+    out: Output,
     key: &'a PrivateKeySigner,
     agent: &'a str,
 }
 
 impl Vendor<'_> {
-    fn headers(&self) -> Result<reqwest::header::HeaderMap, String> {
-        signed_headers(self.key, Some(self.agent), now_secs()).map_err(|e| e.to_string())
-    }
-
     async fn list(&self, status: &str) -> Result<Vec<Value>, String> {
-        let url = format!("{}/vendor/tasks?status={status}&limit=200", self.client.base);
-        let response = self
-            .client
-            .http
-            .get(url)
-            .headers(self.headers()?)
-            .send()
-            .await
-            .map_err(|e| format!("server unreachable: {e}"))?;
-        let (_, body) = Client::read(response).await?;
-        Ok(body["tasks"].as_array().cloned().unwrap_or_default())
+        let listed =
+            self.market.vendor_tasks(self.key, self.agent, status).await.map_err(|e| e.to_string())?;
+        Ok(listed["tasks"].as_array().cloned().unwrap_or_default())
     }
 
-    async fn post(&self, task: &str, action: &str, body: Value) -> Result<Value, String> {
-        let url = format!("{}/vendor/tasks/{task}/{action}", self.client.base);
-        let response = self
-            .client
-            .http
-            .post(url)
-            .headers(self.headers()?)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| format!("server unreachable: {e}"))?;
-        Ok(Client::read(response).await?.1)
+    async fn act(&self, task: &str, action: VendorAction) -> Result<Value, String> {
+        self.market.vendor_act(self.key, self.agent, task, action).await.map_err(|e| e.to_string())
     }
 }
 
-pub async fn run(client: &Client, key: &PrivateKeySigner, agent: &str, action: Action) -> Result<(), String> {
-    let vendor = Vendor { client, key, agent };
+pub async fn run(
+    market: &Market,
+    out: Output,
+    key: &PrivateKeySigner,
+    agent: &str,
+    action: Action,
+) -> Result<(), String> {
+    let vendor = Vendor { market, out, key, agent };
     match action {
         Action::Tasks { status } => {
             let tasks = vendor.list(status.as_deref().unwrap_or("pending")).await?;
-            client.show(&json!({ "tasks": tasks }), || {
+            out.show(&json!({ "tasks": tasks }), || {
                 if tasks.is_empty() {
                     "no tasks".into()
                 } else {
@@ -103,8 +96,8 @@ pub async fn run(client: &Client, key: &PrivateKeySigner, agent: &str, action: A
             });
         }
         Action::Start { task } => {
-            let answer = vendor.post(&task, "start", json!({})).await?;
-            client.show(&answer, || describe(&answer["task"]));
+            let answer = vendor.act(&task, VendorAction::Start).await?;
+            out.show(&answer, || describe(&answer["task"]));
         }
         Action::Complete { task, result, result_file } => {
             let result = match (result, result_file) {
@@ -113,18 +106,12 @@ pub async fn run(client: &Client, key: &PrivateKeySigner, agent: &str, action: A
                     .map_err(|e| format!("cannot read {}: {e}", file.display()))?,
                 (None, None) => return Err("give --result or --result-file".into()),
             };
-            let answer = vendor.post(&task, "complete", json!({ "result": result })).await?;
-            client.show(&answer, || verdict(&answer));
+            let answer = vendor.act(&task, VendorAction::Complete(result)).await?;
+            out.show(&answer, || verdict(&answer));
         }
         Action::Fail { task, message } => {
-            let answer = vendor.post(&task, "fail", json!({ "errorMessage": message })).await?;
-            client.show(&answer, || {
-                format!(
-                    "{}\n  escrow  {}",
-                    describe(&answer["task"]),
-                    answer["escrowAction"].as_str().unwrap_or("?")
-                )
-            });
+            let answer = vendor.act(&task, VendorAction::Fail(message)).await?;
+            out.show(&answer, || describe(&answer["task"]));
         }
         Action::Work { exec, once, interval } => loop {
             for task in vendor.list("pending,rejected").await? {
@@ -153,7 +140,7 @@ fn verdict(answer: &Value) -> String {
 async fn work(vendor: &Vendor<'_>, exec: &str, task: &Value) -> Result<(), String> {
     let id = task["id"].as_str().ok_or("a task without an id")?;
     if task["status"] == "pending" {
-        vendor.post(id, "start", json!({})).await?;
+        vendor.act(id, VendorAction::Start).await?;
     }
     let mut child = tokio::process::Command::new("sh")
         .arg("-c")
@@ -176,14 +163,14 @@ async fn work(vendor: &Vendor<'_>, exec: &str, task: &Value) -> Result<(), Strin
     let output = child.wait_with_output().await.map_err(|e| e.to_string())?;
     let answer = if output.status.success() {
         let result = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-        vendor.post(id, "complete", json!({ "result": result })).await?
+        vendor.act(id, VendorAction::Complete(result)).await?
     } else {
         let message = String::from_utf8_lossy(&output.stderr).trim().to_owned();
         let message =
             if message.is_empty() { format!("{exec} exited with {}", output.status) } else { message };
-        vendor.post(id, "fail", json!({ "errorMessage": message })).await?
+        vendor.act(id, VendorAction::Fail(message)).await?
     };
-    vendor.client.show(&answer, || match answer.get("review") {
+    vendor.out.show(&answer, || match answer.get("review") {
         Some(_) => verdict(&answer),
         None => format!("task {id}: failed, escrow {}", answer["escrowAction"].as_str().unwrap_or("?")),
     });

@@ -1,5 +1,5 @@
-//! The real `agentripe` binary against a real server on anvil: buy, work as a vendor, follow the
-//! task, withdraw.
+//! The real `agentripe` binary against a real server on anvil: trust a server, buy through the wallet
+//! (and meet its brake), work as a vendor, follow the task and the payment, withdraw.
 
 use agentripe_server::testing::{LlmAnswer, Market, ScriptedLlm};
 use agentripe_store::testing::{Engine, fresh_database_url};
@@ -13,7 +13,12 @@ fn hex_key(signer: &PrivateKeySigner) -> String {
 /// Runs `agentripe --server URL --json ARGS` with `key` in the environment; returns (success, stdout JSON or text).
 async fn agentripe(server: &str, key: Option<&PrivateKeySigner>, args: &[&str]) -> (bool, String) {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_agentripe"));
-    command.args(["--server", server, "--json"]).args(args).env_remove("AGENTRIPE_PRIVATE_KEY");
+    // No test touches a real ~/.agentripe: a wallet is where a test says (--wallet), or nowhere.
+    command
+        .args(["--server", server, "--json"])
+        .args(args)
+        .env_remove("AGENTRIPE_PRIVATE_KEY")
+        .env("AGENTRIPE_WALLET", std::env::temp_dir().join("agentripe-cli-no-wallet"));
     if let Some(key) = key {
         command.env("AGENTRIPE_PRIVATE_KEY", hex_key(key));
     }
@@ -53,17 +58,73 @@ async fn a_buyer_and_a_vendor_trade_through_the_cli() {
     }
     assert_eq!(listed["agents"][0]["agentId"], agent);
 
-    // The buyer pays over x402 from the 402 answer alone.
-    let buyer = market.buyer(100_000).await;
-    let (ok, out) = agentripe(
-        base,
-        Some(&buyer),
-        &["buy", &agent, "translate", "--detail", "Translate 'hello'", "--review", "Accurate Japanese"],
-    )
-    .await;
+    // A person trusts the server's terms once (checked on the chain); the wallet then pays only them.
+    let wallet_dir = std::env::temp_dir().join(format!("agentripe-cli-wallet-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&wallet_dir);
+    let wallet = wallet_dir.to_str().expect("path");
+    let rpc = market.anvil.endpoint();
+    let (ok, out) =
+        agentripe(base, None, &["--wallet", wallet, "wallet", "init", "--rpc-url", &rpc, "--yes"]).await;
+    assert!(ok, "{out}");
+    assert_eq!(json(&out)["escrow"], market.deployment.agentripe.to_checksum(None));
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(wallet_dir.join("policy.toml")).expect("policy").permissions().mode();
+        assert_eq!(mode & 0o777, 0o444, "the policy is written read-only");
+    }
+
+    // The buyer pays over x402 from the 402 answer, through the wallet: a first payment to an agent
+    // pauses signing until a person resumes it.
+    let buyer = market.buyer(1_000_000).await;
+    let buy = [
+        "--wallet",
+        wallet,
+        "buy",
+        &agent,
+        "translate",
+        "--detail",
+        "Translate 'hello'",
+        "--review",
+        "Accurate Japanese",
+    ];
+    let (ok, out) = agentripe(base, Some(&buyer), &buy).await;
+    assert!(!ok && out.contains("new_agent_brake"), "{out}");
+    assert_eq!(market.usdc_balance(buyer.address()).await, U256::from(1_000_000), "nothing paid");
+    let (ok, out) = agentripe(base, None, &["--wallet", wallet, "wallet", "show"]).await;
+    assert!(ok, "{out}");
+    assert_eq!(json(&out)["paused"]["rule"], "new_agent_brake");
+    let (ok, out) = agentripe(base, None, &["--wallet", wallet, "wallet", "resume"]).await;
+    assert!(ok && json(&out)["resumed"] == true, "{out}");
+    let (ok, out) = agentripe(base, Some(&buyer), &buy).await;
     assert!(ok, "{out}");
     let task = json(&out)["taskId"].as_str().expect("taskId").to_owned();
     assert_eq!(market.deposit(task.parse().expect("hash")).await.status, 1);
+
+    // The wallet remembers the payment and what it became; the audit log says who decided what.
+    let (ok, out) = agentripe(base, Some(&buyer), &["--wallet", wallet, "wallet", "payments"]).await;
+    assert!(ok, "{out}");
+    let payments = json(&out)["payments"].clone();
+    assert_eq!(
+        (payments[0]["outcome"].as_str(), payments[0]["taskId"].as_str()),
+        (Some("recorded"), Some(task.as_str()))
+    );
+    let (ok, out) = agentripe(base, None, &["--wallet", wallet, "wallet", "log"]).await;
+    assert!(ok, "{out}");
+    let kinds: Vec<(String, String)> = json(&out)["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .rev()
+        .map(|event| {
+            (event["kind"].as_str().unwrap_or("?").into(), event["rule"].as_str().unwrap_or("?").into())
+        })
+        .collect();
+    let kinds: Vec<(&str, &str)> = kinds.iter().map(|(kind, rule)| (kind.as_str(), rule.as_str())).collect();
+    assert_eq!(
+        &kinds[..3],
+        [("refused", "new_agent_brake"), ("paused", "new_agent_brake"), ("resumed", kinds[2].1)]
+    );
+    assert_eq!(&kinds[3..], [("signed", "within_policy"), ("outcome", "recorded")]);
 
     // The vendor's worker: the first output is rejected, the command sees why and does better.
     let worker = r#"if [ -n "$REVIEW_REASON" ]; then echo "こんにちは"; else echo "hello"; fi"#;
@@ -71,7 +132,7 @@ async fn a_buyer_and_a_vendor_trade_through_the_cli() {
         let (ok, out) = agentripe(
             base,
             Some(&market.vendor),
-            &["vendor", "--agent", &agent, "work", "--exec", worker, "--once"],
+            &["vendor", "work", "--exec", worker, "--once", "--agent", &agent],
         )
         .await;
         assert!(ok, "{out}");
@@ -96,22 +157,18 @@ async fn a_buyer_and_a_vendor_trade_through_the_cli() {
         (Some("released"), Some("こんにちは"))
     );
 
-    // The vendor withdraws, with its key in a file this time.
+    // The vendor withdraws, with its key in a file this time; the server names the escrow.
     market.fund_gas(market.vendor.address()).await;
     let file = std::env::temp_dir().join(format!("agentripe-cli-key-{}", std::process::id()));
     std::fs::write(&file, hex_key(&market.vendor)).expect("key file");
-    let escrow = market.deployment.agentripe.to_string();
-    let rpc = market.anvil.endpoint();
-    let (ok, out) = agentripe(
-        base,
-        None,
-        &["--key-file", file.to_str().expect("path"), "withdraw", "--rpc-url", &rpc, "--escrow", &escrow],
-    )
-    .await;
+    let (ok, out) =
+        agentripe(base, None, &["--key-file", file.to_str().expect("path"), "withdraw", "--rpc-url", &rpc])
+            .await;
     std::fs::remove_file(&file).expect("cleanup");
     assert!(ok, "{out}");
     assert_eq!(json(&out)["withdrawn"], "100000");
     assert_eq!(market.usdc_balance(market.vendor.address()).await, U256::from(100_000));
+    std::fs::remove_dir_all(&wallet_dir).expect("cleanup");
 }
 
 #[tokio::test]
@@ -197,6 +254,24 @@ async fn deploy_and_register_through_the_cli() {
         &market.provider,
     );
     assert_eq!(identity.ownerOf(agent).call().await.expect("owner"), vendor.address());
+
+    // Agentripe's registration body, {"data": ...}, is accepted as well.
+    std::fs::write(&file, r#"{"data":{"name":"Second","services":[{"name":"x402","endpoint":"/","catalog":[{"path":"echo","price":"$0.10","type":"async","description":"Echo"}]}]}}"#).expect("file");
+    let (ok, text) =
+        agentripe(&server.base, Some(&vendor), &["register", file.to_str().expect("path")]).await;
+    std::fs::remove_file(&file).expect("cleanup");
+    assert!(ok, "{text}");
+    let second = json(&text)["agentId"].to_string();
+    let mut shown = Value::Null;
+    for _ in 0..100 {
+        let (ok, text) = agentripe(&server.base, None, &["agent", &second]).await;
+        if ok {
+            shown = json(&text);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(shown["data"]["name"], "Second", "the data inside {{\"data\": ...}} is the agent's: {shown}");
 
     let (ok, text) = agentripe(&server.base, Some(&vendor), &["register", "/nonexistent.json"]).await;
     assert!(!ok && text.contains("/nonexistent.json"), "{text}");

@@ -134,15 +134,21 @@ async fn openapi() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
 }
 
-/// Up, and how much ETH the operator has left to pay for every write (read by the reconciler, not per
-/// request).
+/// Up, the escrow it pays into, and how much ETH the operator has left to pay for every write (read by
+/// the reconciler, not per request).
 async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
     let unrecorded = state.escrow_audit.surplus().map(|surplus| surplus.to_string());
+    let deployment = &state.config.deployment;
     Json(json!({
         "status": "ok",
         "operator": state.operator_funds.report(),
-        // Token units in the escrow that no deposit accounts for (see `agentripe refund-unrecorded`).
-        "escrow": { "unrecorded": unrecorded },
+        "escrow": {
+            "address": deployment.agentripe.to_checksum(None),
+            "chainId": deployment.chain_id,
+            "token": deployment.usdc.to_checksum(None),
+            // Token units in the escrow that no deposit accounts for (see `agentripe refund-unrecorded`).
+            "unrecorded": unrecorded,
+        },
     }))
 }
 
