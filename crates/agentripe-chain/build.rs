@@ -9,7 +9,15 @@ fn main() {
         .join("../..")
         .canonicalize()
         .expect("the workspace root exists");
-    for watched in ["contracts/src", "foundry.toml", "package-lock.json", "scripts/toolchain.sh"] {
+    // The artifact too: a checkout whose out/ is gone (a cleaned or fresh tree next to a kept target
+    // directory) rebuilds it instead of failing on the missing JSON.
+    for watched in [
+        "contracts/src",
+        "foundry.toml",
+        "package-lock.json",
+        "scripts/toolchain.sh",
+        "out/Agentripe.sol/Agentripe.json",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
 

@@ -330,9 +330,20 @@ impl Market {
             Value::Object(ref fields) if fields.len() == 1 && fields.contains_key("data") => registration,
             data => json!({ "data": data }),
         };
-        let headers =
-            signed_headers(key, None, now()).map_err(|error| MarketError::Protocol(error.to_string()))?;
-        Ok(Self::read(self.http.post(self.url("/agents/register")).headers(headers).json(&body)).await?.1)
+        let send = || async {
+            let headers =
+                signed_headers(key, None, now()).map_err(|error| MarketError::Protocol(error.to_string()))?;
+            Self::read(self.http.post(self.url("/agents/register")).headers(headers).json(&body)).await
+        };
+        match send().await {
+            // Signed headers register once and carry whole seconds: a second registration within the
+            // same second waits for a fresh timestamp.
+            Err(MarketError::Api { error, .. }) if error == "signature_used" => {
+                tokio::time::sleep(Duration::from_millis(1_100)).await;
+                Ok(send().await?.1)
+            }
+            answered => Ok(answered?.1),
+        }
     }
 
     /// The vendor's tasks in `status` (a comma list, or `all`).

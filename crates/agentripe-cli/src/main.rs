@@ -140,6 +140,17 @@ enum Command {
         #[command(subcommand)]
         action: wallet::WalletAction,
     },
+    /// Serve the marketplace as MCP tools for an AI agent: on stdio (the default), or Streamable HTTP
+    /// at /mcp. Buying goes through the wallet; no tool changes the policy or approves a payment.
+    Mcp {
+        /// Serve Streamable HTTP on this address instead of stdio; off loopback it needs
+        /// AGENTRIPE_MCP_TOKEN, which every request must then carry as a bearer token.
+        #[arg(long)]
+        http: Option<std::net::SocketAddr>,
+        /// The vendor agent the vendor tools act for (without it they say they are off).
+        #[arg(long, env = "AGENTRIPE_AGENT_ID")]
+        agent: Option<String>,
+    },
     /// Payments the wallet queued for a person: list, approve, reject.
     Approvals {
         #[command(subcommand)]
@@ -273,11 +284,45 @@ async fn run(
             buyer::withdraw(market, out, &key(key_file)?, &rpc_url, pinned).await
         }
         Command::Wallet { action } => wallet::run(market, out, wallet_dir, key(key_file), action).await,
+        Command::Mcp { http, agent } => mcp(market, key(key_file)?, wallet_dir, http, agent).await,
         Command::Approvals { action } => {
             let action = action.unwrap_or(wallet::ApprovalAction::List { all: false });
             wallet::approvals(out, wallet_dir, action).await
         }
     }
+}
+
+async fn mcp(
+    market: &Market,
+    key: PrivateKeySigner,
+    wallet_dir: &std::path::Path,
+    http: Option<std::net::SocketAddr>,
+    vendor_agent: Option<String>,
+) -> Result<(), String> {
+    let settings = agentripe_mcp::Settings {
+        market: market.clone(),
+        key,
+        wallet_dir: wallet_dir.to_owned(),
+        vendor_agent,
+    };
+    let Some(address) = http else {
+        return agentripe_mcp::serve_stdio(settings.open().await).await;
+    };
+    let token = std::env::var("AGENTRIPE_MCP_TOKEN").ok().filter(|token| !token.is_empty());
+    if !address.ip().is_loopback() && token.is_none() {
+        return Err(format!("{address} is reachable from other machines: set AGENTRIPE_MCP_TOKEN"));
+    }
+    let allowed_hosts = std::env::var("AGENTRIPE_MCP_ALLOWED_HOSTS")
+        .map(|hosts| {
+            hosts.split(',').map(|host| host.trim().to_owned()).filter(|host| !host.is_empty()).collect()
+        })
+        .unwrap_or_default();
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|error| format!("cannot listen on {address}: {error}"))?;
+    let bound = listener.local_addr().map_err(|error| error.to_string())?;
+    eprintln!("serving MCP on http://{bound}/mcp");
+    agentripe_mcp::serve_http(settings.open().await, listener, token, allowed_hosts).await
 }
 
 async fn serve() -> Result<(), String> {
