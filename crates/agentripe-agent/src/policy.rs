@@ -103,6 +103,10 @@ pub struct Approval {
     pub above: Option<Usdc>,
     #[serde(default = "Approval::default_expiry")]
     pub expires_after_minutes: u64,
+    /// Ask the person through the MCP client (elicitation), when it supports that, instead of only
+    /// queueing: only for clients that show the question to a person.
+    #[serde(default)]
+    pub ask_through_mcp: bool,
 }
 
 impl Approval {
@@ -113,7 +117,7 @@ impl Approval {
 
 impl Default for Approval {
     fn default() -> Self {
-        Self { above: None, expires_after_minutes: Self::default_expiry() }
+        Self { above: None, expires_after_minutes: Self::default_expiry(), ask_through_mcp: false }
     }
 }
 
@@ -249,6 +253,9 @@ deny = []
 [approval]
 above = "$0.50"
 expires_after_minutes = 60
+# Also ask through the MCP client (elicitation) when it supports that. Only for clients that show the
+# question to a person: a client that answers by itself would approve for the agent.
+ask_through_mcp = true
 
 # Anomalies that pause all signing until a person runs `agentripe wallet resume`.
 [brakes]

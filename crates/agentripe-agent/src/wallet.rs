@@ -196,8 +196,15 @@ impl<S: Signer + SignerSync + Send + Sync> Wallet<S> {
     /// Decides on `ask` now, reading the balance from the pinned chain when the balance brake needs it.
     pub async fn pay(&self, ask: &Ask) -> Result<Decision, WalletError> {
         let policy = self.policy()?;
+        // An RPC that does not answer leaves the balance unknown, which the balance brake refuses.
         let balance = match policy.brakes.balance_share_per_hour {
-            Some(_) => crate::chain::usdc_balance(&policy.trust, self.address()).await.ok(),
+            Some(_) => tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                crate::chain::usdc_balance(&policy.trust, self.address()),
+            )
+            .await
+            .ok()
+            .and_then(Result::ok),
             None => None,
         };
         self.decide(&policy, ask, Context { now: crate::now(), balance }).await

@@ -10,9 +10,12 @@ use agentripe_server::testing::{LlmAnswer, Market, ScriptedLlm};
 use agentripe_store::testing::Engine;
 use alloy::{primitives::U256, signers::local::PrivateKeySigner};
 use rmcp::{
-    ServiceExt,
-    model::{CallToolRequestParams, CallToolResult},
-    service::{RoleClient, RunningService},
+    ClientHandler, ErrorData, ServiceExt,
+    model::{
+        CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, ElicitRequestParams,
+        ElicitResult, ElicitationAction, Implementation,
+    },
+    service::{RequestContext, RoleClient, RunningService},
     transport::{
         ConfigureCommandExt, StreamableHttpClientTransport, TokioChildProcess,
         streamable_http_client::StreamableHttpClientTransportConfig,
@@ -27,7 +30,11 @@ fn hex_key(signer: &PrivateKeySigner) -> String {
     format!("0x{}", alloy::primitives::hex::encode(signer.to_bytes()))
 }
 
-async fn call(client: &Client, tool: &str, arguments: Value) -> CallToolResult {
+async fn call<H: ClientHandler>(
+    client: &RunningService<RoleClient, H>,
+    tool: &str,
+    arguments: Value,
+) -> CallToolResult {
     let arguments = arguments.as_object().cloned().unwrap_or_default();
     client
         .call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments))
@@ -39,8 +46,13 @@ fn content(result: &CallToolResult) -> Value {
     result.structured_content.clone().unwrap_or(Value::Null)
 }
 
-/// A wallet that trusts the test market: $0.10 a payment and an hour, no new-agent brake.
+/// A wallet that trusts the test market: $0.10 a payment and an hour, no new-agent brake, approvals
+/// above $0.50 (none at this price) unless `edit` changes it.
 fn wallet_for(market: &Market, dir: &std::path::Path) {
+    wallet_with(market, dir, |policy| policy);
+}
+
+fn wallet_with(market: &Market, dir: &std::path::Path, edit: impl FnOnce(String) -> String) {
     use std::os::unix::fs::PermissionsExt;
     let trust = agentripe_agent::policy::Trust {
         chain_id: market.deployment.chain_id,
@@ -54,6 +66,7 @@ fn wallet_for(market: &Market, dir: &std::path::Path) {
         .replace(r#"per_payment = "$1.00""#, r#"per_payment = "$0.10""#)
         .replace(r#"hourly = "$5.00""#, r#"hourly = "$0.10""#)
         .replace("new_agent = true", "new_agent = false");
+    let policy = edit(policy);
     std::fs::create_dir_all(dir).expect("wallet dir");
     let path = dir.join("policy.toml");
     std::fs::write(&path, policy).expect("policy");
@@ -206,5 +219,129 @@ async fn an_agent_buys_and_a_vendor_sells_through_mcp() {
 
     buyer_agent.cancel().await.expect("closes");
     vendor_agent.cancel().await.expect("closes");
+    std::fs::remove_dir_all(&wallet).expect("cleanup");
+}
+
+/// An MCP client whose person answers every payment question with `approve`, and remembers them.
+#[derive(Clone, Debug)]
+struct Person {
+    approve: bool,
+    asked: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl ClientHandler for Person {
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(
+            ClientCapabilities::builder().enable_elicitation().build(),
+            Implementation::new("a-person-at-a-client", "1"),
+        )
+    }
+
+    async fn create_elicitation(
+        &self,
+        request: ElicitRequestParams,
+        _: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, ErrorData> {
+        self.asked.lock().expect("lock").push(format!("{request:?}"));
+        Ok(ElicitResult::new(ElicitationAction::Accept).with_content(json!({ "approve": self.approve })))
+    }
+}
+
+async fn stdio_agent<H: ClientHandler>(
+    handler: H,
+    base: &str,
+    wallet: &std::path::Path,
+    key: &PrivateKeySigner,
+) -> RunningService<RoleClient, H> {
+    let transport = TokioChildProcess::new(
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_agentripe")).configure(|command| {
+            command
+                .args(["--server", base, "--wallet", wallet.to_str().expect("path"), "mcp"])
+                .env("AGENTRIPE_PRIVATE_KEY", hex_key(key));
+        }),
+    )
+    .expect("spawns");
+    handler.serve(transport).await.expect("an MCP session over stdio")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payments_above_the_threshold_wait_for_a_person_at_the_client_or_the_command_line() {
+    let market = Market::new(Engine::Sqlite, "mcp_approval").await.expect("SQLite needs no set-up");
+    let server = market.start().await;
+    let base = server.base.clone();
+    let agent = market.agent_id.to_string();
+    server.agents_eventually(1, std::time::Duration::from_secs(5)).await;
+    let buyer = market.buyer(1_000_000).await;
+    let wallet = std::env::temp_dir().join(format!("agentripe-mcp-approval-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&wallet);
+    wallet_with(&market, &wallet, |policy| {
+        policy
+            .replace(r#"above = "$0.50""#, r#"above = "$0.05""#)
+            .replace(r#"hourly = "$0.10""#, r#"hourly = "$1.00""#)
+    });
+    let buy = json!({ "agent_id": agent, "service_path": "translate", "task_detail": "hello" });
+
+    // A client that shows the question to a person: they say no, then yes; the wallet signs once.
+    let refusing = Person { approve: false, asked: Default::default() };
+    let client = stdio_agent(refusing.clone(), &base, &wallet, &buyer).await;
+    let declined = call(&client, "buy_service", buy.clone()).await;
+    assert_eq!(
+        (declined.is_error, content(&declined)["outcome"].as_str()),
+        (Some(true), Some("queued")),
+        "{declined:?}"
+    );
+    assert_eq!(refusing.asked.lock().expect("lock").len(), 1);
+    assert_eq!(market.usdc_balance(buyer.address()).await, U256::from(1_000_000), "a person said no");
+    client.cancel().await.expect("closes");
+
+    let approving = Person { approve: true, asked: Default::default() };
+    let client = stdio_agent(approving.clone(), &base, &wallet, &buyer).await;
+    let bought = call(&client, "buy_service", buy.clone()).await;
+    assert_eq!(content(&bought)["outcome"], "bought", "{bought:?}");
+    let asked = approving.asked.lock().expect("lock").clone();
+    assert!(asked.len() == 1 && asked[0].contains("translate"), "{asked:?}");
+    assert_eq!(market.usdc_balance(buyer.address()).await, U256::from(900_000));
+    client.cancel().await.expect("closes");
+
+    // A client without elicitation: the payment waits in the queue for `agentripe approvals`.
+    let client: Client = stdio_agent((), &base, &wallet, &buyer).await;
+    let queued = call(&client, "buy_service", buy.clone()).await;
+    let approval = content(&queued)["approvalId"].as_i64().expect("an approval id");
+    assert_eq!(market.usdc_balance(buyer.address()).await, U256::from(900_000));
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_agentripe"))
+        .args([
+            "--wallet",
+            wallet.to_str().expect("path"),
+            "--json",
+            "approvals",
+            "approve",
+            &approval.to_string(),
+        ])
+        .output()
+        .await
+        .expect("runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let bought = call(&client, "buy_service", buy.clone()).await;
+    assert_eq!(content(&bought)["outcome"], "bought", "{bought:?}");
+    assert_eq!(market.usdc_balance(buyer.address()).await, U256::from(800_000));
+    let again = call(&client, "buy_service", buy).await;
+    assert_eq!(content(&again)["outcome"], "queued", "an approval signs once: {again:?}");
+    client.cancel().await.expect("closes");
+
+    let log = agentripe_agent::Ledger::open(&wallet.join("ledger.sqlite")).await.expect("ledger");
+    let decided: Vec<(String, String)> = log
+        .events(100)
+        .await
+        .expect("events")
+        .into_iter()
+        .filter(|event| matches!(event.kind.as_str(), "approved" | "rejected"))
+        .map(|event| (event.kind, event.rule.split(':').next().unwrap_or_default().to_owned()))
+        .rev()
+        .collect();
+    let decided: Vec<(&str, &str)> = decided.iter().map(|(kind, by)| (kind.as_str(), by.as_str())).collect();
+    assert_eq!(
+        decided,
+        [("rejected", "mcp-elicitation"), ("approved", "mcp-elicitation"), ("approved", "cli")]
+    );
     std::fs::remove_dir_all(&wallet).expect("cleanup");
 }

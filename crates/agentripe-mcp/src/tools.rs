@@ -8,9 +8,10 @@ use agentripe_agent::{
     Purchased, chain,
     market::{MarketError, VendorAction},
     now,
+    wallet::Queued,
 };
 use rmcp::{
-    ErrorData, ServerHandler,
+    ErrorData, Peer, RoleServer, ServerHandler,
     handler::server::{router::tool::ToolRouter, wrapper::Parameters},
     model::{CallToolResult, Implementation, ServerCapabilities, ServerConfig},
     tool, tool_handler, tool_router,
@@ -101,6 +102,15 @@ pub struct FailTask {
     message: String,
 }
 
+/// What a person answers when the wallet asks, through the MCP client, to approve a payment.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct PaymentApproval {
+    /// true to let the wallet sign this one payment, false to refuse it.
+    approve: bool,
+}
+
+rmcp::elicit_safe!(PaymentApproval);
+
 fn answer(value: Value) -> ToolResult {
     Ok(CallToolResult::structured(value))
 }
@@ -136,6 +146,35 @@ impl MarketTools {
                 "this MCP server was started without --agent: it cannot act as a vendor",
             )
         })
+    }
+
+    /// Asks the person behind the MCP client to approve a queued payment, when the policy allows asking
+    /// there and the client supports elicitation; records their answer like `agentripe approvals`.
+    async fn asked_and_approved(
+        &self,
+        peer: &Peer<RoleServer>,
+        queued: &Queued,
+        agent_id: &str,
+        path: &str,
+    ) -> bool {
+        let Ok(wallet) = &self.shared.wallet else { return false };
+        if !wallet.policy().is_ok_and(|policy| policy.approval.ask_through_mcp) {
+            return false;
+        }
+        let message = format!(
+            "The agent asks to pay for service {path:?} of agent {agent_id} on {}: {}. Approve this one payment?",
+            self.shared.market.origin(),
+            queued.reason
+        );
+        let approve = match peer.elicit::<PaymentApproval>(message).await {
+            Ok(Some(PaymentApproval { approve })) => approve,
+            Err(rmcp::service::ElicitationError::UserDeclined) => false,
+            // Not supported, cancelled or unanswered: the payment stays queued for `agentripe approvals`.
+            _ => return false,
+        };
+        let decided =
+            wallet.ledger().decide_approval(queued.approval_id, approve, "mcp-elicitation", now()).await;
+        approve && matches!(decided, Ok(Some(_)))
     }
 
     async fn vendor_act(&self, task_id: &str, action: VendorAction) -> ToolResult {
@@ -178,7 +217,8 @@ impl MarketTools {
     /// with get_task. The wallet's spend policy may refuse ({"outcome":"refused","rule","remedy"}:
     /// nothing was paid; do not retry the same purchase unless the remedy says so) or queue the payment
     /// for a person's approval ({"outcome":"queued","approvalId"}: tell the user, then call again with
-    /// the same arguments once they have approved it).
+    /// the same arguments once they have approved it). Your client may show the user that question
+    /// directly.
     #[tool(annotations(
         title = "Buy a service (spends USDC)",
         read_only_hint = false,
@@ -186,7 +226,11 @@ impl MarketTools {
         idempotent_hint = false,
         open_world_hint = true
     ))]
-    async fn buy_service(&self, Parameters(buy): Parameters<BuyService>) -> ToolResult {
+    async fn buy_service(
+        &self,
+        peer: Peer<RoleServer>,
+        Parameters(buy): Parameters<BuyService>,
+    ) -> ToolResult {
         let wallet = match &self.shared.wallet {
             Ok(wallet) => wallet,
             Err(reason) => return failure("no_wallet", reason.clone()),
@@ -201,15 +245,20 @@ impl MarketTools {
         if let Some(review) = buy.reviewer_request {
             body.insert("reviewer_request".into(), Value::String(review));
         }
-        let purchased = match self
-            .shared
-            .market
-            .buy(wallet, &buy.agent_id, &buy.service_path, &Value::Object(body))
-            .await
-        {
+        let body = Value::Object(body);
+        let market = &self.shared.market;
+        let mut purchased = match market.buy(wallet, &buy.agent_id, &buy.service_path, &body).await {
             Ok(purchased) => purchased,
             Err(error) => return market_failure(error),
         };
+        if let Purchased::Queued(queued) = &purchased
+            && self.asked_and_approved(&peer, queued, &buy.agent_id, &buy.service_path).await
+        {
+            purchased = match market.buy(wallet, &buy.agent_id, &buy.service_path, &body).await {
+                Ok(purchased) => purchased,
+                Err(error) => return market_failure(error),
+            };
+        }
         let value = serde_json::to_value(&purchased).unwrap_or(Value::Null);
         match purchased {
             Purchased::Bought(_) => answer(value),
