@@ -3,7 +3,7 @@
 # stopped on exit, Ctrl-C included; exits non-zero if any step misbehaves.
 #  1. The contracts alone, with cast: anvil on a free port, the deploy script, and one purchase through
 #     the escrow: the buyer signs an EIP-3009 payment (as x402 does), a facilitator submits it, the
-#     operator records the deposit under the settlement tx hash and releases it, the vendor withdraws.
+#     operator records the deposit under the settlement tx hash and releases it, which pays the vendor.
 #  2. The marketplace: the server on SQLite in front of a fresh chain, a vendor agent, and two purchases
 #     over x402: one approved (vendor paid), one rejected five times (buyer refunded), with a scripted
 #     local reviewer (crates/agentripe-server/examples/demo.rs).
@@ -87,13 +87,10 @@ echo "  cast call $ESCROW \"getDeposit(bytes32)\" $TASK_ID"
 call "$ESCROW" "getDeposit(bytes32)(uint256,address,uint256,uint8)" "$TASK_ID" | sed 's/^/    /'
 expect "status after recording" "$(deposit_status "$TASK_ID")" 1
 
-step "The work is approved: the operator releases the deposit to the vendor agent"
+step "The work is approved: the operator releases the deposit, which pays the vendor agent"
 release=$(send "$ESCROW" "releaseToVendor(bytes32)" "$TASK_ID" --private-key "$OPERATOR_KEY")
 expect "status after release" "$(deposit_status "$TASK_ID")" 2
-expect "vendor's withdrawable credit" "$(call "$ESCROW" "withdrawableBalance(address)(uint256)" "$VENDOR" | awk '{print $1}')" "$PRICE"
-
-step "The vendor withdraws"
-withdraw=$(send "$ESCROW" "withdraw()" --private-key "$VENDOR_KEY")
+expect "vendor's withdrawable credit (none: paid in the release)" "$(call "$ESCROW" "withdrawableBalance(address)(uint256)" "$VENDOR" | awk '{print $1}')" 0
 vendor_after=$(usdc_of "$VENDOR")
 buyer_after=$(usdc_of "$BUYER")
 expect "vendor balance" "$vendor_after" "$(( vendor_before + PRICE ))"
@@ -105,8 +102,7 @@ step "What happened on chain"
 cat <<TABLE
   settle (transferWithAuthorization)  $(tx "$settle")
   recordDeposit                       $(tx "$record")
-  releaseToVendor                     $(tx "$release")
-  withdraw                            $(tx "$withdraw")
+  releaseToVendor (pays the vendor)   $(tx "$release")
 
   USDC (6 decimals)   before    after
   buyer  $BUYER  $buyer_before  $buyer_after

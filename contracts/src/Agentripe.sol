@@ -15,8 +15,10 @@ interface IAgentIdentity {
 /// @title Agentripe
 /// @notice Escrow for agent-to-agent purchases. A buyer's x402 payment lands here as a plain token transfer;
 ///         the operator then records it as a deposit keyed by the settlement transaction hash, and later
-///         either releases it to the vendor agent or refunds it to the buyer. Credits are pulled with
-///         `withdraw`.
+///         either releases it to the vendor agent or refunds it to the buyer. The money is sent to the
+///         payee in that same transaction, so neither needs ETH to receive it; a transfer the token refuses
+///         (a blocklisted or paused account) becomes a credit the payee pulls with `withdraw`, so no payee
+///         can block a deposit's resolution.
 /// @dev    What the operator key can never do, even when stolen (see contracts/SECURITY.md):
 ///         - record a deposit the contract's balance does not back (balance >= every liability + amount);
 ///         - pay a deposit anywhere but the agent's payout address (its agentWallet, else its owner) or
@@ -67,11 +69,15 @@ contract Agentripe is Ownable2Step, ReentrancyGuardTransient {
     /// @notice `amount` from `buyer` is held for agent `agentId` under `depositId` (the x402 settlement tx hash).
     event DepositRecorded(bytes32 indexed depositId, uint256 indexed agentId, address indexed buyer, uint256 amount);
 
-    /// @notice The deposit was credited to the agent's payout address `agentWallet`.
+    /// @notice The deposit was paid (or, see `PayoutCredited`, credited) to the agent's payout address
+    ///         `agentWallet`.
     event DepositReleased(bytes32 indexed depositId, address indexed agentWallet, uint256 amount);
 
-    /// @notice The deposit was credited back to `buyer`.
+    /// @notice The deposit was paid (or, see `PayoutCredited`, credited) back to `buyer`.
     event DepositRefunded(bytes32 indexed depositId, address indexed buyer, uint256 amount);
+
+    /// @notice The token refused to send `amount` to `payee`; it is a credit `payee` pulls with `withdraw`.
+    event PayoutCredited(address indexed payee, uint256 amount);
 
     /// @notice `account` pulled `amount` of its credit.
     event Withdrawn(address indexed account, uint256 amount);
@@ -117,6 +123,10 @@ contract Agentripe is Ownable2Step, ReentrancyGuardTransient {
 
     /// @notice `account` has nothing to withdraw.
     error NothingToWithdraw(address account);
+
+    /// @notice The payout's transfer ran out of gas: send the transaction again with more (a starved transfer
+    ///         is not the token refusing, so it must not become a credit).
+    error PayoutOutOfGas();
 
     modifier onlyOperator() {
         if (msg.sender != operator) revert NotOperator(msg.sender);
@@ -179,7 +189,7 @@ contract Agentripe is Ownable2Step, ReentrancyGuardTransient {
         emit DepositRecorded(depositId, agentId, buyer, amount);
     }
 
-    /// @notice Credits a deposit to the agent's payout address: its agentWallet, or its owner when unset.
+    /// @notice Pays a deposit to the agent's payout address: its agentWallet, or its owner when unset.
     /// @dev    The payout address is read now, not at recording, so a wallet change before approval is honoured.
     function releaseToVendor(bytes32 depositId) external onlyOperator nonReentrant {
         Deposit storage deposit = _activeDeposit(depositId);
@@ -191,18 +201,18 @@ contract Agentripe is Ownable2Step, ReentrancyGuardTransient {
         address payee = identityRegistry.getAgentWallet(agentId);
         if (payee == address(0)) payee = identityRegistry.ownerOf(agentId);
         uint256 amount = deposit.amount;
-        _withdrawable[payee] += amount;
         emit DepositReleased(depositId, payee, amount);
+        _payOut(payee, amount);
     }
 
-    /// @notice Credits a deposit back to its buyer.
+    /// @notice Pays a deposit back to its buyer.
     function refundToBuyer(bytes32 depositId) external onlyOperator nonReentrant {
         _refund(depositId, _activeDeposit(depositId));
     }
 
     // ---------------------------------------------------------------- anyone
 
-    /// @notice After its expiry, credits a deposit back to its buyer. Anyone may call: the money can only
+    /// @notice After its expiry, pays a deposit back to its buyer. Anyone may call: the money can only
     ///         go to the buyer, and no operator, owner or vendor can stop it.
     function reclaimExpired(bytes32 depositId) external nonReentrant {
         Deposit storage deposit = _activeDeposit(depositId);
@@ -211,7 +221,7 @@ contract Agentripe is Ownable2Step, ReentrancyGuardTransient {
         _refund(depositId, deposit);
     }
 
-    /// @notice Sends the caller all of its credit.
+    /// @notice Sends the caller all of its credit (payouts the token refused to push).
     function withdraw() external nonReentrant {
         uint256 amount = _withdrawable[msg.sender];
         if (amount == 0) revert NothingToWithdraw(msg.sender);
@@ -264,7 +274,26 @@ contract Agentripe is Ownable2Step, ReentrancyGuardTransient {
         deposit.status = Status.REFUNDED;
         address buyer = deposit.buyer;
         uint256 amount = deposit.amount;
-        _withdrawable[buyer] += amount;
         emit DepositRefunded(depositId, buyer, amount);
+        _payOut(buyer, amount);
+    }
+
+    /// @dev Sends a resolved deposit to `payee`, after its status is final (so a token hook re-entering
+    ///      finds nothing to move, besides the reentrancy guard). A transfer the token refuses is kept as
+    ///      a credit: the amount stays a liability until `withdraw`.
+    ///      A transfer that failed for want of gas is not a refusal: it reverts the whole call, so that a
+    ///      sender (and `eth_estimateGas`, which looks for the least gas that does not revert) pays enough
+    ///      for the transfer rather than getting the cheaper credit.
+    function _payOut(address payee, uint256 amount) private {
+        uint256 gasBefore = gasleft();
+        if (token.trySafeTransfer(payee, amount)) {
+            // Every deposit is part of the liabilities, so this cannot underflow.
+            totalLiabilities -= uint96(amount);
+            return;
+        }
+        // The call gets at most 63/64 of the gas; if it used all of that, about 1/64 is left here.
+        if (gasleft() <= gasBefore / 63) revert PayoutOutOfGas();
+        _withdrawable[payee] += amount;
+        emit PayoutCredited(payee, amount);
     }
 }

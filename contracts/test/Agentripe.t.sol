@@ -6,7 +6,7 @@ import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/Reentrancy
 import {IERC721Errors} from "@openzeppelin/contracts/interfaces/draft-IERC6093.sol";
 import {Agentripe} from "../src/Agentripe.sol";
 import {Fixture} from "./utils/Fixture.sol";
-import {HostileToken} from "./utils/Mocks.sol";
+import {GasHungryToken, HostileToken, RefusingToken} from "./utils/Mocks.sol";
 
 contract AgentripeTest is Fixture {
     bytes32 internal constant ID = keccak256("x402 settlement tx");
@@ -15,6 +15,7 @@ contract AgentripeTest is Fixture {
     event DepositReleased(bytes32 indexed depositId, address indexed agentWallet, uint256 amount);
     event DepositRefunded(bytes32 indexed depositId, address indexed buyer, uint256 amount);
     event Withdrawn(address indexed account, uint256 amount);
+    event PayoutCredited(address indexed payee, uint256 amount);
     event OperatorChanged(address indexed previousOperator, address indexed newOperator);
 
     // ------------------------------------------------------------ constructor
@@ -95,13 +96,14 @@ contract AgentripeTest is Fixture {
     }
 
     function test_recordDeposit_cannotCountWithdrawableCredit() public {
-        _deposit(ID, PRICE);
+        (Agentripe victim, RefusingToken token) = _refusingEscrow(ID, PRICE);
+        token.setBlocked(vendor, true);
         vm.prank(operator);
-        escrow.releaseToVendor(ID);
-        // Released but not yet withdrawn: still owed to the vendor, so it backs nothing new.
+        victim.releaseToVendor(ID);
+        // Released but refused by the token: a credit still owed to the vendor, so it backs nothing new.
         vm.expectRevert(abi.encodeWithSelector(Agentripe.InsufficientBacking.selector, PRICE, 2 * PRICE));
         vm.prank(operator);
-        escrow.recordDeposit(keccak256("another"), agentId, buyer, PRICE);
+        victim.recordDeposit(keccak256("another"), agentId, buyer, PRICE);
     }
 
     function test_recordDeposit_revertsOnDuplicateId() public {
@@ -154,7 +156,7 @@ contract AgentripeTest is Fixture {
 
     // ------------------------------------------------------------ releaseToVendor
 
-    function test_releaseToVendor_creditsOwnerWhenNoWallet() public {
+    function test_releaseToVendor_paysOwnerWhenNoWallet() public {
         _deposit(ID, PRICE);
         vm.prank(vendor);
         identity.unsetAgentWallet(agentId);
@@ -164,13 +166,16 @@ contract AgentripeTest is Fixture {
         vm.prank(operator);
         escrow.releaseToVendor(ID);
 
-        assertEq(escrow.withdrawableBalance(vendor), PRICE);
+        // Paid in the same transaction: the vendor needs no ETH to receive it.
+        assertEq(usdc.balanceOf(vendor), PRICE);
+        assertEq(escrow.withdrawableBalance(vendor), 0);
         (,,, uint8 status) = escrow.getDeposit(ID);
         assertEq(status, 2);
-        assertEq(escrow.totalLiabilities(), PRICE);
+        assertEq(escrow.totalLiabilities(), 0);
+        assertEq(usdc.balanceOf(address(escrow)), 0);
     }
 
-    function test_releaseToVendor_creditsAgentWalletChosenAfterRecording() public {
+    function test_releaseToVendor_paysAgentWalletChosenAfterRecording() public {
         _deposit(ID, PRICE);
         (address wallet, uint256 walletKey) = makeAddrAndKey("vendor payout wallet");
         uint256 deadline = block.timestamp + 60;
@@ -180,8 +185,8 @@ contract AgentripeTest is Fixture {
 
         vm.prank(operator);
         escrow.releaseToVendor(ID);
-        assertEq(escrow.withdrawableBalance(wallet), PRICE);
-        assertEq(escrow.withdrawableBalance(vendor), 0);
+        assertEq(usdc.balanceOf(wallet), PRICE);
+        assertEq(usdc.balanceOf(vendor), 0);
     }
 
     function test_releaseToVendor_followsTokenTransfer() public {
@@ -191,8 +196,8 @@ contract AgentripeTest is Fixture {
         identity.transferFrom(vendor, newOwner, agentId);
         vm.prank(operator);
         escrow.releaseToVendor(ID);
-        assertEq(escrow.withdrawableBalance(newOwner), PRICE);
-        assertEq(escrow.withdrawableBalance(vendor), 0);
+        assertEq(usdc.balanceOf(newOwner), PRICE);
+        assertEq(usdc.balanceOf(vendor), 0);
     }
 
     function test_releaseToVendor_revertsForNonOperator() public {
@@ -217,8 +222,8 @@ contract AgentripeTest is Fixture {
         vm.expectRevert(abi.encodeWithSelector(Agentripe.DepositNotActive.selector, ID, Agentripe.Status.RELEASED));
         escrow.refundToBuyer(ID);
         vm.stopPrank();
-        assertEq(escrow.withdrawableBalance(vendor), PRICE);
-        assertEq(escrow.withdrawableBalance(buyer), 0);
+        assertEq(usdc.balanceOf(vendor), PRICE);
+        assertEq(usdc.balanceOf(buyer), 0);
     }
 
     function test_releaseToVendor_revertsAfterExpiry() public {
@@ -232,13 +237,15 @@ contract AgentripeTest is Fixture {
 
     // ------------------------------------------------------------ refundToBuyer
 
-    function test_refundToBuyer_creditsBuyer() public {
+    function test_refundToBuyer_paysBuyer() public {
         _deposit(ID, PRICE);
         vm.expectEmit(address(escrow));
         emit DepositRefunded(ID, buyer, PRICE);
         vm.prank(operator);
         escrow.refundToBuyer(ID);
-        assertEq(escrow.withdrawableBalance(buyer), PRICE);
+        // The buyer paid gaslessly (EIP-3009) and is refunded without ETH as well.
+        assertEq(usdc.balanceOf(buyer), PRICE);
+        assertEq(escrow.withdrawableBalance(buyer), 0);
         (,,, uint8 status) = escrow.getDeposit(ID);
         assertEq(status, 3);
     }
@@ -248,7 +255,7 @@ contract AgentripeTest is Fixture {
         vm.warp(block.timestamp + DEPOSIT_TIMEOUT + 1);
         vm.prank(operator);
         escrow.refundToBuyer(ID);
-        assertEq(escrow.withdrawableBalance(buyer), PRICE);
+        assertEq(usdc.balanceOf(buyer), PRICE);
     }
 
     function test_refundToBuyer_revertsForNonOperator() public {
@@ -278,11 +285,8 @@ contract AgentripeTest is Fixture {
         emit DepositRefunded(ID, buyer, PRICE);
         vm.prank(makeAddr("keeper"));
         escrow.reclaimExpired(ID);
-        assertEq(escrow.withdrawableBalance(buyer), PRICE);
-
-        vm.prank(buyer);
-        escrow.withdraw();
         assertEq(usdc.balanceOf(buyer), PRICE);
+        assertEq(escrow.totalLiabilities(), 0);
     }
 
     function test_reclaimExpired_revertsBeforeExpiry() public {
@@ -312,47 +316,143 @@ contract AgentripeTest is Fixture {
         vm.warp(block.timestamp + DEPOSIT_TIMEOUT);
         vm.prank(buyer);
         escrow.reclaimExpired(ID);
-        assertEq(escrow.withdrawableBalance(buyer), PRICE);
+        assertEq(usdc.balanceOf(buyer), PRICE);
     }
 
-    // ------------------------------------------------------------ withdraw
+    // ------------------------------------------------------------ payouts the token refuses, and withdraw
 
-    function test_withdraw_paysCreditOnce() public {
-        _deposit(ID, PRICE);
+    /// An escrow over a token that can refuse transfers, with `amount` deposited under `id`.
+    function _refusingEscrow(bytes32 id, uint256 amount) internal returns (Agentripe victim, RefusingToken token) {
+        token = new RefusingToken();
+        victim = new Agentripe(address(token), address(identity), operator, admin, DEPOSIT_TIMEOUT);
+        token.mint(address(victim), amount);
         vm.prank(operator);
-        escrow.releaseToVendor(ID);
+        victim.recordDeposit(id, agentId, buyer, amount);
+    }
 
-        vm.expectEmit(address(escrow));
+    function test_releaseToVendor_blocklistedPayeeGetsACreditNotABlockedDeposit() public {
+        (Agentripe victim, RefusingToken token) = _refusingEscrow(ID, PRICE);
+        token.setBlocked(vendor, true);
+
+        vm.expectEmit(address(victim));
+        emit DepositReleased(ID, vendor, PRICE);
+        vm.expectEmit(address(victim));
+        emit PayoutCredited(vendor, PRICE);
+        vm.prank(operator);
+        victim.releaseToVendor(ID);
+
+        (,,, uint8 status) = victim.getDeposit(ID);
+        assertEq(status, 2, "resolved all the same");
+        assertEq(victim.withdrawableBalance(vendor), PRICE);
+        assertEq(victim.totalLiabilities(), PRICE, "still owed");
+
+        // Blocked, the vendor cannot pull it either; once unblocked it withdraws it, once.
+        vm.expectRevert(abi.encodeWithSelector(RefusingToken.Blocked.selector, vendor));
+        vm.prank(vendor);
+        victim.withdraw();
+        token.setBlocked(vendor, false);
+        vm.expectEmit(address(victim));
         emit Withdrawn(vendor, PRICE);
         vm.prank(vendor);
-        escrow.withdraw();
-        assertEq(usdc.balanceOf(vendor), PRICE);
-        assertEq(usdc.balanceOf(address(escrow)), 0);
-        assertEq(escrow.withdrawableBalance(vendor), 0);
-        assertEq(escrow.totalLiabilities(), 0);
-
+        victim.withdraw();
+        assertEq(token.balanceOf(vendor), PRICE);
+        assertEq(victim.totalLiabilities(), 0);
         vm.expectRevert(abi.encodeWithSelector(Agentripe.NothingToWithdraw.selector, vendor));
         vm.prank(vendor);
-        escrow.withdraw();
+        victim.withdraw();
     }
 
-    function test_withdraw_accumulatesSeveralDeposits() public {
-        _deposit(ID, PRICE);
-        _deposit(keccak256("second"), 3 * PRICE);
+    function test_refundToBuyer_pausedTokenLeavesACredit() public {
+        (Agentripe victim, RefusingToken token) = _refusingEscrow(ID, PRICE);
+        token.setPaused(true);
+        vm.prank(operator);
+        victim.refundToBuyer(ID);
+        assertEq(victim.withdrawableBalance(buyer), PRICE);
+        token.setPaused(false);
+        vm.prank(buyer);
+        victim.withdraw();
+        assertEq(token.balanceOf(buyer), PRICE);
+        assertEq(token.balanceOf(address(victim)), 0);
+    }
+
+    function test_withdraw_accumulatesSeveralCredits() public {
+        (Agentripe victim, RefusingToken token) = _refusingEscrow(ID, PRICE);
+        token.mint(address(victim), 3 * PRICE);
+        vm.prank(operator);
+        victim.recordDeposit(keccak256("second"), agentId, buyer, 3 * PRICE);
+        token.setBlocked(vendor, true);
         vm.startPrank(operator);
-        escrow.releaseToVendor(ID);
-        escrow.releaseToVendor(keccak256("second"));
+        victim.releaseToVendor(ID);
+        victim.releaseToVendor(keccak256("second"));
         vm.stopPrank();
-        assertEq(escrow.withdrawableBalance(vendor), 4 * PRICE);
+        assertEq(victim.withdrawableBalance(vendor), 4 * PRICE);
+        token.setBlocked(vendor, false);
         vm.prank(vendor);
-        escrow.withdraw();
-        assertEq(usdc.balanceOf(vendor), 4 * PRICE);
+        victim.withdraw();
+        assertEq(token.balanceOf(vendor), 4 * PRICE);
+    }
+
+    /// Whatever gas the operator's transaction carries, a payout the token would make is made, or the call
+    /// reverts: starving the transfer never turns it into a credit (which eth_estimateGas would otherwise
+    /// pick for a token whose transfers are dear, the credit being the cheaper path).
+    function test_payout_starvedOfGasRevertsInsteadOfCrediting() public {
+        GasHungryToken token = new GasHungryToken();
+        Agentripe victim = new Agentripe(address(token), address(identity), operator, admin, DEPOSIT_TIMEOUT);
+        token.mint(address(victim), PRICE);
+        vm.prank(operator);
+        victim.recordDeposit(ID, agentId, buyer, PRICE);
+
+        uint256 paidAt;
+        for (uint256 gasLimit = 500_000; gasLimit <= 4_000_000; gasLimit += 50_000) {
+            uint256 snapshot = vm.snapshotState();
+            vm.prank(operator);
+            (bool ok,) = address(victim).call{gas: gasLimit}(abi.encodeCall(Agentripe.releaseToVendor, (ID)));
+            (,,, uint8 status) = victim.getDeposit(ID);
+            assertEq(victim.withdrawableBalance(vendor), 0, "a starved transfer became a credit");
+            if (ok) {
+                assertEq(token.balanceOf(vendor), PRICE);
+                if (paidAt == 0) paidAt = gasLimit;
+            } else {
+                assertEq(status, 1, "a failed release left the deposit open");
+            }
+            vm.revertToState(snapshot);
+        }
+        assertGt(paidAt, 500_000, "too little gas reverts");
+        assertLt(paidAt, 4_000_000, "enough gas pays");
     }
 
     function test_withdraw_revertsWithNothing() public {
         vm.expectRevert(abi.encodeWithSelector(Agentripe.NothingToWithdraw.selector, buyer));
         vm.prank(buyer);
         escrow.withdraw();
+    }
+
+    function test_payout_reentrancyThroughThePayeesTokenHookIsBlocked() public {
+        HostileToken hostile = new HostileToken();
+        Agentripe victim = new Agentripe(address(hostile), address(identity), operator, admin, DEPOSIT_TIMEOUT);
+        bytes32 first = keccak256("first");
+        bytes32 second = keccak256("second");
+        hostile.mint(address(victim), 2 * PRICE);
+        vm.startPrank(operator);
+        victim.recordDeposit(first, agentId, buyer, PRICE);
+        victim.recordDeposit(second, agentId, buyer, PRICE);
+        vm.stopPrank();
+        vm.warp(block.timestamp + DEPOSIT_TIMEOUT);
+
+        // While the refund is pushed, the token re-enters with a call that would succeed on its own.
+        hostile.arm(address(victim), abi.encodeCall(Agentripe.reclaimExpired, (second)));
+        vm.prank(operator);
+        victim.refundToBuyer(first);
+
+        assertFalse(hostile.lastReentrySucceeded());
+        assertEq(
+            hostile.lastReentryError(),
+            abi.encodeWithSelector(ReentrancyGuardTransient.ReentrancyGuardReentrantCall.selector)
+        );
+        (,,, uint8 status) = victim.getDeposit(second);
+        assertEq(status, 1, "the re-entered deposit did not move");
+        assertEq(hostile.balanceOf(buyer), PRICE, "the first refund was paid once");
+        assertEq(victim.totalLiabilities(), PRICE);
     }
 
     function test_withdraw_reentrancyThroughHostileTokenIsBlocked() public {
@@ -364,20 +464,25 @@ contract AgentripeTest is Fixture {
         vm.startPrank(operator);
         victim.recordDeposit(first, agentId, buyer, PRICE);
         victim.recordDeposit(second, agentId, buyer, PRICE);
-        victim.refundToBuyer(first);
         vm.stopPrank();
         vm.warp(block.timestamp + DEPOSIT_TIMEOUT);
 
-        // During the buyer's withdrawal the token re-enters with a call that would succeed on its own.
+        // The first refund cannot be pushed (the hook's re-entry makes the transfer revert), so it is a
+        // credit; during its withdrawal the token re-enters again.
         hostile.arm(address(victim), abi.encodeCall(Agentripe.reclaimExpired, (second)));
+        hostile.setRevertOnFailedReentry(true);
+        vm.prank(operator);
+        victim.refundToBuyer(first);
+        assertEq(victim.withdrawableBalance(buyer), PRICE);
+
+        vm.expectRevert();
+        vm.prank(buyer);
+        victim.withdraw();
+        hostile.setRevertOnFailedReentry(false);
         vm.prank(buyer);
         victim.withdraw();
 
         assertFalse(hostile.lastReentrySucceeded());
-        assertEq(
-            hostile.lastReentryError(),
-            abi.encodeWithSelector(ReentrancyGuardTransient.ReentrancyGuardReentrantCall.selector)
-        );
         (,,, uint8 status) = victim.getDeposit(second);
         assertEq(status, 1);
         assertEq(hostile.balanceOf(buyer), PRICE);
@@ -444,9 +549,8 @@ contract AgentripeTest is Fixture {
         escrow.reclaimExpired(ID);
 
         address payee = approve && !expired ? vendor : buyer;
-        vm.prank(payee);
-        escrow.withdraw();
         assertEq(usdc.balanceOf(payee), amount);
+        assertEq(escrow.withdrawableBalance(payee), 0);
         assertEq(usdc.balanceOf(address(escrow)), 0);
         assertEq(escrow.totalLiabilities(), 0);
     }

@@ -7,7 +7,7 @@ import {IdentityRegistry} from "../src/IdentityRegistry.sol";
 import {TestUSDC} from "../src/TestUSDC.sol";
 
 /// @dev Drives the escrow through random sequences of payments, recordings, payouts, reclaims,
-///      withdrawals, stray transfers, wallet changes and the passing of time, keeping ghost books of
+///      stray transfers, wallet changes and the passing of time, keeping ghost books of
 ///      what every deposit should be. Every action is valid by construction, and attacks (moving a
 ///      deposit twice, releasing after expiry, recording unbacked) must revert or the run fails.
 contract EscrowHandler is Test {
@@ -22,7 +22,7 @@ contract EscrowHandler is Test {
     bytes32[] public depositIds;
     mapping(bytes32 => uint8) public finalStatus; // first terminal status seen
     mapping(bytes32 => uint256) public exits; // times the deposit left DEPOSITED
-    mapping(address => uint256) public expectedCredit;
+    mapping(address => uint256) public paid; // what payouts sent each account
     uint256 public lockedSum;
     uint256 internal nonceCounter;
 
@@ -92,11 +92,12 @@ contract EscrowHandler is Test {
             } catch {}
             return;
         }
-        vm.prank(operator);
-        escrow.releaseToVendor(id);
         address payee = identity.getAgentWallet(agentId);
         if (payee == address(0)) payee = identity.ownerOf(agentId);
-        _exit(id, 2, payee, amount);
+        uint256 before = usdc.balanceOf(payee);
+        vm.prank(operator);
+        escrow.releaseToVendor(id);
+        _exit(id, 2, payee, amount, before);
     }
 
     function refund(uint256 seed) external {
@@ -110,9 +111,10 @@ contract EscrowHandler is Test {
             } catch {}
             return;
         }
+        uint256 before = usdc.balanceOf(buyer);
         vm.prank(operator);
         escrow.refundToBuyer(id);
-        _exit(id, 3, buyer, amount);
+        _exit(id, 3, buyer, amount, before);
     }
 
     function reclaim(uint256 seed, uint256 callerSeed) external {
@@ -128,20 +130,10 @@ contract EscrowHandler is Test {
             } catch {}
             return;
         }
+        uint256 before = usdc.balanceOf(buyer);
         vm.prank(caller);
         escrow.reclaimExpired(id);
-        _exit(id, 3, buyer, amount);
-    }
-
-    function withdraw(uint256 actorSeed) external {
-        address actor = actors[actorSeed % actors.length];
-        uint256 credit = escrow.withdrawableBalance(actor);
-        if (credit == 0) return;
-        uint256 before = usdc.balanceOf(actor);
-        vm.prank(actor);
-        escrow.withdraw();
-        assertEq(usdc.balanceOf(actor), before + credit, "withdraw paid the credit");
-        expectedCredit[actor] -= credit;
+        _exit(id, 3, buyer, amount, before);
     }
 
     /// An agent's owner moves its payout wallet to another actor (who consents) or clears it.
@@ -184,15 +176,13 @@ contract EscrowHandler is Test {
         return (true, depositIds[seed % depositIds.length]);
     }
 
-    function _exit(bytes32 id, uint8 status, address payee, uint256 amount) private {
+    /// A deposit left DEPOSITED: its payee got `amount` in that same call (this token never refuses).
+    function _exit(bytes32 id, uint8 status, address payee, uint256 amount, uint256 before) private {
         exits[id] += 1;
         finalStatus[id] = status;
         lockedSum -= amount;
-        expectedCredit[payee] += amount;
-    }
-
-    function walletCredit(address who) external view returns (uint256) {
-        return expectedCredit[who];
+        paid[payee] += amount;
+        assertEq(usdc.balanceOf(payee), before + amount, "paid out in the same transaction");
     }
 }
 
@@ -240,11 +230,12 @@ contract AgentripeInvariantTest is Test {
         }
     }
 
-    /// Every credit is exactly what the payouts to that account added up to, minus what it withdrew.
-    function invariant_creditsMatchPayouts() public view {
+    /// Every payout reached its payee: each actor holds exactly what was paid to it, and no credit waits.
+    function invariant_payoutsArePushed() public view {
         for (uint256 i; i < handler.actorCount(); ++i) {
             address actor = handler.actors(i);
-            assertEq(escrow.withdrawableBalance(actor), handler.walletCredit(actor), "credit matches payouts");
+            assertEq(usdc.balanceOf(actor), handler.paid(actor), "holds what payouts sent it");
+            assertEq(escrow.withdrawableBalance(actor), 0, "no credit left behind");
         }
     }
 }

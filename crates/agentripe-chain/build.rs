@@ -31,4 +31,27 @@ fn main() {
         status.success(),
         "`forge build` failed; the contract bindings cannot be generated (see the output above)"
     );
+
+    // `sol!` reads the artifacts, but cargo does not know it does: rerunning this script alone would keep
+    // the old bindings. A fingerprint of the artifacts in the crate's environment makes any change to
+    // them recompile the bindings.
+    let mut fingerprint = std::collections::hash_map::DefaultHasher::new();
+    for contract in BOUND {
+        let artifact = root.join(format!("out/{contract}.sol/{contract}.json"));
+        let bytes = std::fs::read(&artifact)
+            .unwrap_or_else(|error| panic!("forge wrote no {}: {error}", artifact.display()));
+        std::hash::Hash::hash(&bytes, &mut fingerprint);
+    }
+    println!("cargo:rustc-env=AGENTRIPE_ARTIFACTS_FINGERPRINT={:x}", std::hash::Hasher::finish(&fingerprint));
 }
+
+/// The contracts `src/bindings.rs` binds.
+const BOUND: [&str; 7] = [
+    "Agentripe",
+    "IdentityRegistry",
+    "ReputationRegistry",
+    "TestUSDC",
+    "IERC3009",
+    "IERC8004Identity",
+    "IERC8004Reputation",
+];

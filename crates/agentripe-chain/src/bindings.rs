@@ -8,6 +8,10 @@
 
 use alloy::sol;
 
+/// Ties these bindings to the artifacts they were generated from (see build.rs): rustc records the
+/// variable, so new artifacts mean new bindings.
+const _ARTIFACTS: &str = env!("AGENTRIPE_ARTIFACTS_FINGERPRINT");
+
 sol!(
     #[sol(rpc)]
     #[derive(Debug)]

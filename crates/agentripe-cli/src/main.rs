@@ -69,7 +69,7 @@ enum Command {
         out: PathBuf,
     },
     /// Operator: give back USDC that reached the escrow without a deposit (as `/health` and the server's
-    /// log report it): recorded for its sender, then refunded as a credit it withdraws. Reads the
+    /// log report it): recorded for its sender, then refunded to it. Reads the
     /// server's configuration (its database and operator key) from the environment.
     RefundUnrecorded {
         /// The transaction that moved it into the escrow (0x...).
@@ -129,7 +129,7 @@ enum Command {
         #[command(subcommand)]
         action: vendor::Action,
     },
-    /// Pull the credit the escrow holds for this key (refunds, a vendor's payouts).
+    /// Pull the credit the escrow holds for this key: a refund or payout the token refused to send.
     Withdraw {
         /// JSON-RPC endpoint of the escrow's chain; default: the wallet policy's.
         #[arg(long, env = "RPC_URL")]
@@ -241,13 +241,7 @@ async fn run(
                     "sender": refunded.sender.to_checksum(None),
                     "amount": refunded.amount.to_string(),
                 }),
-                || {
-                    format!(
-                        "refunded {} to {}: it withdraws it with withdraw()",
-                        output::usdc(&refunded.amount.to_string()),
-                        refunded.sender
-                    )
-                },
+                || format!("refunded {} to {}", output::usdc(&refunded.amount.to_string()), refunded.sender),
             );
             Ok(())
         }

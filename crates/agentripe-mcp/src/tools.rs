@@ -287,8 +287,8 @@ impl MarketTools {
         }
     }
 
-    /// The wallet: its USDC balance, the credit the escrow holds for it (refunds; take it with
-    /// withdraw), what it signed in the last hour and day against its budgets, and whether a brake
+    /// The wallet: its USDC balance, the credit the escrow holds for it (refunds and payouts arrive by
+    /// themselves; only one the token refused waits there for withdraw), what it signed in the last hour and day against its budgets, and whether a brake
     /// has paused signing. Free.
     #[tool(annotations(title = "Balances and budgets", read_only_hint = true, open_world_hint = true))]
     async fn balances(&self) -> ToolResult {
@@ -327,8 +327,8 @@ impl MarketTools {
         }))
     }
 
-    /// Move the credit the escrow holds for this wallet (refunds, or a vendor's payouts) into the
-    /// wallet. Sends one transaction, paid in ETH by this key. Safe to call again: with no credit it
+    /// Move the credit the escrow holds for this wallet (a refund or payout the token refused to send
+    /// at the time) into the wallet. Sends one transaction, paid in ETH by this key. Safe to call again: with no credit it
     /// does nothing.
     #[tool(annotations(
         title = "Withdraw escrow credit",

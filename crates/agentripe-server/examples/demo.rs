@@ -1,15 +1,14 @@
 //! The marketplace end to end, for `scripts/demo.sh`: a local chain with the real contracts, the real
 //! server on SQLite over loopback HTTP, a registered vendor agent, and two purchases paid over x402:
-//! one approved (the vendor is paid and withdraws), one rejected five times (the buyer is refunded and
-//! withdraws). Every check fails the demo loudly; Ctrl-C stops everything it started.
+//! one approved (the vendor is paid in the release itself), one rejected five times (the buyer is
+//! refunded in the refund itself: neither needs ETH). Every check fails the demo loudly; Ctrl-C stops
+//! everything it started.
 
-use agentripe_chain::bindings::Agentripe;
 use agentripe_server::catalog::format_price;
 use agentripe_server::testing::{LlmAnswer, Market, PRICE, ScriptedLlm, Server};
 use agentripe_store::testing::Engine;
 use alloy::{
     primitives::{Address, U256},
-    providers::ProviderBuilder,
     signers::local::PrivateKeySigner,
 };
 use serde_json::{Value, json};
@@ -34,19 +33,6 @@ async fn main() -> std::process::ExitCode {
 
 fn check(condition: bool, what: impl std::fmt::Display) -> Result<(), String> {
     if condition { Ok(()) } else { Err(what.to_string()) }
-}
-
-async fn withdraw(market: &Market, who: &PrivateKeySigner) -> Result<String, String> {
-    let provider = ProviderBuilder::new().wallet(who.clone()).connect_http(market.anvil.endpoint_url());
-    let receipt = Agentripe::new(market.deployment.agentripe, &provider)
-        .withdraw()
-        .send()
-        .await
-        .map_err(|e| format!("withdraw: {e}"))?
-        .get_receipt()
-        .await
-        .map_err(|e| format!("withdraw receipt: {e}"))?;
-    Ok(format!("{:#x}", receipt.transaction_hash))
 }
 
 async fn purchase(market: &Market, server: &Server, buyer: &PrivateKeySigner) -> Result<String, String> {
@@ -100,7 +86,6 @@ async fn run() -> Result<(), String> {
     check(status == 200 && done["escrowAction"] == "released", format!("approval: {done}"))?;
     println!("  review: {}  escrow: released", done["review"]["reason"]);
     let release = server.task(&first).await["task"]["escrowTx"].as_str().unwrap_or_default().to_owned();
-    let vendor_withdraw = withdraw(&market, &market.vendor).await?;
 
     println!("\n== Purchase 2: buyer B pays; the vendor's result is rejected five times");
     let second = purchase(&market, &server, &bob).await?;
@@ -125,16 +110,12 @@ async fn run() -> Result<(), String> {
     }
     check(last["escrowAction"] == "refunded", format!("the fifth rejection refunds: {last}"))?;
     let refund = server.task(&second).await["task"]["escrowTx"].as_str().unwrap_or_default().to_owned();
-    market.fund_gas(bob.address()).await;
-    let buyer_withdraw = withdraw(&market, &bob).await?;
 
     println!("\n== What happened on chain");
     println!("  purchase 1  settle {first}");
-    println!("              release {release}");
-    println!("              vendor withdraw {vendor_withdraw}");
+    println!("              release {release} (pays the vendor)");
     println!("  purchase 2  settle {second}");
-    println!("              refund {refund}");
-    println!("              buyer B withdraw {buyer_withdraw}");
+    println!("              refund {refund} (pays buyer B back)");
     println!("\n  USDC        before      after");
     for ((name, address), before) in accounts.iter().zip(before) {
         let after = market.usdc_balance(*address).await;

@@ -131,7 +131,7 @@ impl EscrowAudit {
     }
 
     /// Gives back the unrecorded transfer `transaction`: records it as a deposit of its sender for agent
-    /// `agent_id` under its hash, then refunds it (a credit its sender withdraws). Refused for a sender
+    /// `agent_id` under its hash, then refunds it (sent back to its sender). Refused for a sender
     /// with a payment of ours still in flight: that transfer may be its settlement, about to be recorded.
     pub async fn refund(
         &self,

@@ -38,7 +38,7 @@ async fn expiry_and_reclaim() {
         assert_eq!(body["task"]["status"], "failed");
         assert!(body["task"]["errorMessage"].as_str().is_some_and(|m| m.contains("expired")), "{body}");
         assert!(body["task"]["escrowTx"].is_string(), "our refund transaction: {body}");
-        assert_eq!(market.credit(buyer.address()).await, U256::from(PRICE));
+        assert_eq!(market.usdc_balance(buyer.address()).await, U256::from(PRICE));
 
         // Work started but not approved before the expiry is refunded too.
         let (_, late) = server.purchase(&market, &json!({})).await;
@@ -72,11 +72,11 @@ async fn expiry_and_reclaim() {
             .watch()
             .await
             .expect("mined");
-        assert_eq!(market.credit(buyer.address()).await, U256::from(PRICE));
+        assert_eq!(market.usdc_balance(buyer.address()).await, U256::from(PRICE));
         let back = market.start().await;
         let body = back.escrow_status_eventually(&reclaimed, "refunded").await;
         assert!(body["task"]["escrowTx"].is_null(), "not our transaction: {body}");
-        assert_eq!(market.credit(buyer.address()).await, U256::from(PRICE), "refunded once");
+        assert_eq!(market.usdc_balance(buyer.address()).await, U256::from(PRICE), "refunded once");
     }
 }
 
@@ -121,10 +121,10 @@ on_both_engines!(a_crash_between_approval_and_release_pays_once, |market| async 
     let next = market.start().await;
     next.escrow_status_eventually(&task, "released").await;
     assert_eq!(market.deposit(task.parse().expect("hash")).await.status, 2);
-    assert_eq!(market.credit(market.vendor.address()).await, U256::from(PRICE));
+    assert_eq!(market.usdc_balance(market.vendor.address()).await, U256::from(PRICE));
     next.running.abort();
     let last = market.start().await;
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
-    assert_eq!(market.credit(market.vendor.address()).await, U256::from(PRICE), "paid exactly once");
+    assert_eq!(market.usdc_balance(market.vendor.address()).await, U256::from(PRICE), "paid exactly once");
     last.running.abort();
 });

@@ -63,7 +63,7 @@ on_both_engines!(an_approved_result_pays_the_vendor, |market| async move {
     // The money: released on chain, withdrawable by the vendor, the buyer's result final.
     let deposit: B256 = task.parse().expect("hash");
     assert_eq!(market.deposit(deposit).await.status, 2);
-    assert_eq!(market.credit(market.vendor.address()).await, U256::from(PRICE));
+    assert_eq!(market.usdc_balance(market.vendor.address()).await, U256::from(PRICE));
     let (status, result) = get_as_buyer(&server, &buyer, &format!("/tasks/{task}/result")).await;
     assert_eq!(status, 200);
     assert_eq!(
@@ -127,8 +127,8 @@ on_both_engines!(a_failed_task_refunds_the_buyer, |market| async move {
     assert_eq!(failed["task"]["errorMessage"], "Unsupported language pair");
     assert_eq!(failed["escrowAction"], "refunded");
     assert_eq!(market.deposit(task.parse().expect("hash")).await.status, 3);
-    assert_eq!(market.credit(buyer.address()).await, U256::from(PRICE));
-    assert_eq!(market.credit(market.vendor.address()).await, U256::ZERO);
+    assert_eq!(market.usdc_balance(buyer.address()).await, U256::from(PRICE));
+    assert_eq!(market.usdc_balance(market.vendor.address()).await, U256::ZERO);
 
     let (status, again) = server.vendor(&market, "complete", &task, json!({ "result": "too late" })).await;
     assert_eq!((status, again["error"].as_str()), (409, Some("invalid_state")), "final is final");
@@ -149,7 +149,7 @@ on_both_engines!(the_fifth_rejection_refunds_and_four_then_approval_pays, |marke
         assert_eq!(reply["task"]["status"], "rejected");
         assert_eq!(reply["escrowAction"], if round < 5 { "none" } else { "refunded" }, "round {round}");
     }
-    assert_eq!(market.credit(buyer.address()).await, U256::from(PRICE));
+    assert_eq!(market.usdc_balance(buyer.address()).await, U256::from(PRICE));
 
     // Another purchase: four rejections, then the fixed result is approved.
     llm.push([rejection(), rejection(), rejection(), rejection(), LlmAnswer::verdict(true, "Now correct")]);
@@ -166,8 +166,8 @@ on_both_engines!(the_fifth_rejection_refunds_and_four_then_approval_pays, |marke
         (reply["escrowAction"].as_str(), reply["task"]["reviewRejectCount"].as_i64()),
         (Some("released"), Some(4))
     );
-    assert_eq!(market.credit(market.vendor.address()).await, U256::from(PRICE));
-    assert_eq!(market.credit(buyer.address()).await, U256::ZERO);
+    assert_eq!(market.usdc_balance(market.vendor.address()).await, U256::from(PRICE));
+    assert_eq!(market.usdc_balance(buyer.address()).await, U256::ZERO);
 });
 
 on_both_engines!(a_reviewer_outage_is_never_a_rejection, |market| async move {

@@ -178,7 +178,7 @@ impl Market {
             .expect("mined");
     }
 
-    /// Sends `account` 1 ETH for gas from an anvil account (x402 buyers need none; withdrawing does).
+    /// Sends `account` 1 ETH for gas from an anvil account (x402 buyers and payees need none).
     pub async fn fund_gas(&self, account: Address) {
         use alloy::{network::TransactionBuilder, rpc::types::TransactionRequest};
         let funder =
@@ -200,15 +200,6 @@ impl Market {
             .get_receipt()
             .await
             .expect("mined")
-    }
-
-    /// What `account` may withdraw from the escrow.
-    pub async fn credit(&self, account: Address) -> U256 {
-        Agentripe::new(self.deployment.agentripe, &self.provider)
-            .withdrawableBalance(account)
-            .call()
-            .await
-            .expect("withdrawable balance")
     }
 
     /// Submits a signed payment on chain from anvil account `index`: what a facilitator, or a
