@@ -310,6 +310,10 @@ impl<S: Signer + SignerSync + Send + Sync> Wallet<S> {
     }
 }
 
+/// The longest an authorization the wallet signs may stay valid: the server names the validity, and an
+/// authorization that outlives the budgets' windows could be settled long after it was counted.
+pub const MAX_AUTHORIZATION_SECONDS: u64 = 3_600;
+
 fn requested_amount(ask: &Ask) -> Option<U256> {
     ask.required
         .accepts
@@ -328,7 +332,15 @@ fn trusted_offer(policy: &Policy, ask: &Ask) -> Result<(v2::PaymentRequirements,
     let mut refusal = (Rule::UnusableTerms, "the server offers no exact EVM payment".to_string());
     for accepted in &ask.required.accepts {
         let Ok(offer) = Offer::from_requirements(accepted) else { continue };
-        let mismatch = if offer.network.chain_id != trust.chain_id {
+        let mismatch = if offer.max_timeout_seconds > MAX_AUTHORIZATION_SECONDS {
+            Some((
+                Rule::UnusableTerms,
+                format!(
+                    "an authorization valid {} s is asked; the wallet signs at most {MAX_AUTHORIZATION_SECONDS} s",
+                    offer.max_timeout_seconds
+                ),
+            ))
+        } else if offer.network.chain_id != trust.chain_id {
             Some((
                 Rule::UntrustedChain,
                 format!("chain {} is not the trusted {}", offer.network.chain_id, trust.chain_id),

@@ -204,6 +204,7 @@ async fn terms_that_differ_from_the_pinned_trust_are_refused_before_signing() {
         (Offer { network: Network::new(8453), ..offer(10) }, Rule::UntrustedChain),
         (Offer { token_name: "USD Coin".into(), ..offer(10) }, Rule::UntrustedTokenDomain),
         (Offer { token_version: "1".into(), ..offer(10) }, Rule::UntrustedTokenDomain),
+        (Offer { max_timeout_seconds: 86_400, ..offer(10) }, Rule::UnusableTerms),
     ];
     for (offer, rule) in cases {
         let decision = wallet.decide(&policy, &ask_for("7", &offer), NOW, None).await;
