@@ -82,6 +82,10 @@ contract Agentripe is Ownable2Step, ReentrancyGuardTransient {
     /// @notice `account` pulled `amount` of its credit.
     event Withdrawn(address indexed account, uint256 amount);
 
+    /// @notice A batch left `depositId` alone: it was already recorded (`recordDeposits`), or it is not an
+    ///         open deposit it may move (`releaseToVendors`, `refundToBuyers`). `status` is what it found.
+    event DepositSkipped(bytes32 indexed depositId, Status status);
+
     /// @notice The operator key changed.
     event OperatorChanged(address indexed previousOperator, address indexed newOperator);
 
@@ -162,31 +166,44 @@ contract Agentripe is Ownable2Step, ReentrancyGuardTransient {
         onlyOperator
         nonReentrant
     {
-        if (depositId == bytes32(0)) revert ZeroDepositId();
-        if (buyer == address(0)) revert ZeroAddress();
-        if (amount == 0) revert ZeroAmount();
-        if (agentId > type(uint208).max) revert AgentIdTooLarge(agentId);
-        Deposit storage deposit = _deposits[depositId];
-        if (deposit.status != Status.NONE) revert DepositAlreadyRecorded(depositId);
-        // Reverts for an unknown agent, so no deposit can be locked for nobody.
-        identityRegistry.ownerOf(agentId);
+        Status found = _deposits[depositId].status;
+        if (found != Status.NONE) revert DepositAlreadyRecorded(depositId);
+        totalLiabilities =
+            _record(DepositRecord(depositId, agentId, buyer, amount), totalLiabilities, token.balanceOf(address(this)));
+    }
 
-        uint256 required = uint256(totalLiabilities) + amount;
-        // Bounds the amount and the running total alike, so neither cast below truncates.
-        if (required > type(uint96).max) revert AmountTooLarge(amount);
+    /// @notice One deposit for `recordDeposits`: the arguments of `recordDeposit`.
+    struct DepositRecord {
+        bytes32 depositId;
+        uint256 agentId;
+        address buyer;
+        uint256 amount;
+    }
+
+    /// @notice Records several payments in one transaction (what several settlements since the last batch
+    ///         brought in). An id already recorded is skipped (`DepositSkipped`), so a batch sent twice, or
+    ///         overlapping an earlier one, records each deposit once; anything else `recordDeposit` refuses
+    ///         reverts the whole batch. The balance must back every liability with the whole batch.
+    /// @return recorded for each entry, whether this call recorded it
+    function recordDeposits(DepositRecord[] calldata records)
+        external
+        onlyOperator
+        nonReentrant
+        returns (bool[] memory recorded)
+    {
+        recorded = new bool[](records.length);
+        uint96 liabilities = totalLiabilities;
         uint256 balance = token.balanceOf(address(this));
-        if (balance < required) revert InsufficientBacking(balance, required);
-        totalLiabilities = uint96(required);
-
-        uint40 expiresAt = uint40(block.timestamp + depositTimeout);
-        _deposits[depositId] = Deposit({
-            buyer: buyer,
-            amount: uint96(amount),
-            agentId: uint208(agentId),
-            expiresAt: expiresAt,
-            status: Status.DEPOSITED
-        });
-        emit DepositRecorded(depositId, agentId, buyer, amount);
+        for (uint256 i; i < records.length; ++i) {
+            Status found = _deposits[records[i].depositId].status;
+            if (found != Status.NONE) {
+                emit DepositSkipped(records[i].depositId, found);
+                continue;
+            }
+            liabilities = _record(records[i], liabilities, balance);
+            recorded[i] = true;
+        }
+        totalLiabilities = liabilities;
     }
 
     /// @notice Pays a deposit to the agent's payout address: its agentWallet, or its owner when unset.
@@ -195,19 +212,54 @@ contract Agentripe is Ownable2Step, ReentrancyGuardTransient {
         Deposit storage deposit = _activeDeposit(depositId);
         uint256 expiresAt = deposit.expiresAt;
         if (block.timestamp >= expiresAt) revert DepositExpired(depositId, expiresAt);
-        deposit.status = Status.RELEASED;
-
-        uint256 agentId = deposit.agentId;
-        address payee = identityRegistry.getAgentWallet(agentId);
-        if (payee == address(0)) payee = identityRegistry.ownerOf(agentId);
-        uint256 amount = deposit.amount;
-        emit DepositReleased(depositId, payee, amount);
-        _payOut(payee, amount);
+        _release(depositId, deposit);
     }
 
     /// @notice Pays a deposit back to its buyer.
     function refundToBuyer(bytes32 depositId) external onlyOperator nonReentrant {
         _refund(depositId, _activeDeposit(depositId));
+    }
+
+    /// @notice Releases several deposits in one transaction. One that is not open (already released or
+    ///         refunded, unknown) or has expired is skipped (`DepositSkipped`), not a revert of the batch.
+    /// @return released for each id, whether this call released it
+    function releaseToVendors(bytes32[] calldata depositIds)
+        external
+        onlyOperator
+        nonReentrant
+        returns (bool[] memory released)
+    {
+        released = new bool[](depositIds.length);
+        for (uint256 i; i < depositIds.length; ++i) {
+            Deposit storage deposit = _deposits[depositIds[i]];
+            if (deposit.status != Status.DEPOSITED || block.timestamp >= deposit.expiresAt) {
+                emit DepositSkipped(depositIds[i], deposit.status);
+                continue;
+            }
+            _release(depositIds[i], deposit);
+            released[i] = true;
+        }
+    }
+
+    /// @notice Refunds several deposits in one transaction. One that is not open is skipped
+    ///         (`DepositSkipped`), not a revert of the batch.
+    /// @return refunded for each id, whether this call refunded it
+    function refundToBuyers(bytes32[] calldata depositIds)
+        external
+        onlyOperator
+        nonReentrant
+        returns (bool[] memory refunded)
+    {
+        refunded = new bool[](depositIds.length);
+        for (uint256 i; i < depositIds.length; ++i) {
+            Deposit storage deposit = _deposits[depositIds[i]];
+            if (deposit.status != Status.DEPOSITED) {
+                emit DepositSkipped(depositIds[i], deposit.status);
+                continue;
+            }
+            _refund(depositIds[i], deposit);
+            refunded[i] = true;
+        }
     }
 
     // ---------------------------------------------------------------- anyone
@@ -268,6 +320,44 @@ contract Agentripe is Ownable2Step, ReentrancyGuardTransient {
     function _activeDeposit(bytes32 depositId) private view returns (Deposit storage deposit) {
         deposit = _deposits[depositId];
         if (deposit.status != Status.DEPOSITED) revert DepositNotActive(depositId, deposit.status);
+    }
+
+    /// @dev Checks and stores one new deposit (its id unused) against `balance`; returns the liabilities
+    ///      with it, for the caller to store.
+    function _record(DepositRecord memory record, uint96 liabilities, uint256 balance) private returns (uint96) {
+        (bytes32 depositId, uint256 agentId, address buyer, uint256 amount) =
+            (record.depositId, record.agentId, record.buyer, record.amount);
+        if (depositId == bytes32(0)) revert ZeroDepositId();
+        if (buyer == address(0)) revert ZeroAddress();
+        if (amount == 0) revert ZeroAmount();
+        if (agentId > type(uint208).max) revert AgentIdTooLarge(agentId);
+        // Reverts for an unknown agent, so no deposit can be locked for nobody.
+        identityRegistry.ownerOf(agentId);
+
+        uint256 required = uint256(liabilities) + amount;
+        // Bounds the amount and the running total alike, so neither cast below truncates.
+        if (required > type(uint96).max) revert AmountTooLarge(amount);
+        if (balance < required) revert InsufficientBacking(balance, required);
+
+        _deposits[depositId] = Deposit({
+            buyer: buyer,
+            amount: uint96(amount),
+            agentId: uint208(agentId),
+            expiresAt: uint40(block.timestamp + depositTimeout),
+            status: Status.DEPOSITED
+        });
+        emit DepositRecorded(depositId, agentId, buyer, amount);
+        return uint96(required);
+    }
+
+    function _release(bytes32 depositId, Deposit storage deposit) private {
+        deposit.status = Status.RELEASED;
+        uint256 agentId = deposit.agentId;
+        address payee = identityRegistry.getAgentWallet(agentId);
+        if (payee == address(0)) payee = identityRegistry.ownerOf(agentId);
+        uint256 amount = deposit.amount;
+        emit DepositReleased(depositId, payee, amount);
+        _payOut(payee, amount);
     }
 
     function _refund(bytes32 depositId, Deposit storage deposit) private {

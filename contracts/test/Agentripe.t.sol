@@ -488,6 +488,130 @@ contract AgentripeTest is Fixture {
         assertEq(hostile.balanceOf(buyer), PRICE);
     }
 
+    // ------------------------------------------------------------ batches
+
+    event DepositSkipped(bytes32 indexed depositId, Agentripe.Status status);
+
+    function _records(bytes32[] memory ids, uint256 amount)
+        internal
+        view
+        returns (Agentripe.DepositRecord[] memory records)
+    {
+        records = new Agentripe.DepositRecord[](ids.length);
+        for (uint256 i; i < ids.length; ++i) {
+            records[i] = Agentripe.DepositRecord(ids[i], agentId, buyer, amount);
+        }
+    }
+
+    function _ids(uint256 count) internal pure returns (bytes32[] memory ids) {
+        ids = new bytes32[](count);
+        for (uint256 i; i < count; ++i) {
+            ids[i] = keccak256(abi.encode("batch", i));
+        }
+    }
+
+    function test_recordDeposits_recordsEachOnceAndSkipsWhatIsRecorded() public {
+        bytes32[] memory ids = _ids(3);
+        for (uint256 i; i < 3; ++i) {
+            _payIntoEscrow(buyer, buyerKey, PRICE, ids[i]);
+        }
+        vm.prank(operator);
+        escrow.recordDeposit(ids[1], agentId, buyer, PRICE);
+
+        vm.expectEmit(address(escrow));
+        emit DepositRecorded(ids[0], agentId, buyer, PRICE);
+        vm.expectEmit(address(escrow));
+        emit DepositSkipped(ids[1], Agentripe.Status.DEPOSITED);
+        vm.prank(operator);
+        bool[] memory recorded = escrow.recordDeposits(_records(ids, PRICE));
+        assertTrue(recorded[0] && !recorded[1] && recorded[2]);
+        assertEq(escrow.totalLiabilities(), 3 * PRICE);
+
+        // Sent again (a retry after a crash): nothing recorded twice, nothing reverted.
+        vm.prank(operator);
+        recorded = escrow.recordDeposits(_records(ids, PRICE));
+        assertTrue(!recorded[0] && !recorded[1] && !recorded[2]);
+        assertEq(escrow.totalLiabilities(), 3 * PRICE);
+    }
+
+    function test_recordDeposits_needsBackingForTheWholeBatchAndValidEntries() public {
+        bytes32[] memory ids = _ids(2);
+        _payIntoEscrow(buyer, buyerKey, PRICE, ids[0]);
+        _payIntoEscrow(buyer, buyerKey, PRICE - 1, ids[1]);
+        vm.expectRevert(abi.encodeWithSelector(Agentripe.InsufficientBacking.selector, 2 * PRICE - 1, 2 * PRICE));
+        vm.prank(operator);
+        escrow.recordDeposits(_records(ids, PRICE));
+
+        Agentripe.DepositRecord[] memory records = _records(ids, 1);
+        records[1].agentId = 999;
+        vm.expectRevert(abi.encodeWithSelector(IERC721Errors.ERC721NonexistentToken.selector, 999));
+        vm.prank(operator);
+        escrow.recordDeposits(records);
+        assertEq(escrow.totalLiabilities(), 0, "a reverted batch records nothing");
+
+        vm.expectRevert(abi.encodeWithSelector(Agentripe.NotOperator.selector, buyer));
+        vm.prank(buyer);
+        escrow.recordDeposits(_records(ids, 1));
+    }
+
+    function test_releaseToVendors_paysOpenDepositsAndSkipsTheRest() public {
+        bytes32[] memory ids = _ids(4);
+        for (uint256 i; i < 4; ++i) {
+            _deposit(ids[i], PRICE);
+        }
+        vm.startPrank(operator);
+        escrow.refundToBuyer(ids[1]);
+        escrow.releaseToVendor(ids[2]);
+        vm.stopPrank();
+        bytes32[] memory batch = new bytes32[](5);
+        (batch[0], batch[1], batch[2], batch[3], batch[4]) = (ids[0], ids[1], ids[2], ids[3], keccak256("unknown"));
+
+        vm.expectEmit(address(escrow));
+        emit DepositSkipped(ids[1], Agentripe.Status.REFUNDED);
+        vm.prank(operator);
+        bool[] memory released = escrow.releaseToVendors(batch);
+        assertTrue(released[0] && !released[1] && !released[2] && released[3] && !released[4]);
+        assertEq(usdc.balanceOf(vendor), 3 * PRICE, "two from the batch, one from before");
+        assertEq(escrow.totalLiabilities(), 0);
+
+        vm.expectRevert(abi.encodeWithSelector(Agentripe.NotOperator.selector, vendor));
+        vm.prank(vendor);
+        escrow.releaseToVendors(batch);
+    }
+
+    function test_releaseToVendors_skipsExpiredDeposits() public {
+        bytes32[] memory ids = _ids(1);
+        _deposit(ids[0], PRICE);
+        vm.warp(escrow.depositExpiresAt(ids[0]));
+        vm.prank(operator);
+        bool[] memory released = escrow.releaseToVendors(ids);
+        assertFalse(released[0]);
+        (,,, uint8 status) = escrow.getDeposit(ids[0]);
+        assertEq(status, 1, "still open, for a refund");
+    }
+
+    function test_refundToBuyers_paysOpenDepositsAndSkipsTheRest() public {
+        bytes32[] memory ids = _ids(3);
+        for (uint256 i; i < 3; ++i) {
+            _deposit(ids[i], PRICE);
+        }
+        vm.prank(operator);
+        escrow.releaseToVendor(ids[0]);
+        vm.warp(escrow.depositExpiresAt(ids[2]));
+        vm.prank(operator);
+        bool[] memory refunded = escrow.refundToBuyers(ids);
+        assertTrue(!refunded[0] && refunded[1] && refunded[2], "expired deposits are refundable");
+        assertEq(usdc.balanceOf(buyer), 2 * PRICE);
+        vm.prank(operator);
+        refunded = escrow.refundToBuyers(ids);
+        assertTrue(!refunded[0] && !refunded[1] && !refunded[2], "once");
+        assertEq(usdc.balanceOf(buyer), 2 * PRICE);
+
+        vm.expectRevert(abi.encodeWithSelector(Agentripe.NotOperator.selector, buyer));
+        vm.prank(buyer);
+        escrow.refundToBuyers(ids);
+    }
+
     // ------------------------------------------------------------ operator rotation
 
     function test_setOperator_rotatesKey() public {

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.28;
 
+import {Agentripe} from "../src/Agentripe.sol";
 import {Fixture} from "./utils/Fixture.sol";
 
 /// @notice Execution gas of the money path (the call frame's own gas: no 21,000 intrinsic cost, no calldata),
@@ -57,6 +58,30 @@ contract GasTest is Fixture {
         uint256 refundGas = vm.snapshotGasLastCall("Agentripe", "refundToBuyer_push");
         assertLe(refundGas, 65_000, "refundToBuyer budget");
         assertEq(escrow.withdrawableBalance(buyer), 0);
+    }
+
+    /// Ten purchases recorded in one call and released in another: the operator's share per purchase.
+    function test_gas_batchOfTen() public {
+        Agentripe.DepositRecord[] memory records = new Agentripe.DepositRecord[](10);
+        bytes32[] memory ids = new bytes32[](10);
+        for (uint256 i; i < 10; ++i) {
+            ids[i] = keccak256(abi.encode("batch", i));
+            address payer = vm.addr(uint256(keccak256(abi.encode("payer", i))));
+            vm.prank(admin);
+            usdc.mint(address(escrow), PRICE);
+            records[i] = Agentripe.DepositRecord(ids[i], agentId, payer, PRICE);
+        }
+        _coolAll();
+        vm.prank(operator);
+        escrow.recordDeposits(records);
+        uint256 recordGas = vm.snapshotGasLastCall("Agentripe", "batch10_1_recordDeposits");
+
+        _coolAll();
+        vm.prank(operator);
+        escrow.releaseToVendors(ids);
+        uint256 releaseGas = vm.snapshotGasLastCall("Agentripe", "batch10_2_releaseToVendors");
+        vm.snapshotValue("Agentripe", "batch10_3_operatorGasPerPurchase", (recordGas + releaseGas) / 10);
+        assertEq(usdc.balanceOf(vendor), 10 * PRICE);
     }
 
     function _coolAll() private {
