@@ -186,11 +186,6 @@ impl Ledger {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 
-    pub async fn append(&self, event: &Event) -> Result<(), LedgerError> {
-        let mut connection = self.pool.acquire().await?;
-        append(&mut connection, event).await
-    }
-
     /// The audit log, newest first.
     pub async fn events(&self, limit: i64) -> Result<Vec<Event>, LedgerError> {
         let rows = sqlx::query("SELECT * FROM events ORDER BY id DESC LIMIT ?")
@@ -347,15 +342,13 @@ pub async fn last_resume(connection: &mut SqliteConnection) -> Result<u64, Ledge
     Ok(at.unwrap_or(0).max(0) as u64)
 }
 
-/// What the wallet signed after `since` (payments the server refused cost nothing and do not count):
-/// their number and their sum.
+/// What the wallet signed after `since`: their number and their sum. Every signature counts, whatever
+/// the server says became of it: a server that answers "refused" may still settle the authorization.
 pub async fn signed_since(connection: &mut SqliteConnection, since: u64) -> Result<(u64, U256), LedgerError> {
-    let amounts: Vec<String> = sqlx::query_scalar(
-        "SELECT amount FROM payments WHERE signed_at > ? AND outcome NOT IN ('refused', 'expired')",
-    )
-    .bind(since as i64)
-    .fetch_all(connection)
-    .await?;
+    let amounts: Vec<String> = sqlx::query_scalar("SELECT amount FROM payments WHERE signed_at > ?")
+        .bind(since as i64)
+        .fetch_all(connection)
+        .await?;
     let mut sum = U256::ZERO;
     for amount in &amounts {
         sum = sum.saturating_add(parse_units(amount)?);
@@ -376,14 +369,14 @@ pub async fn highest_balance_since(
     balances.iter().try_fold(U256::ZERO, |highest, balance| Ok(highest.max(parse_units(balance)?)))
 }
 
-/// Whether the wallet has paid this agent on this server before, or a person acknowledged it by
+/// Whether the wallet has bought from this agent on this server before, or a person acknowledged it by
 /// resuming after its first payment paused the wallet.
 pub async fn knows_agent(
     connection: &mut SqliteConnection,
     purchase: &Purchase,
 ) -> Result<bool, LedgerError> {
     let known: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM payments WHERE server = ?1 AND agent_id = ?2 AND outcome NOT IN ('refused', 'expired')) \
+        "SELECT EXISTS (SELECT 1 FROM payments WHERE server = ?1 AND agent_id = ?2 AND outcome = 'recorded') \
          OR EXISTS (SELECT 1 FROM events WHERE kind = 'resumed' AND server = ?1 AND agent_id = ?2)",
     )
     .bind(&purchase.server)
@@ -416,14 +409,13 @@ pub async fn approval_for(
     Ok(row.map(|row| approval(&row)).transpose()?)
 }
 
-/// Spends an approval: it signs one payment, never two.
-pub async fn use_approval(connection: &mut SqliteConnection, id: i64) -> Result<bool, LedgerError> {
-    let used = sqlx::query("UPDATE approvals SET status = 'used' WHERE id = ? AND status = 'approved'")
+/// Spends an approval (found approved in the same transaction): it signs one payment, never two.
+pub async fn use_approval(connection: &mut SqliteConnection, id: i64) -> Result<(), LedgerError> {
+    sqlx::query("UPDATE approvals SET status = 'used' WHERE id = ? AND status = 'approved'")
         .bind(id)
         .execute(connection)
-        .await?
-        .rows_affected();
-    Ok(used == 1)
+        .await?;
+    Ok(())
 }
 
 pub async fn queue_approval(

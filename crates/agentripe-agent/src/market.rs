@@ -65,8 +65,18 @@ const RESENDS: usize = 10;
 impl Market {
     pub fn new(base: &str) -> Result<Self, String> {
         let url = Url::parse(base).map_err(|error| format!("bad server URL {base}: {error}"))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(format!("bad server URL {base}: use http:// or https://"));
+        let loopback = match url.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(url::Host::Domain(name)) => name == "localhost",
+            None => false,
+        };
+        // Signed payments and signed headers travel in the request: never in the clear off this machine.
+        match url.scheme() {
+            "https" => {}
+            "http" if loopback => {}
+            "http" => return Err(format!("{base} is plain http to another machine: use https://")),
+            _ => return Err(format!("bad server URL {base}: use https:// (or http:// on loopback)")),
         }
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
@@ -209,6 +219,13 @@ impl Market {
         service_path: &str,
         body: &Value,
     ) -> Result<Purchased, MarketError> {
+        // The one spelling of the id, so that "012" cannot buy from agent 12 past a deny list for "12".
+        let agent_id = &agent_id
+            .parse::<alloy::primitives::U256>()
+            .ok()
+            .filter(|_| !agent_id.is_empty() && agent_id.bytes().all(|byte| byte.is_ascii_digit()))
+            .ok_or_else(|| MarketError::Protocol(format!("agent id {agent_id:?} is not a decimal number")))?
+            .to_string();
         let url =
             self.url(&format!("/{}/{}", segment(agent_id)?, segment(service_path.trim_start_matches('/'))?));
         let (status, answer, headers) = Self::send(self.http.post(&url).json(body)).await?;
@@ -242,11 +259,12 @@ impl Market {
                         .as_str()
                         .ok_or_else(|| MarketError::Protocol(format!("a 200 without taskId: {answer}")))?
                         .to_owned();
-                    wallet
+                    // Bought whatever the ledger says: an error here must not make the agent buy again
+                    // (`wallet payments` finds the outcome later).
+                    let _ = wallet
                         .ledger()
                         .settle_outcome(&signed.nonce, "recorded", Some(&task_id), now())
-                        .await
-                        .map_err(WalletError::from)?;
+                        .await;
                     return Ok(Purchased::Bought(Bought {
                         task_id,
                         amount: signed.amount.to_string(),

@@ -172,7 +172,7 @@ pub enum PolicyError {
     #[error("the spend policy {path} is not valid: {error}")]
     Invalid { path: String, error: String },
     #[error(
-        "the spend policy {0} is writable by others than its owner: run `chmod 444` on it (only a person may change the policy)"
+        "the spend policy {0}, or its directory, is writable by others than its owner: run `chmod 444` on it and `chmod go-w` on its directory (only a person may change the policy)"
     )]
     Writable(String),
 }
@@ -181,14 +181,25 @@ impl Policy {
     /// Reads and checks the policy at `path`, refusing one that others than its owner could rewrite.
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
         let shown = path.display().to_string();
-        let metadata = std::fs::metadata(path).map_err(|error| match error.kind() {
+        let metadata = std::fs::symlink_metadata(path).map_err(|error| match error.kind() {
             std::io::ErrorKind::NotFound => PolicyError::Missing(shown.clone()),
             _ => PolicyError::Read { path: shown.clone(), error },
         })?;
+        if !metadata.is_file() {
+            return Err(PolicyError::Invalid {
+                path: shown,
+                error: "not a regular file (a symlink?)".into(),
+            });
+        }
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            if metadata.permissions().mode() & 0o022 != 0 {
+            // Neither the file nor its directory (where it could be replaced) may be writable by others.
+            let directory = path.parent().map(std::fs::metadata).transpose().ok().flatten();
+            let writable = |mode: u32| mode & 0o022 != 0;
+            if writable(metadata.permissions().mode())
+                || directory.is_some_and(|directory| writable(directory.permissions().mode()))
+            {
                 return Err(PolicyError::Writable(shown));
             }
         }
@@ -198,7 +209,25 @@ impl Policy {
     }
 
     pub fn parse(text: &str) -> Result<Self, String> {
-        let policy: Self = toml::from_str(text).map_err(|error| error.to_string())?;
+        let mut policy: Self = toml::from_str(text).map_err(|error| error.to_string())?;
+        // Servers are named by origin, as the wallet sees them: "https://x/" and "https://x:443" are "https://x".
+        for list in [&mut policy.servers.allow, &mut policy.servers.deny] {
+            *list = list
+                .iter()
+                .map(|entry| {
+                    url::Url::parse(entry)
+                        .ok()
+                        .map(|url| url.origin())
+                        .filter(url::Origin::is_tuple)
+                        .map(|origin| origin.ascii_serialization())
+                        .ok_or_else(|| {
+                            format!(
+                                "servers: {entry:?} is not a server URL such as \"https://market.example\""
+                            )
+                        })
+                })
+                .collect::<Result<_, _>>()?;
+        }
         let limits = &policy.limits;
         if limits.per_payment > limits.hourly || limits.hourly > limits.daily {
             return Err("limits must satisfy per_payment <= hourly <= daily".into());
@@ -254,8 +283,8 @@ deny = []
 above = "$0.50"
 expires_after_minutes = 60
 # Also ask through the MCP client (elicitation) when it supports that. Only for clients that show the
-# question to a person: a client that answers by itself would approve for the agent.
-ask_through_mcp = true
+# question to a person: a client that answers by itself (or lets the model answer) approves for the agent.
+ask_through_mcp = false
 
 # Anomalies that pause all signing until a person runs `agentripe wallet resume`.
 [brakes]

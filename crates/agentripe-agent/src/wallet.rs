@@ -159,7 +159,7 @@ pub enum WalletError {
 enum Verdict {
     Sign { offer: Box<v2::PaymentRequirements>, approval: Option<i64> },
     Refuse(Rule, String),
-    Queue(String),
+    Queue { reason: String, amount: U256 },
     AlreadyQueued(ledger::Approval),
 }
 
@@ -217,18 +217,21 @@ impl<S: Signer + SignerSync + Send + Sync> Wallet<S> {
         ask: &Ask,
         context: Context,
     ) -> Result<Decision, WalletError> {
+        // Every line logged and every approval queued describes the offer the rules judged: the first
+        // trusted one, not whatever the server listed first.
+        let chosen = trusted_offer(policy, ask);
+        let judged = chosen.as_ref().ok().map(|(_, offer)| offer.clone());
         let mut transaction = self.ledger.begin().await?;
-        let verdict = judge(&mut transaction, policy, ask, context).await?;
-        let amount = requested_amount(ask);
+        let verdict = judge(&mut transaction, policy, ask, chosen, context).await?;
         let event = |kind: &str, rule: &str, detail: String| {
             let mut event = Event::new(context.now, kind, rule, detail).about(&ask.purchase);
-            event.amount = amount.map(|amount| amount.to_string());
             event.balance = context.balance.map(|balance| balance.to_string());
-            if let Some(offer) = ask.required.accepts.first() {
+            if let Some(offer) = &judged {
+                event.amount = Some(offer.amount.to_string());
                 event.pay_to = Some(offer.pay_to.to_checksum(None));
                 event.asset = Some(offer.asset.to_checksum(None));
+                event.chain_id = Some(offer.network.chain_id);
             }
-            event.chain_id = Some(policy.trust.chain_id);
             event
         };
         let decision = match verdict {
@@ -245,9 +248,9 @@ impl<S: Signer + SignerSync + Send + Sync> Wallet<S> {
                 reason: approval.reason,
                 remedy: Rule::ApprovalRequired.remedy(),
             }),
-            Verdict::Queue(reason) => {
-                let amount = amount.unwrap_or_default();
-                let expires_at = context.now + policy.approval.expires_after_minutes * 60;
+            Verdict::Queue { reason, amount } => {
+                let expires_at =
+                    context.now.saturating_add(policy.approval.expires_after_minutes.saturating_mul(60));
                 let id = ledger::queue_approval(
                     &mut transaction,
                     &ask.purchase,
@@ -268,10 +271,8 @@ impl<S: Signer + SignerSync + Send + Sync> Wallet<S> {
                 })
             }
             Verdict::Sign { offer, approval } => {
-                if let Some(id) = approval
-                    && !ledger::use_approval(&mut transaction, id).await?
-                {
-                    return Err(WalletError::Sign(format!("approval #{id} was used meanwhile")));
+                if let Some(id) = approval {
+                    ledger::use_approval(&mut transaction, id).await?;
                 }
                 let payment =
                     client::pay(&self.signer, &offer, Some(ask.required.resource.clone()), context.now)
@@ -313,14 +314,6 @@ impl<S: Signer + SignerSync + Send + Sync> Wallet<S> {
 /// The longest an authorization the wallet signs may stay valid: the server names the validity, and an
 /// authorization that outlives the budgets' windows could be settled long after it was counted.
 pub const MAX_AUTHORIZATION_SECONDS: u64 = 3_600;
-
-fn requested_amount(ask: &Ask) -> Option<U256> {
-    ask.required
-        .accepts
-        .first()
-        .and_then(|offer| Offer::from_requirements(offer).ok())
-        .map(|offer| offer.amount)
-}
 
 fn usdc(amount: U256) -> String {
     agentripe_server::catalog::format_price(amount, DECIMALS)
@@ -375,11 +368,13 @@ fn trusted_offer(policy: &Policy, ask: &Ask) -> Result<(v2::PaymentRequirements,
     Err(refusal)
 }
 
-/// The rules, in order: pause, trust, lists, cap, budgets, approval, brakes.
+/// The rules, in order: pause, trust (`chosen`: the trusted offer, or why there is none), lists, cap,
+/// budgets, approval, brakes.
 async fn judge(
     connection: &mut SqliteConnection,
     policy: &Policy,
     ask: &Ask,
+    chosen: Result<(v2::PaymentRequirements, Offer), (Rule, String)>,
     context: Context,
 ) -> Result<Verdict, LedgerError> {
     let now = context.now;
@@ -389,7 +384,7 @@ async fn judge(
             format!("signing is paused since {}: {}", pause.at, pause.detail),
         ));
     }
-    let (accepted, offer) = match trusted_offer(policy, ask) {
+    let (accepted, offer) = match chosen {
         Ok(found) => found,
         Err((rule, reason)) => return Ok(Verdict::Refuse(rule, reason)),
     };
@@ -459,10 +454,8 @@ async fn judge(
         {
             return Ok(Verdict::AlreadyQueued(pending));
         } else {
-            return Ok(Verdict::Queue(format!(
-                "{} is above the approval threshold of {above}",
-                usdc(amount)
-            )));
+            let reason = format!("{} is above the approval threshold of {above}", usdc(amount));
+            return Ok(Verdict::Queue { reason, amount });
         }
     }
 

@@ -228,6 +228,20 @@ async fn allow_and_deny_lists_refuse_before_signing() {
     let wallet = harness("lists").await;
     let mut policy = plain_policy();
     policy.servers.deny.insert(SERVER.into());
+    // Entries name origins however they are written.
+    let trailing = Policy::parse(&Policy::template(&policy.trust).replace(
+        "[servers]\nallow = []\ndeny = []",
+        "[servers]\nallow = []\ndeny = [\"https://market.example:443/\"]",
+    ))
+    .expect("parses");
+    assert!(trailing.servers.deny.contains(SERVER), "{:?}", trailing.servers.deny);
+    assert!(
+        Policy::parse(
+            &Policy::template(&policy.trust)
+                .replace("[servers]\nallow = []", "[servers]\nallow = [\"market\"]")
+        )
+        .is_err()
+    );
     let decision = wallet.decide(&policy, &ask(10), NOW, None).await;
     wallet.assert_refused(decision, Rule::ServerDenied, 0).await;
 
@@ -288,17 +302,18 @@ async fn budgets_refuse_before_signing_and_roll() {
 }
 
 #[tokio::test]
-async fn a_payment_the_server_refused_does_not_count() {
-    let wallet = harness("refused-free").await;
+async fn a_payment_the_server_says_it_refused_still_counts() {
+    // A server may answer "refused" and settle the authorization later: the signature is what counts.
+    let wallet = harness("refused-counts").await;
     let policy = plain_policy();
     let mut nonces = Vec::new();
     for _ in 0..5 {
         let Decision::Signed(signed) = wallet.decide(&policy, &ask(100), NOW, None).await else { panic!() };
         nonces.push(signed.nonce);
     }
-    assert!(!signed(&wallet.decide(&policy, &ask(100), NOW + 1, None).await));
     wallet.wallet.ledger().settle_outcome(&nonces[0], "refused", None, NOW + 2).await.expect("noted");
-    assert!(signed(&wallet.decide(&policy, &ask(100), NOW + 3, None).await));
+    let decision = wallet.decide(&policy, &ask(100), NOW + 3, None).await;
+    wallet.assert_refused(decision, Rule::HourlyBudget, 5).await;
 }
 
 #[tokio::test]
@@ -456,4 +471,15 @@ async fn the_audit_log_cannot_be_rewritten_and_the_policy_must_be_the_owners_alo
     set_mode(&policy, 0o664);
     let error = harness.wallet.policy().expect_err("a group-writable policy is refused");
     assert!(error.to_string().contains("chmod 444"), "{error}");
+    set_mode(&policy, 0o444);
+    set_mode(&harness._dir.0, 0o777);
+    let error = harness.wallet.policy().expect_err("a policy in a directory anyone may write is refused");
+    assert!(error.to_string().contains("go-w"), "{error}");
+    set_mode(&harness._dir.0, 0o755);
+
+    // A symlink could be pointed elsewhere by whoever owns its target.
+    let elsewhere = harness._dir.0.join("elsewhere.toml");
+    std::fs::rename(&policy, &elsewhere).expect("move");
+    std::os::unix::fs::symlink(&elsewhere, &policy).expect("symlink");
+    assert!(harness.wallet.policy().is_err(), "a symlinked policy is refused");
 }

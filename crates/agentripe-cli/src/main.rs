@@ -143,8 +143,8 @@ enum Command {
     /// Serve the marketplace as MCP tools for an AI agent: on stdio (the default), or Streamable HTTP
     /// at /mcp. Buying goes through the wallet; no tool changes the policy or approves a payment.
     Mcp {
-        /// Serve Streamable HTTP on this address instead of stdio; off loopback it needs
-        /// AGENTRIPE_MCP_TOKEN, which every request must then carry as a bearer token.
+        /// Serve Streamable HTTP on this address instead of stdio; every request must carry
+        /// AGENTRIPE_MCP_TOKEN as a bearer token.
         #[arg(long)]
         http: Option<std::net::SocketAddr>,
         /// The vendor agent the vendor tools act for (without it they say they are off).
@@ -302,10 +302,12 @@ async fn mcp(
     let Some(address) = http else {
         return agentripe_mcp::serve_stdio(settings.open().await).await;
     };
-    let token = std::env::var("AGENTRIPE_MCP_TOKEN").ok().filter(|token| !token.is_empty());
-    if !address.ip().is_loopback() && token.is_none() {
-        return Err(format!("{address} is reachable from other machines: set AGENTRIPE_MCP_TOKEN"));
-    }
+    // Whoever reaches the endpoint spends within the policy: other users and processes of this machine
+    // too, so a token is required even on loopback.
+    let token = std::env::var("AGENTRIPE_MCP_TOKEN")
+        .ok()
+        .filter(|token| token.len() >= 16)
+        .ok_or("set AGENTRIPE_MCP_TOKEN (16 characters or more): every request must carry it")?;
     let allowed_hosts = std::env::var("AGENTRIPE_MCP_ALLOWED_HOSTS")
         .map(|hosts| {
             hosts.split(',').map(|host| host.trim().to_owned()).filter(|host| !host.is_empty()).collect()

@@ -18,6 +18,7 @@ async fn agentripe(server: &str, key: Option<&PrivateKeySigner>, args: &[&str]) 
         .args(["--server", server, "--json"])
         .args(args)
         .env_remove("AGENTRIPE_PRIVATE_KEY")
+        .env_remove("AGENTRIPE_MCP_TOKEN")
         .env("AGENTRIPE_WALLET", std::env::temp_dir().join("agentripe-cli-no-wallet"));
     if let Some(key) = key {
         command.env("AGENTRIPE_PRIVATE_KEY", hex_key(key));
@@ -183,6 +184,14 @@ async fn errors_are_clear_and_keys_never_come_from_arguments() {
     let (ok, out) =
         agentripe("http://127.0.0.1:9", None, &["buy", "1", "translate", "--private-key", "0x1"]).await;
     assert!(!ok, "there is no --private-key option: {out}");
+
+    // Signed payments never travel in the clear to another machine; an MCP endpoint always needs a token.
+    let (ok, out) = agentripe("http://203.0.113.7:3000", None, &["agents"]).await;
+    assert!(!ok && out.contains("plain http"), "{out}");
+    let (ok, out) =
+        agentripe("http://127.0.0.1:9", Some(&PrivateKeySigner::random()), &["mcp", "--http", "127.0.0.1:0"])
+            .await;
+    assert!(!ok && out.contains("AGENTRIPE_MCP_TOKEN"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -146,7 +146,7 @@ async fn an_agent_buys_and_a_vendor_sells_through_mcp() {
     let mut vendor_process = tokio::process::Command::new(env!("CARGO_BIN_EXE_agentripe"))
         .args(["--server", &base, "mcp", "--http", "127.0.0.1:0", "--agent", &agent])
         .env("AGENTRIPE_PRIVATE_KEY", hex_key(&market.vendor))
-        .env("AGENTRIPE_MCP_TOKEN", "vendor-secret")
+        .env("AGENTRIPE_MCP_TOKEN", "vendor-secret-0123456789")
         .env("AGENTRIPE_WALLET", std::env::temp_dir().join("agentripe-mcp-no-wallet"))
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -170,7 +170,8 @@ async fn an_agent_buys_and_a_vendor_sells_through_mcp() {
         .expect("answers");
     assert_eq!(stranger.status(), 401, "no token, no tools");
     let transport = StreamableHttpClientTransport::from_config(
-        StreamableHttpClientTransportConfig::with_uri(endpoint.as_str()).auth_header("vendor-secret"),
+        StreamableHttpClientTransportConfig::with_uri(endpoint.as_str())
+            .auth_header("vendor-secret-0123456789"),
     );
     let vendor_agent: Client = ().serve(transport).await.expect("an MCP session over HTTP");
 
@@ -277,6 +278,7 @@ async fn payments_above_the_threshold_wait_for_a_person_at_the_client_or_the_com
     wallet_with(&market, &wallet, |policy| {
         policy
             .replace(r#"above = "$0.50""#, r#"above = "$0.05""#)
+            .replace("ask_through_mcp = false", "ask_through_mcp = true")
             .replace(r#"hourly = "$0.10""#, r#"hourly = "$1.00""#)
     });
     let buy = json!({ "agent_id": agent, "service_path": "translate", "task_detail": "hello" });

@@ -1,6 +1,6 @@
 //! Streamable HTTP: the tools at `/mcp`. Whoever reaches this endpoint spends within the wallet's
-//! policy, so it answers only requests carrying the bearer token when one is set (required off
-//! loopback), and rmcp's Host check refuses DNS-rebinding from browsers.
+//! policy, so it answers only requests carrying the bearer token, and rmcp's Host check refuses
+//! DNS-rebinding from browsers.
 
 use std::sync::Arc;
 
@@ -24,21 +24,20 @@ use crate::MarketTools;
 pub async fn serve_http(
     tools: MarketTools,
     listener: TcpListener,
-    token: Option<String>,
+    token: String,
     allowed_hosts: Vec<String>,
 ) -> Result<(), String> {
     let mut config = StreamableHttpServerConfig::default();
     config.allowed_hosts.extend(allowed_hosts);
     let service: StreamableHttpService<MarketTools, LocalSessionManager> =
         StreamableHttpService::new(move || Ok(tools.clone()), Default::default(), config);
-    let mut router = Router::new().nest_service("/mcp", service);
-    if let Some(token) = token {
-        let expected: Arc<str> = format!("Bearer {token}").into();
-        router = router.layer(axum::middleware::from_fn(move |request: Request, next: Next| {
+    let expected: Arc<str> = format!("Bearer {token}").into();
+    let router = Router::new().nest_service("/mcp", service).layer(axum::middleware::from_fn(
+        move |request: Request, next: Next| {
             let expected = expected.clone();
             async move { authorized(&expected, request, next).await }
-        }));
-    }
+        },
+    ));
     axum::serve(listener, router).await.map_err(|error| error.to_string())
 }
 
