@@ -219,13 +219,7 @@ impl Market {
         service_path: &str,
         body: &Value,
     ) -> Result<Purchased, MarketError> {
-        // The one spelling of the id, so that "012" cannot buy from agent 12 past a deny list for "12".
-        let agent_id = &agent_id
-            .parse::<alloy::primitives::U256>()
-            .ok()
-            .filter(|_| !agent_id.is_empty() && agent_id.bytes().all(|byte| byte.is_ascii_digit()))
-            .ok_or_else(|| MarketError::Protocol(format!("agent id {agent_id:?} is not a decimal number")))?
-            .to_string();
+        let agent_id = &canonical_agent_id(agent_id)?;
         let url =
             self.url(&format!("/{}/{}", segment(agent_id)?, segment(service_path.trim_start_matches('/'))?));
         let (status, answer, headers) = Self::send(self.http.post(&url).json(body)).await?;
@@ -404,6 +398,16 @@ pub enum VendorAction {
     Fail(String),
 }
 
+/// The one spelling of an agent id (decimal, no leading zeros), so that "012" cannot buy from agent 12
+/// past a deny list, an allow list or an approval written for "12".
+fn canonical_agent_id(text: &str) -> Result<String, MarketError> {
+    text.parse::<alloy::primitives::U256>()
+        .ok()
+        .filter(|_| !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_digit()))
+        .map(|id| id.to_string())
+        .ok_or_else(|| MarketError::Protocol(format!("agent id {text:?} is not a decimal number")))
+}
+
 /// One path segment: ids and paths from a model or a command line cannot walk to another endpoint.
 fn segment(text: &str) -> Result<String, MarketError> {
     if text.is_empty() || text == "." || text == ".." {
@@ -418,4 +422,34 @@ fn segment(text: &str) -> Result<String, MarketError> {
         }
     }
     Ok(encoded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_ids_have_one_spelling() {
+        assert_eq!(canonical_agent_id("12").ok().as_deref(), Some("12"));
+        assert_eq!(canonical_agent_id("012").ok().as_deref(), Some("12"));
+        assert_eq!(canonical_agent_id("0").ok().as_deref(), Some("0"));
+        for bad in ["", "1_2", "0x0c", "-1", "12 ", "１２"] {
+            assert!(canonical_agent_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn path_segments_cannot_walk() {
+        assert!(segment("..").is_err() && segment(".").is_err() && segment("").is_err());
+        assert_eq!(segment("a/b?c").ok().as_deref(), Some("a%2Fb%3Fc"));
+    }
+
+    #[test]
+    fn plain_http_is_for_loopback_only() {
+        assert!(Market::new("http://127.0.0.1:3000").is_ok());
+        assert!(Market::new("http://localhost:3000").is_ok());
+        assert!(Market::new("https://market.example").is_ok());
+        assert!(Market::new("http://market.example").is_err());
+        assert!(Market::new("ftp://127.0.0.1").is_err());
+    }
 }
