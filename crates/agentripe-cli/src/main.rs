@@ -300,7 +300,7 @@ async fn mcp(
         vendor_agent,
     };
     let Some(address) = http else {
-        return agentripe_mcp::serve_stdio(settings.open().await).await;
+        return agentripe_mcp::serve_stdio(settings.open()).await;
     };
     // Whoever reaches the endpoint spends within the policy: other users and processes of this machine
     // too, so a token is required even on loopback.
@@ -318,7 +318,7 @@ async fn mcp(
         .map_err(|error| format!("cannot listen on {address}: {error}"))?;
     let bound = listener.local_addr().map_err(|error| error.to_string())?;
     eprintln!("serving MCP on http://{bound}/mcp");
-    agentripe_mcp::serve_http(settings.open().await, listener, token, allowed_hosts).await
+    agentripe_mcp::serve_http(settings.open(), listener, token, allowed_hosts).await
 }
 
 async fn serve() -> Result<(), String> {

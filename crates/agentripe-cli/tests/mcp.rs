@@ -88,7 +88,6 @@ async fn an_agent_buys_and_a_vendor_sells_through_mcp() {
     let buyer = market.buyer(1_000_000).await;
     let wallet = std::env::temp_dir().join(format!("agentripe-mcp-wallet-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&wallet);
-    wallet_for(&market, &wallet);
     let transport = TokioChildProcess::new(
         tokio::process::Command::new(env!("CARGO_BIN_EXE_agentripe")).configure(|command| {
             command
@@ -123,6 +122,16 @@ async fn an_agent_buys_and_a_vendor_sells_through_mcp() {
     assert!(buy.input_schema.get("properties").and_then(|p| p.get("reviewer_request")).is_some());
     let search = tools.iter().find(|tool| tool.name == "search_services").expect("search");
     assert_eq!(search.annotations.as_ref().and_then(|hints| hints.read_only_hint), Some(true));
+
+    // No policy yet: buying says so; a person writes one, and the running server buys under it.
+    let early =
+        call(&buyer_agent, "buy_service", json!({ "agent_id": agent, "service_path": "translate" })).await;
+    assert_eq!(
+        (early.is_error, content(&early)["error"].as_str()),
+        (Some(true), Some("no_wallet")),
+        "{early:?}"
+    );
+    wallet_for(&market, &wallet);
 
     // Discovery and the purchase.
     let found = call(&buyer_agent, "search_services", json!({ "query": "translate" })).await;

@@ -31,19 +31,20 @@ pub struct Settings {
 pub(crate) struct Shared {
     market: Market,
     key: PrivateKeySigner,
-    /// The wallet, or why there is none (the buying tools say so; the others work).
-    wallet: Result<Wallet<PrivateKeySigner>, String>,
+    wallet_dir: PathBuf,
+    /// The wallet, opened on first use: a person may write its policy after the server started, and
+    /// until then the buying tools say so while the others work.
+    wallet: tokio::sync::OnceCell<Wallet<PrivateKeySigner>>,
     vendor_agent: Option<String>,
 }
 
 impl Settings {
-    pub async fn open(self) -> MarketTools {
-        let wallet =
-            Wallet::open(&self.wallet_dir, self.key.clone()).await.map_err(|error| error.to_string());
+    pub fn open(self) -> MarketTools {
         MarketTools::new(Arc::new(Shared {
             market: self.market,
             key: self.key,
-            wallet,
+            wallet_dir: self.wallet_dir,
+            wallet: tokio::sync::OnceCell::new(),
             vendor_agent: self.vendor_agent,
         }))
     }

@@ -4,8 +4,10 @@
 
 use std::{sync::Arc, time::Duration};
 
+use alloy::signers::local::PrivateKeySigner;
+
 use agentripe_agent::{
-    Purchased, chain,
+    Purchased, Wallet, chain,
     market::{MarketError, VendorAction},
     now,
     wallet::Queued,
@@ -139,6 +141,16 @@ impl MarketTools {
         Self { shared, tool_router: Self::tool_router() }
     }
 
+    /// The wallet, opened on first use; a tool result saying why when it cannot be.
+    async fn wallet(&self) -> Result<&Wallet<PrivateKeySigner>, ToolResult> {
+        let shared = &self.shared;
+        shared
+            .wallet
+            .get_or_try_init(|| Wallet::open(&shared.wallet_dir, shared.key.clone()))
+            .await
+            .map_err(|error| failure("no_wallet", error.to_string()))
+    }
+
     fn vendor(&self) -> Result<&str, ToolResult> {
         self.shared.vendor_agent.as_deref().ok_or_else(|| {
             failure(
@@ -157,7 +169,7 @@ impl MarketTools {
         agent_id: &str,
         path: &str,
     ) -> bool {
-        let Ok(wallet) = &self.shared.wallet else { return false };
+        let Ok(wallet) = self.wallet().await else { return false };
         if !wallet.policy().is_ok_and(|policy| policy.approval.ask_through_mcp) {
             return false;
         }
@@ -231,9 +243,9 @@ impl MarketTools {
         peer: Peer<RoleServer>,
         Parameters(buy): Parameters<BuyService>,
     ) -> ToolResult {
-        let wallet = match &self.shared.wallet {
+        let wallet = match self.wallet().await {
             Ok(wallet) => wallet,
-            Err(reason) => return failure("no_wallet", reason.clone()),
+            Err(result) => return result,
         };
         let mut body = serde_json::Map::new();
         if let Some(detail) = buy.task_detail {
@@ -292,9 +304,9 @@ impl MarketTools {
     /// has paused signing. Free.
     #[tool(annotations(title = "Balances and budgets", read_only_hint = true, open_world_hint = true))]
     async fn balances(&self) -> ToolResult {
-        let wallet = match &self.shared.wallet {
+        let wallet = match self.wallet().await {
             Ok(wallet) => wallet,
-            Err(reason) => return failure("no_wallet", reason.clone()),
+            Err(result) => return result,
         };
         let policy = match wallet.policy() {
             Ok(policy) => policy,
@@ -338,12 +350,10 @@ impl MarketTools {
         open_world_hint = true
     ))]
     async fn withdraw(&self) -> ToolResult {
-        let escrow = match &self.shared.wallet {
-            Ok(wallet) => match wallet.policy() {
-                Ok(policy) => (policy.trust.rpc_url, policy.trust.escrow),
-                Err(error) => return failure("policy", error.to_string()),
-            },
-            Err(reason) => return failure("no_wallet", reason.clone()),
+        let escrow = match self.wallet().await.map(Wallet::policy) {
+            Ok(Ok(policy)) => (policy.trust.rpc_url, policy.trust.escrow),
+            Ok(Err(error)) => return failure("policy", error.to_string()),
+            Err(result) => return result,
         };
         match chain::withdraw(&escrow.0, escrow.1, &self.shared.key).await {
             Ok(None) => answer(json!({ "withdrawn": "0" })),
@@ -360,9 +370,9 @@ impl MarketTools {
     /// purchase whose answer was lost, instead of buying again. Free.
     #[tool(annotations(title = "Signed payments", read_only_hint = true, open_world_hint = true))]
     async fn list_payments(&self, Parameters(list): Parameters<ListLimit>) -> ToolResult {
-        let wallet = match &self.shared.wallet {
+        let wallet = match self.wallet().await {
             Ok(wallet) => wallet,
-            Err(reason) => return failure("no_wallet", reason.clone()),
+            Err(result) => return result,
         };
         match self.shared.market.follow_payments(wallet, i64::from(clamp(list.limit, 20, 200))).await {
             Ok(payments) => answer(json!({ "payments": payments })),
