@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::{
-    Purchase,
+    Ledger, Purchase,
     ledger::SignedPayment,
     now,
     wallet::{Ask, Decision, Queued, Refusal, Wallet, WalletError},
@@ -306,12 +306,11 @@ impl Market {
 
     /// Asks this server what became of each payment the wallet signed for it whose outcome is not yet
     /// known, and notes the answers; returns the wallet's payments, newest first.
-    pub async fn follow_payments<S: Signer + SignerSync + Send + Sync>(
+    pub async fn follow_payments(
         &self,
-        wallet: &Wallet<S>,
+        ledger: &Ledger,
         limit: i64,
     ) -> Result<Vec<SignedPayment>, MarketError> {
-        let ledger = wallet.ledger();
         for payment in ledger.payments(limit).await.map_err(WalletError::from)? {
             if payment.outcome != "unknown" || payment.purchase.server != self.origin {
                 continue;

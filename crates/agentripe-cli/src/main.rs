@@ -277,7 +277,7 @@ async fn run(
             let pinned = policy.map(|policy| policy.trust.escrow);
             buyer::withdraw(market, out, &key(key_file)?, &rpc_url, pinned).await
         }
-        Command::Wallet { action } => wallet::run(market, out, wallet_dir, key(key_file), action).await,
+        Command::Wallet { action } => wallet::run(market, out, wallet_dir, action).await,
         Command::Mcp { http, agent } => mcp(market, key(key_file)?, wallet_dir, http, agent).await,
         Command::Approvals { action } => {
             let action = action.unwrap_or(wallet::ApprovalAction::List { all: false });

@@ -6,8 +6,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use agentripe_agent::{Ledger, Market, Policy, Wallet, chain, now};
-use alloy::signers::local::PrivateKeySigner;
+use agentripe_agent::{Ledger, Market, Policy, chain, now};
 use clap::Subcommand;
 use serde_json::json;
 
@@ -74,13 +73,7 @@ fn person() -> String {
     format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "person".into()))
 }
 
-pub async fn run(
-    market: &Market,
-    out: Output,
-    dir: &Path,
-    key: Result<PrivateKeySigner, String>,
-    action: WalletAction,
-) -> Result<(), String> {
+pub async fn run(market: &Market, out: Output, dir: &Path, action: WalletAction) -> Result<(), String> {
     let ledger =
         || async { Ledger::open(&dir.join("ledger.sqlite")).await.map_err(|error| error.to_string()) };
     match action {
@@ -152,8 +145,8 @@ pub async fn run(
             Ok(())
         }
         WalletAction::Payments { limit } => {
-            let wallet = Wallet::open(dir, key?).await.map_err(|error| error.to_string())?;
-            let payments = market.follow_payments(&wallet, limit).await.map_err(|error| error.to_string())?;
+            let payments =
+                market.follow_payments(&ledger().await?, limit).await.map_err(|error| error.to_string())?;
             out.show(&json!({ "payments": payments }), || {
                 payments
                     .iter()

@@ -374,7 +374,8 @@ impl MarketTools {
             Ok(wallet) => wallet,
             Err(result) => return result,
         };
-        match self.shared.market.follow_payments(wallet, i64::from(clamp(list.limit, 20, 200))).await {
+        match self.shared.market.follow_payments(wallet.ledger(), i64::from(clamp(list.limit, 20, 200))).await
+        {
             Ok(payments) => answer(json!({ "payments": payments })),
             Err(error) => market_failure(error),
         }
