@@ -427,17 +427,25 @@ contract AgentripeTest is Fixture {
         escrow.withdraw();
     }
 
-    function test_payout_reentrancyThroughThePayeesTokenHookIsBlocked() public {
-        HostileToken hostile = new HostileToken();
-        Agentripe victim = new Agentripe(address(hostile), address(identity), operator, admin, DEPOSIT_TIMEOUT);
-        bytes32 first = keccak256("first");
-        bytes32 second = keccak256("second");
+    /// An escrow over a token that re-enters on transfers, with two deposits past their expiry (so that
+    /// `reclaimExpired` of either would succeed on its own).
+    function _hostileEscrowWithTwoExpired()
+        internal
+        returns (HostileToken hostile, Agentripe victim, bytes32 first, bytes32 second)
+    {
+        hostile = new HostileToken();
+        victim = new Agentripe(address(hostile), address(identity), operator, admin, DEPOSIT_TIMEOUT);
+        (first, second) = (keccak256("first"), keccak256("second"));
         hostile.mint(address(victim), 2 * PRICE);
         vm.startPrank(operator);
         victim.recordDeposit(first, agentId, buyer, PRICE);
         victim.recordDeposit(second, agentId, buyer, PRICE);
         vm.stopPrank();
         vm.warp(block.timestamp + DEPOSIT_TIMEOUT);
+    }
+
+    function test_payout_reentrancyThroughThePayeesTokenHookIsBlocked() public {
+        (HostileToken hostile, Agentripe victim, bytes32 first, bytes32 second) = _hostileEscrowWithTwoExpired();
 
         // While the refund is pushed, the token re-enters with a call that would succeed on its own.
         hostile.arm(address(victim), abi.encodeCall(Agentripe.reclaimExpired, (second)));
@@ -456,16 +464,7 @@ contract AgentripeTest is Fixture {
     }
 
     function test_withdraw_reentrancyThroughHostileTokenIsBlocked() public {
-        HostileToken hostile = new HostileToken();
-        Agentripe victim = new Agentripe(address(hostile), address(identity), operator, admin, DEPOSIT_TIMEOUT);
-        bytes32 first = keccak256("first");
-        bytes32 second = keccak256("second");
-        hostile.mint(address(victim), 2 * PRICE);
-        vm.startPrank(operator);
-        victim.recordDeposit(first, agentId, buyer, PRICE);
-        victim.recordDeposit(second, agentId, buyer, PRICE);
-        vm.stopPrank();
-        vm.warp(block.timestamp + DEPOSIT_TIMEOUT);
+        (HostileToken hostile, Agentripe victim, bytes32 first, bytes32 second) = _hostileEscrowWithTwoExpired();
 
         // The first refund cannot be pushed (the hook's re-entry makes the transfer revert), so it is a
         // credit; during its withdrawal the token re-enters again.

@@ -295,18 +295,7 @@ async fn usdc_sent_to_the_escrow_without_a_deposit_is_reported_and_given_back() 
     // A stranger transfers USDC straight into the escrow: no payment, no deposit.
     let stranger = market.buyer(PRICE).await;
     let receipt = market.transfer_to_escrow(&stranger, PRICE).await;
-    let unrecorded = async || -> Value {
-        let health: Value = server
-            .http
-            .get(format!("{}/health", server.base))
-            .send()
-            .await
-            .expect("health")
-            .json()
-            .await
-            .expect("json");
-        health["escrow"]["unrecorded"].clone()
-    };
+    let unrecorded = async || -> Value { server.get_json("/health").await["escrow"]["unrecorded"].clone() };
     let expected = Value::String(PRICE.to_string());
     let mut reported = Value::Null;
     for _ in 0..100 {

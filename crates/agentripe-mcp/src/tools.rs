@@ -121,6 +121,11 @@ fn failure(error: &str, message: impl Into<String>) -> ToolResult {
     Ok(CallToolResult::structured_error(json!({ "error": error, "message": message.into() })))
 }
 
+/// The server's answer as the tool's result, or its error as a failure the model can act on.
+fn relay(answered: Result<Value, MarketError>) -> ToolResult {
+    answered.map_or_else(market_failure, answer)
+}
+
 fn market_failure(error: MarketError) -> ToolResult {
     match error {
         MarketError::Api { status, error, message } => Ok(CallToolResult::structured_error(
@@ -194,10 +199,7 @@ impl MarketTools {
             Ok(agent) => agent,
             Err(result) => return result,
         };
-        match self.shared.market.vendor_act(&self.shared.key, agent, task_id, action).await {
-            Ok(value) => answer(value),
-            Err(error) => market_failure(error),
-        }
+        relay(self.shared.market.vendor_act(&self.shared.key, agent, task_id, action).await)
     }
 }
 
@@ -207,20 +209,14 @@ impl MarketTools {
     /// in USDC, description). Free; reads only.
     #[tool(annotations(title = "Search services", read_only_hint = true, open_world_hint = true))]
     async fn search_services(&self, Parameters(search): Parameters<SearchServices>) -> ToolResult {
-        match self.shared.market.agents(search.query.as_deref(), clamp(search.limit, 20, 100)).await {
-            Ok(value) => answer(value),
-            Err(error) => market_failure(error),
-        }
+        relay(self.shared.market.agents(search.query.as_deref(), clamp(search.limit, 20, 100)).await)
     }
 
     /// One agent: its catalog, payout address, reputation and how its past tasks ended (released,
     /// rejected, failed, expired). Check it before buying from an agent for the first time. Free.
     #[tool(annotations(title = "Show an agent", read_only_hint = true, open_world_hint = true))]
     async fn show_agent(&self, Parameters(AgentId { agent_id }): Parameters<AgentId>) -> ToolResult {
-        match self.shared.market.agent(&agent_id).await {
-            Ok(value) => answer(value),
-            Err(error) => market_failure(error),
-        }
+        relay(self.shared.market.agent(&agent_id).await)
     }
 
     /// Buy a service: SPENDS USDC. Pays the catalog price into escrow and creates a task for the
@@ -390,10 +386,7 @@ impl MarketTools {
             Err(result) => return result,
         };
         let status = list.status.as_deref().unwrap_or("pending");
-        match self.shared.market.vendor_tasks(&self.shared.key, agent, status).await {
-            Ok(value) => answer(value),
-            Err(error) => market_failure(error),
-        }
+        relay(self.shared.market.vendor_tasks(&self.shared.key, agent, status).await)
     }
 
     /// Vendor: take a pending task (it becomes processing). Do the work, then vendor_complete_task.

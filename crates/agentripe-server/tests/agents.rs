@@ -22,15 +22,7 @@ on_both_engines!(an_agents_record_shows_what_a_buyer_should_know, |market| async
     assert_eq!(status, 200);
 
     // Counted from the server's records; the platform's feedback is on chain, tagged with the outcome.
-    let record: Value = server
-        .http
-        .get(format!("{}/agents/{}", server.base, market.agent_id))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let record = server.get_json(&format!("/agents/{}", market.agent_id)).await;
     assert_eq!(record["agentId"], market.agent_id.to_string());
     assert_eq!(record["owner"], market.vendor.address().to_checksum(None));
     assert_eq!(record["payoutAddress"], market.vendor.address().to_checksum(None));

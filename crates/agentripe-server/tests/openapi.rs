@@ -47,15 +47,7 @@ async fn every_documented_operation_is_served() {
     let market = Market::new(Engine::Sqlite, "openapi_routes").await.expect("SQLite needs no set-up");
     let server = market.start().await;
     let document: Value = serde_json::from_str(DOCUMENT).expect("JSON");
-    let served: Value = server
-        .http
-        .get(format!("{}/openapi.json", server.base))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let served = server.get_json("/openapi.json").await;
     assert_eq!(served, document, "the served document is the one in the repository");
 
     let task = format!("0x{}", "ab".repeat(32));

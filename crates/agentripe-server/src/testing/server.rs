@@ -74,20 +74,17 @@ impl Server {
         panic!("task {task} never reached escrow status {expected}");
     }
 
+    /// `GET path` (e.g. `/health`), unsigned: the JSON answer, whatever its status.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        self.http.get(format!("{}{path}", self.base)).send().await.expect("get").json().await.expect("json")
+    }
+
     /// `GET /agents` until it lists `total` agents (the index follows the chain), polling for up to
     /// `patience`; the last answer either way.
     pub async fn agents_eventually(&self, total: u64, patience: Duration) -> serde_json::Value {
         let deadline = tokio::time::Instant::now() + patience;
         loop {
-            let listed: serde_json::Value = self
-                .http
-                .get(format!("{}/agents", self.base))
-                .send()
-                .await
-                .expect("get")
-                .json()
-                .await
-                .expect("json");
+            let listed = self.get_json("/agents").await;
             if listed["total"] == total || tokio::time::Instant::now() >= deadline {
                 return listed;
             }
