@@ -41,9 +41,10 @@ contract TestUSDCTest is Fixture {
     }
 
     function test_metadataAndDomain() public view {
-        assertEq(usdc.decimals(), 6);
-        assertEq(usdc.name(), "USDC");
-        assertEq(usdc.symbol(), "USDC");
+        TestUSDC token = TestUSDC(address(usdc));
+        assertEq(token.decimals(), 6);
+        assertEq(token.name(), "USDC");
+        assertEq(token.symbol(), "USDC");
         bytes32 expected = keccak256(
             abi.encode(
                 keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"),

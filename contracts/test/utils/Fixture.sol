@@ -6,6 +6,7 @@ import {IdentityRegistry} from "../../src/IdentityRegistry.sol";
 import {ReputationRegistry} from "../../src/ReputationRegistry.sol";
 import {Agentripe} from "../../src/Agentripe.sol";
 import {TestUSDC} from "../../src/TestUSDC.sol";
+import {FiatTokenDeployer, IFiatTokenV2_2, IMintableUsdc} from "./FiatToken.sol";
 
 /// @dev The four contracts deployed as the server will see them, plus signing helpers for EIP-3009 and
 ///      the ERC-8004 wallet consent.
@@ -16,7 +17,7 @@ abstract contract Fixture is Test {
     IdentityRegistry internal identity;
     ReputationRegistry internal reputation;
     Agentripe internal escrow;
-    TestUSDC internal usdc;
+    IMintableUsdc internal usdc;
 
     address internal admin = makeAddr("admin");
     address internal operator = makeAddr("operator");
@@ -29,12 +30,17 @@ abstract contract Fixture is Test {
     function setUp() public virtual {
         (vendor, vendorKey) = makeAddrAndKey("vendor");
         (buyer, buyerKey) = makeAddrAndKey("buyer");
-        usdc = new TestUSDC(admin);
+        usdc = _newUsdc();
         identity = new IdentityRegistry();
         reputation = new ReputationRegistry(address(identity));
         escrow = new Agentripe(address(usdc), address(identity), operator, admin, DEPOSIT_TIMEOUT);
         vm.prank(vendor);
         agentId = identity.register("https://example.test/agent.json");
+    }
+
+    /// @dev The escrowed token, minted by `admin`: TestUSDC unless a test runs on Circle's FiatToken.
+    function _newUsdc() internal virtual returns (IMintableUsdc) {
+        return IMintableUsdc(address(new TestUSDC(admin)));
     }
 
     /// @dev What an x402 facilitator does: move the buyer's signed payment into the escrow.
@@ -96,5 +102,16 @@ abstract contract Fixture is Test {
     function _sign(uint256 key, bytes32 digest) internal pure returns (bytes memory) {
         (uint8 v, bytes32 r, bytes32 s) = vm.sign(key, digest);
         return abi.encodePacked(r, s, v);
+    }
+}
+
+/// @dev The same fixture on Circle's FiatTokenV2_2, initialised as Base mainnet's USDC ("USD Coin"); `admin`
+///      holds every role of the token.
+abstract contract FiatTokenFixture is Fixture {
+    FiatTokenDeployer.Deployed internal fiatToken;
+
+    function _newUsdc() internal override returns (IMintableUsdc) {
+        fiatToken = FiatTokenDeployer.deploy("USD Coin", admin, makeAddr("proxy admin"));
+        return fiatToken.token;
     }
 }

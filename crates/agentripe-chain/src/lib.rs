@@ -4,5 +4,8 @@
 #[allow(clippy::too_many_arguments, reason = "generated calls take the contracts' own parameter lists")]
 pub mod bindings;
 mod deployment;
+#[cfg(feature = "testing")]
+#[allow(clippy::too_many_arguments, reason = "generated calls take the token's own parameter lists")]
+pub mod fiat_token;
 
 pub use deployment::{Deployment, DeploymentError};

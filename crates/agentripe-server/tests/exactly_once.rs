@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use agentripe_chain::bindings::TestUSDC;
+use agentripe_chain::bindings::IERC3009;
 use agentripe_server::{
     on_both_engines,
     testing::{PRICE, key},
@@ -306,7 +306,7 @@ async fn find_settlement(market: &agentripe_server::testing::Market, header: &st
     let payment: agentripe_x402::v2::PaymentPayload = decode_header(header).expect("decodes");
     let filter = Filter::new()
         .address(market.deployment.usdc)
-        .event_signature(TestUSDC::AuthorizationUsed::SIGNATURE_HASH)
+        .event_signature(IERC3009::AuthorizationUsed::SIGNATURE_HASH)
         .topic1(payment.payload.authorization.from.into_word())
         .topic2(payment.payload.authorization.nonce)
         .from_block(0);

@@ -1,6 +1,6 @@
 //! Every way a payment can be wrong gets a 402 with the x402 reason, and moves no money.
 
-use agentripe_chain::bindings::TestUSDC;
+use agentripe_chain::bindings::IERC3009;
 use agentripe_server::{
     on_both_engines,
     testing::{Market, PRICE, now},
@@ -138,7 +138,7 @@ on_both_engines!(the_chain_has_a_say_too, |market| async move {
     let cancel = CancelAuthorization { authorizer: buyer.address(), nonce: authorization.nonce };
     let signature =
         buyer.sign_hash_sync(&cancel.eip712_signing_hash(&market.offer().token_domain())).expect("sign");
-    TestUSDC::new(market.deployment.usdc, &market.provider)
+    IERC3009::new(market.deployment.usdc, &market.provider)
         .cancelAuthorization_1(buyer.address(), authorization.nonce, signature.as_bytes().into())
         .send()
         .await

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use agentripe_chain::bindings::TestUSDC;
+use agentripe_chain::bindings::IERC3009;
 use agentripe_server::{
     FacilitatorConfig, StartError,
     money_in::facilitator::settlement_call,
@@ -65,7 +65,7 @@ async fn verify(State(facilitator): State<Arc<Facilitator>>, Json(body): Json<Va
     let payment: v2::PaymentPayload =
         serde_json::from_value(body["paymentPayload"].clone()).expect("a v2 payload");
     let authorization = &payment.payload.authorization;
-    let balance = TestUSDC::new(facilitator.usdc, &facilitator.provider)
+    let balance = IERC3009::new(facilitator.usdc, &facilitator.provider)
         .balanceOf(authorization.from)
         .call()
         .await
@@ -102,7 +102,7 @@ async fn settle(
         .into_response();
     }
     let authorization = &payment.payload.authorization;
-    let receipt = TestUSDC::new(facilitator.usdc, &facilitator.provider)
+    let receipt = IERC3009::new(facilitator.usdc, &facilitator.provider)
         .call_builder(&settlement_call(&payment.payload))
         .send()
         .await

@@ -1,5 +1,6 @@
-//! A real marketplace: anvil, the four contracts, a registered vendor agent and funded buyers, with the
-//! server started on a loopback port over SQLite or PostgreSQL.
+//! A real marketplace: anvil, the contracts on Circle's FiatTokenV2_2 (initialised as Base Sepolia's USDC),
+//! a registered vendor agent and funded buyers, with the server started on a loopback port over SQLite or
+//! PostgreSQL.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -7,7 +8,8 @@ use super::{Server, now};
 use crate::Config;
 use agentripe_chain::{
     Deployment,
-    bindings::{Agentripe, IdentityRegistry, ReputationRegistry, TestUSDC},
+    bindings::{Agentripe, IERC3009, IdentityRegistry, ReputationRegistry},
+    fiat_token::{self, BaseUsdc, FiatToken},
 };
 use agentripe_store::testing::{Engine, fresh_database_url};
 use agentripe_x402::{Authorization, ExactEvmPayload, Network, Offer, client, encode_header, v1, v2};
@@ -21,7 +23,7 @@ use alloy::{
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 
 pub const PRICE: u64 = 100_000;
-/// The anvil account that mints test USDC.
+/// The anvil account that holds every role of the token: minter, pauser, blacklister.
 const MINTER: usize = 9;
 /// The anvil account that owns the escrow (appoints its operator).
 const OWNER: usize = 2;
@@ -62,14 +64,18 @@ impl Market {
         let vendor = key(&anvil, 1);
         let provider =
             ProviderBuilder::new().wallet(operator.clone()).connect_http(anvil.endpoint_url()).erased();
-        // Test USDC is minted by a key of its own: the operator's nonces belong to the server.
-        let usdc = TestUSDC::deploy(&provider, key(&anvil, MINTER).address()).await.expect("deploy TestUSDC");
+        // The token's roles are a key of their own: the operator's nonces belong to the server.
+        let token_admin =
+            ProviderBuilder::new().wallet(key(&anvil, MINTER)).connect_http(anvil.endpoint_url());
+        let usdc = fiat_token::deploy(&provider, Address::repeat_byte(0xad), &token_admin, BaseUsdc::Sepolia)
+            .await
+            .expect("deploy FiatToken");
         let identity = IdentityRegistry::deploy(&provider).await.expect("deploy IdentityRegistry");
         let reputation =
             ReputationRegistry::deploy(&provider, *identity.address()).await.expect("deploy reputation");
         let escrow = Agentripe::deploy(
             &provider,
-            *usdc.address(),
+            usdc,
             *identity.address(),
             operator.address(),
             key(&anvil, OWNER).address(),
@@ -81,8 +87,8 @@ impl Market {
         let deployment = Deployment {
             chain_id: provider.get_chain_id().await.expect("chain id"),
             agentripe: *escrow.address(),
-            usdc: *usdc.address(),
-            usdc_is_test_token: true,
+            usdc,
+            usdc_is_test_token: false,
             identity_registry: *identity.address(),
             reputation_registry: *reputation.address(),
             operator: operator.address(),
@@ -141,7 +147,7 @@ impl Market {
         Server { running, base, http: reqwest::Client::new(), vendor: (self.vendor.clone(), self.agent_id) }
     }
 
-    /// A new buyer holding `amount` test USDC (and gas, though x402 buyers need none).
+    /// A new buyer holding `amount` USDC (and no gas: x402 buyers need none).
     pub async fn buyer(&self, amount: u64) -> PrivateKeySigner {
         let buyer = PrivateKeySigner::random();
         if amount > 0 {
@@ -164,18 +170,45 @@ impl Market {
             .expect("mined");
     }
 
-    /// Mints test USDC to `to`.
+    /// Mints USDC to `to`.
     pub async fn mint(&self, to: Address, amount: u64) {
-        let minter =
-            ProviderBuilder::new().wallet(key(&self.anvil, MINTER)).connect_http(self.anvil.endpoint_url());
-        TestUSDC::new(self.deployment.usdc, &minter)
-            .mint(to, U256::from(amount))
-            .send()
-            .await
-            .expect("mint")
-            .watch()
-            .await
-            .expect("mined");
+        self.as_token_admin(|token| token.mint(to, U256::from(amount))).await;
+    }
+
+    /// Circle blacklists `account`: the token refuses every transfer to or from it.
+    pub async fn blacklist(&self, account: Address) {
+        self.as_token_admin(|token| token.blacklist(account)).await;
+    }
+
+    /// Circle lifts the blacklisting of `account`.
+    pub async fn unblacklist(&self, account: Address) {
+        self.as_token_admin(|token| token.unBlacklist(account)).await;
+    }
+
+    /// Circle pauses the token: no transfer at all until `unpause`.
+    pub async fn pause_token(&self) {
+        self.as_token_admin(|token| token.pause()).await;
+    }
+
+    pub async fn unpause_token(&self) {
+        self.as_token_admin(|token| token.unpause()).await;
+    }
+
+    /// Sends one call of the token's admin (anvil account MINTER) and waits until it is mined.
+    async fn as_token_admin<C: alloy::sol_types::SolCall>(
+        &self,
+        call: impl FnOnce(
+            &FiatToken::FiatTokenInstance<DynProvider>,
+        ) -> alloy::contract::SolCallBuilder<&DynProvider, C>,
+    ) {
+        let admin = ProviderBuilder::new()
+            .wallet(key(&self.anvil, MINTER))
+            .connect_http(self.anvil.endpoint_url())
+            .erased();
+        let token = FiatToken::new(self.deployment.usdc, admin);
+        let receipt =
+            call(&token).send().await.expect("token admin call").get_receipt().await.expect("mined");
+        assert!(receipt.status(), "the token admin's call reverted");
     }
 
     /// Sends `account` 1 ETH for gas from an anvil account (x402 buyers and payees need none).
@@ -192,7 +225,7 @@ impl Market {
     pub async fn transfer_to_escrow(&self, sender: &PrivateKeySigner, amount: u64) -> TransactionReceipt {
         self.fund_gas(sender.address()).await;
         let as_sender = ProviderBuilder::new().wallet(sender.clone()).connect_http(self.anvil.endpoint_url());
-        TestUSDC::new(self.deployment.usdc, &as_sender)
+        IERC3009::new(self.deployment.usdc, &as_sender)
             .transfer(self.deployment.agentripe, U256::from(amount))
             .send()
             .await
@@ -211,7 +244,7 @@ impl Market {
     ) -> alloy::rpc::types::TransactionReceipt {
         let submitter =
             ProviderBuilder::new().wallet(key(&self.anvil, index)).connect_http(self.anvil.endpoint_url());
-        TestUSDC::new(self.deployment.usdc, &submitter)
+        IERC3009::new(self.deployment.usdc, &submitter)
             .call_builder(&crate::money_in::facilitator::settlement_call(payment))
             .send()
             .await
@@ -276,7 +309,7 @@ impl Market {
     }
 
     pub async fn usdc_balance(&self, owner: Address) -> U256 {
-        TestUSDC::new(self.deployment.usdc, &self.provider).balanceOf(owner).call().await.expect("balance")
+        IERC3009::new(self.deployment.usdc, &self.provider).balanceOf(owner).call().await.expect("balance")
     }
 
     pub async fn deposit(&self, id: B256) -> Agentripe::getDepositReturn {
