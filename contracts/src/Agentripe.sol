@@ -168,8 +168,9 @@ contract Agentripe is Ownable2Step, ReentrancyGuardTransient {
     {
         Status found = _deposits[depositId].status;
         if (found != Status.NONE) revert DepositAlreadyRecorded(depositId);
-        totalLiabilities =
-            _record(DepositRecord(depositId, agentId, buyer, amount), totalLiabilities, token.balanceOf(address(this)));
+        totalLiabilities = _record(
+            DepositRecord(depositId, agentId, buyer, amount), totalLiabilities, token.balanceOf(address(this)), false
+        );
     }
 
     /// @notice One deposit for `recordDeposits`: the arguments of `recordDeposit`.
@@ -194,13 +195,17 @@ contract Agentripe is Ownable2Step, ReentrancyGuardTransient {
         recorded = new bool[](records.length);
         uint96 liabilities = totalLiabilities;
         uint256 balance = token.balanceOf(address(this));
+        // The agent of the entry before, known to exist (no agent id is this large).
+        uint256 checkedAgent = type(uint256).max;
         for (uint256 i; i < records.length; ++i) {
             Status found = _deposits[records[i].depositId].status;
             if (found != Status.NONE) {
                 emit DepositSkipped(records[i].depositId, found);
                 continue;
             }
-            liabilities = _record(records[i], liabilities, balance);
+            uint256 agent = records[i].agentId;
+            liabilities = _record(records[i], liabilities, balance, agent == checkedAgent);
+            checkedAgent = agent;
             recorded[i] = true;
         }
         totalLiabilities = liabilities;
@@ -212,16 +217,20 @@ contract Agentripe is Ownable2Step, ReentrancyGuardTransient {
         Deposit storage deposit = _activeDeposit(depositId);
         uint256 expiresAt = deposit.expiresAt;
         if (block.timestamp >= expiresAt) revert DepositExpired(depositId, expiresAt);
-        _release(depositId, deposit);
+        (address payee, uint256 amount) = _release(depositId, deposit);
+        _payOut(payee, amount);
     }
 
     /// @notice Pays a deposit back to its buyer.
     function refundToBuyer(bytes32 depositId) external onlyOperator nonReentrant {
-        _refund(depositId, _activeDeposit(depositId));
+        (address buyer, uint256 amount) = _refund(depositId, _activeDeposit(depositId));
+        _payOut(buyer, amount);
     }
 
     /// @notice Releases several deposits in one transaction. One that is not open (already released or
     ///         refunded, unknown) or has expired is skipped (`DepositSkipped`), not a revert of the batch.
+    ///         Consecutive deposits with the same payout address are paid with one transfer, so a batch
+    ///         sorted by agent costs one transfer per vendor.
     /// @return released for each id, whether this call released it
     function releaseToVendors(bytes32[] calldata depositIds)
         external
@@ -229,20 +238,12 @@ contract Agentripe is Ownable2Step, ReentrancyGuardTransient {
         nonReentrant
         returns (bool[] memory released)
     {
-        released = new bool[](depositIds.length);
-        for (uint256 i; i < depositIds.length; ++i) {
-            Deposit storage deposit = _deposits[depositIds[i]];
-            if (deposit.status != Status.DEPOSITED || block.timestamp >= deposit.expiresAt) {
-                emit DepositSkipped(depositIds[i], deposit.status);
-                continue;
-            }
-            _release(depositIds[i], deposit);
-            released[i] = true;
-        }
+        return _resolveAll(depositIds, true);
     }
 
     /// @notice Refunds several deposits in one transaction. One that is not open is skipped
-    ///         (`DepositSkipped`), not a revert of the batch.
+    ///         (`DepositSkipped`), not a revert of the batch. Consecutive deposits of the same buyer are
+    ///         paid back with one transfer.
     /// @return refunded for each id, whether this call refunded it
     function refundToBuyers(bytes32[] calldata depositIds)
         external
@@ -250,16 +251,7 @@ contract Agentripe is Ownable2Step, ReentrancyGuardTransient {
         nonReentrant
         returns (bool[] memory refunded)
     {
-        refunded = new bool[](depositIds.length);
-        for (uint256 i; i < depositIds.length; ++i) {
-            Deposit storage deposit = _deposits[depositIds[i]];
-            if (deposit.status != Status.DEPOSITED) {
-                emit DepositSkipped(depositIds[i], deposit.status);
-                continue;
-            }
-            _refund(depositIds[i], deposit);
-            refunded[i] = true;
-        }
+        return _resolveAll(depositIds, false);
     }
 
     // ---------------------------------------------------------------- anyone
@@ -270,7 +262,8 @@ contract Agentripe is Ownable2Step, ReentrancyGuardTransient {
         Deposit storage deposit = _activeDeposit(depositId);
         uint256 expiresAt = deposit.expiresAt;
         if (block.timestamp < expiresAt) revert DepositNotExpired(depositId, expiresAt);
-        _refund(depositId, deposit);
+        (address buyer, uint256 amount) = _refund(depositId, deposit);
+        _payOut(buyer, amount);
     }
 
     /// @notice Sends the caller all of its credit (payouts the token refused to push).
@@ -323,8 +316,12 @@ contract Agentripe is Ownable2Step, ReentrancyGuardTransient {
     }
 
     /// @dev Checks and stores one new deposit (its id unused) against `balance`; returns the liabilities
-    ///      with it, for the caller to store.
-    function _record(DepositRecord memory record, uint96 liabilities, uint256 balance) private returns (uint96) {
+    ///      with it, for the caller to store. `agentExists` skips the registry when this call already saw
+    ///      the agent (a batch sorted by agent asks once per agent).
+    function _record(DepositRecord memory record, uint96 liabilities, uint256 balance, bool agentExists)
+        private
+        returns (uint96)
+    {
         (bytes32 depositId, uint256 agentId, address buyer, uint256 amount) =
             (record.depositId, record.agentId, record.buyer, record.amount);
         if (depositId == bytes32(0)) revert ZeroDepositId();
@@ -332,7 +329,7 @@ contract Agentripe is Ownable2Step, ReentrancyGuardTransient {
         if (amount == 0) revert ZeroAmount();
         if (agentId > type(uint208).max) revert AgentIdTooLarge(agentId);
         // Reverts for an unknown agent, so no deposit can be locked for nobody.
-        identityRegistry.ownerOf(agentId);
+        if (!agentExists) identityRegistry.ownerOf(agentId);
 
         uint256 required = uint256(liabilities) + amount;
         // Bounds the amount and the running total alike, so neither cast below truncates.
@@ -350,22 +347,46 @@ contract Agentripe is Ownable2Step, ReentrancyGuardTransient {
         return uint96(required);
     }
 
-    function _release(bytes32 depositId, Deposit storage deposit) private {
-        deposit.status = Status.RELEASED;
-        uint256 agentId = deposit.agentId;
-        address payee = identityRegistry.getAgentWallet(agentId);
-        if (payee == address(0)) payee = identityRegistry.ownerOf(agentId);
-        uint256 amount = deposit.amount;
-        emit DepositReleased(depositId, payee, amount);
-        _payOut(payee, amount);
+    /// @dev Releases or refunds every open deposit of `depositIds`, paying each run of consecutive deposits
+    ///      with the same payee in one transfer, after their statuses are final.
+    function _resolveAll(bytes32[] calldata depositIds, bool release) private returns (bool[] memory resolved) {
+        resolved = new bool[](depositIds.length);
+        address payee;
+        uint256 owed;
+        for (uint256 i; i < depositIds.length; ++i) {
+            Deposit storage deposit = _deposits[depositIds[i]];
+            Status status = deposit.status;
+            if (status != Status.DEPOSITED || (release && block.timestamp >= deposit.expiresAt)) {
+                emit DepositSkipped(depositIds[i], status);
+                continue;
+            }
+            (address to, uint256 amount) = release ? _release(depositIds[i], deposit) : _refund(depositIds[i], deposit);
+            if (to != payee) {
+                if (owed != 0) _payOut(payee, owed);
+                (payee, owed) = (to, 0);
+            }
+            owed += amount;
+            resolved[i] = true;
+        }
+        if (owed != 0) _payOut(payee, owed);
     }
 
-    function _refund(bytes32 depositId, Deposit storage deposit) private {
+    /// @dev Marks a deposit released; returns who is to be paid, and how much.
+    function _release(bytes32 depositId, Deposit storage deposit) private returns (address payee, uint256 amount) {
+        deposit.status = Status.RELEASED;
+        uint256 agentId = deposit.agentId;
+        payee = identityRegistry.getAgentWallet(agentId);
+        if (payee == address(0)) payee = identityRegistry.ownerOf(agentId);
+        amount = deposit.amount;
+        emit DepositReleased(depositId, payee, amount);
+    }
+
+    /// @dev Marks a deposit refunded; returns who is to be paid, and how much.
+    function _refund(bytes32 depositId, Deposit storage deposit) private returns (address buyer, uint256 amount) {
         deposit.status = Status.REFUNDED;
-        address buyer = deposit.buyer;
-        uint256 amount = deposit.amount;
+        buyer = deposit.buyer;
+        amount = deposit.amount;
         emit DepositRefunded(depositId, buyer, amount);
-        _payOut(buyer, amount);
     }
 
     /// @dev Sends a resolved deposit to `payee`, after its status is final (so a token hook re-entering

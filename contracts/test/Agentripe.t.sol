@@ -5,6 +5,7 @@ import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {IERC721Errors} from "@openzeppelin/contracts/interfaces/draft-IERC6093.sol";
 import {Agentripe} from "../src/Agentripe.sol";
+import {Vm} from "forge-std/Vm.sol";
 import {Fixture} from "./utils/Fixture.sol";
 import {GasHungryToken, HostileToken, RefusingToken} from "./utils/Mocks.sol";
 
@@ -548,6 +549,12 @@ contract AgentripeTest is Fixture {
         escrow.recordDeposits(records);
         assertEq(escrow.totalLiabilities(), 0, "a reverted batch records nothing");
 
+        // An agent is looked up once per run of entries, and the first of a run is always looked up.
+        records[0].agentId = 999;
+        vm.expectRevert(abi.encodeWithSelector(IERC721Errors.ERC721NonexistentToken.selector, 999));
+        vm.prank(operator);
+        escrow.recordDeposits(records);
+
         vm.expectRevert(abi.encodeWithSelector(Agentripe.NotOperator.selector, buyer));
         vm.prank(buyer);
         escrow.recordDeposits(_records(ids, 1));
@@ -576,6 +583,46 @@ contract AgentripeTest is Fixture {
         vm.expectRevert(abi.encodeWithSelector(Agentripe.NotOperator.selector, vendor));
         vm.prank(vendor);
         escrow.releaseToVendors(batch);
+    }
+
+    /// Deposits for vendor, vendor, other, vendor: three transfers (2, 1 and 1 deposits' worth), one
+    /// DepositReleased each, and liabilities back to zero.
+    function test_releaseToVendors_paysEachRunOfOnePayeeWithOneTransfer() public {
+        address other = makeAddr("other vendor");
+        vm.prank(other);
+        uint256 otherAgent = identity.register("https://example.test/other.json");
+        bytes32[] memory ids = _ids(4);
+        for (uint256 i; i < 4; ++i) {
+            _payIntoEscrow(buyer, buyerKey, PRICE, ids[i]);
+        }
+        Agentripe.DepositRecord[] memory records = _records(ids, PRICE);
+        records[2].agentId = otherAgent;
+        vm.prank(operator);
+        escrow.recordDeposits(records);
+
+        vm.recordLogs();
+        vm.prank(operator);
+        escrow.releaseToVendors(ids);
+        Vm.Log[] memory logs = vm.getRecordedLogs();
+        uint256[3] memory expected = [2 * PRICE, PRICE, PRICE];
+        address[3] memory payees = [vendor, other, vendor];
+        uint256 transfers;
+        uint256 releases;
+        for (uint256 i; i < logs.length; ++i) {
+            if (logs[i].emitter == address(usdc) && logs[i].topics[0] == keccak256("Transfer(address,address,uint256)"))
+            {
+                assertEq(address(uint160(uint256(logs[i].topics[2]))), payees[transfers]);
+                assertEq(abi.decode(logs[i].data, (uint256)), expected[transfers]);
+                ++transfers;
+            } else if (logs[i].emitter == address(escrow) && logs[i].topics[0] == DepositReleased.selector) {
+                ++releases;
+            }
+        }
+        assertEq(transfers, 3, "one transfer per run of one payee");
+        assertEq(releases, 4, "one event per deposit");
+        assertEq(usdc.balanceOf(vendor), 3 * PRICE);
+        assertEq(usdc.balanceOf(other), PRICE);
+        assertEq(escrow.totalLiabilities(), 0);
     }
 
     function test_releaseToVendors_skipsExpiredDeposits() public {

@@ -81,9 +81,12 @@ contract EscrowOnFiatTokenTest is FiatTokenFixture {
         assertEq(usdc.balanceOf(address(escrow)), PRICE);
     }
 
-    /// A batch meets one blacklisted vendor: that payout is credited, the others are pushed.
+    /// A batch meets one blacklisted vendor with two deposits in a row: they are credited together, and
+    /// the other vendor is paid.
     function test_batchWithOneBlacklistedVendorPushesTheRest() public {
+        bytes32 second = keccak256("second");
         _deposit(ID, PRICE);
+        _deposit(second, PRICE);
         vm.prank(admin);
         fiatToken.token.blacklist(vendor);
         (address otherVendor,) = makeAddrAndKey("other vendor");
@@ -94,13 +97,15 @@ contract EscrowOnFiatTokenTest is FiatTokenFixture {
         vm.prank(operator);
         escrow.recordDeposit(other, otherAgent, buyer, PRICE);
 
-        bytes32[] memory ids = new bytes32[](2);
-        ids[0] = ID;
-        ids[1] = other;
+        bytes32[] memory ids = new bytes32[](3);
+        (ids[0], ids[1], ids[2]) = (ID, second, other);
+        vm.expectEmit(address(escrow));
+        emit PayoutCredited(vendor, 2 * PRICE);
         vm.prank(operator);
         escrow.releaseToVendors(ids);
-        assertEq(escrow.withdrawableBalance(vendor), PRICE);
+        assertEq(escrow.withdrawableBalance(vendor), 2 * PRICE);
         assertEq(usdc.balanceOf(otherVendor), PRICE);
+        assertEq(escrow.totalLiabilities(), 2 * PRICE, "the credit is still owed");
     }
 
     /// Circle blacklists the escrow itself: every payout is credited, no withdrawal succeeds, and the money
