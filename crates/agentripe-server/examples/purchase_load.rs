@@ -1,11 +1,14 @@
 //! Load run: paid purchases per second through the real server into the real escrow on anvil, over
 //! loopback, with latency percentiles. Every purchase is two chain writes (settle, record) from one key.
 //!
-//!     cargo run --release -p agentripe-server --features testing --example purchase_load -- [PURCHASES] [CLIENTS] [sqlite|postgres]
+//!     cargo run --release -p agentripe-server --features testing --example purchase_load -- [PURCHASES] [CLIENTS] [sqlite|postgres] [rpc-calls]
+//!
+//! With `rpc-calls`, the server reaches anvil through a counting proxy on loopback (an extra hop, so its
+//! throughput is not comparable) and the run reports the RPC calls per purchase, by method.
 
 use std::time::{Duration, Instant};
 
-use agentripe_server::testing::{Market, PRICE};
+use agentripe_server::testing::{LaggingRpc, Market, PRICE};
 use agentripe_store::testing::Engine;
 use alloy::primitives::U256;
 
@@ -27,12 +30,20 @@ async fn main() {
         let buyer = market.buyer(PRICE * per_client as u64).await;
         work.push((0..per_client).map(|_| market.pay_v2(&buyer)).collect::<Vec<_>>());
     }
+    let counter = match args.get(4).map(String::as_str) {
+        Some("rpc-calls") => Some(LaggingRpc::start(market.anvil.endpoint(), Duration::ZERO).await),
+        _ => None,
+    };
     let mut config = market.config();
+    if let Some(counter) = &counter {
+        config.rpc_url = counter.url.clone();
+    }
     config.poll_interval = Duration::from_millis(5);
     config.chain_timeout = Duration::from_secs(60);
     config.purchase_timeout = Duration::from_secs(60);
     let server = std::sync::Arc::new(market.start_with(config).await);
 
+    let calls_before = counter.as_ref().map(LaggingRpc::calls).unwrap_or_default();
     let started = Instant::now();
     let handles: Vec<_> = work
         .into_iter()
@@ -79,6 +90,23 @@ async fn main() {
         percentile(1.0)
     );
     println!("  non-200     {failures}");
+    if let Some(counter) = &counter {
+        let per_purchase = |count: u64| count as f64 / total as f64;
+        let calls: Vec<(String, u64)> = counter
+            .calls()
+            .into_iter()
+            .map(|(method, count)| {
+                let before = calls_before.get(&method).copied().unwrap_or(0);
+                (method, count - before)
+            })
+            .filter(|(_, count)| *count > 0)
+            .collect();
+        let all: u64 = calls.iter().map(|(_, count)| count).sum();
+        println!("  RPC calls   {:.2} per purchase", per_purchase(all));
+        for (method, count) in calls {
+            println!("    {method:<28} {:.2}", per_purchase(count));
+        }
+    }
     let escrow = market.usdc_balance(market.deployment.agentripe).await;
     assert_eq!(
         escrow,

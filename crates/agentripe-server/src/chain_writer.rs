@@ -6,12 +6,15 @@
 //! for something else (another program shares the key), it is marked dropped and the caller, whose
 //! every step is idempotent, checks the chain and signs anew.
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use agentripe_store::{ChainTx, ChainTxStatus, SignedTx, Store, StoreError};
 use alloy::{
     consensus::{SignableTransaction, TxEip1559, TxEnvelope},
-    eips::{Decodable2718, Encodable2718},
+    eips::{Decodable2718, Encodable2718, eip1559::Eip1559Estimation},
     network::TxSignerSync,
     primitives::{Address, B256, Bytes, TxKind, U256},
     providers::{DynProvider, Provider},
@@ -77,7 +80,12 @@ pub struct ChainWriter {
     chain_id: u64,
     confirmation: Confirmation,
     fees: FeePolicy,
+    /// The last fee estimate and when it was read.
+    recent_fees: Arc<Mutex<Option<(std::time::Instant, Eip1559Estimation)>>>,
 }
+
+/// How long a fee estimate is reused for new transactions: about a block on Base.
+const FEE_ESTIMATE_TTL: Duration = Duration::from_secs(1);
 
 impl ChainWriter {
     /// A writer for `signer`; syncs its nonce counter with the chain.
@@ -89,7 +97,8 @@ impl ChainWriter {
         confirmation: Confirmation,
         fees: FeePolicy,
     ) -> Result<Self, WriteError> {
-        let writer = Self { signer, provider, store, chain_id, confirmation, fees };
+        let writer =
+            Self { signer, provider, store, chain_id, confirmation, fees, recent_fees: Arc::default() };
         writer.sync_nonce().await?;
         Ok(writer)
     }
@@ -126,7 +135,7 @@ impl ChainWriter {
             Some(_) => WriteError::WouldRevert(error.to_string()),
             None => rpc("estimating gas")(error).into(),
         })?;
-        let fees = self.provider.estimate_eip1559_fees().await.map_err(rpc("estimating fees"))?;
+        let fees = self.recent_fees().await?;
         let cap = self.fees.max_fee_per_gas;
         if fees.max_fee_per_gas > cap {
             tracing::warn!(
@@ -161,6 +170,19 @@ impl ChainWriter {
             .map_err(|message| RpcError { context: "signing", message })?;
         self.broadcast(&stored).await;
         Ok(stored)
+    }
+
+    /// The chain's fee estimate, read at most once per [`FEE_ESTIMATE_TTL`]: under load, one read serves
+    /// many transactions (a fee that rose meanwhile is what fee bumping is for).
+    async fn recent_fees(&self) -> Result<Eip1559Estimation, WriteError> {
+        if let Some((read_at, fees)) = *self.recent_fees.lock().expect("fee cache lock")
+            && read_at.elapsed() < FEE_ESTIMATE_TTL
+        {
+            return Ok(fees);
+        }
+        let fees = self.provider.estimate_eip1559_fees().await.map_err(rpc("estimating fees"))?;
+        *self.recent_fees.lock().expect("fee cache lock") = Some((std::time::Instant::now(), fees));
+        Ok(fees)
     }
 
     /// [`Self::send`] then [`Self::confirm`]; when another transaction took the nonce, simulates and
@@ -205,12 +227,14 @@ impl ChainWriter {
     pub async fn confirm(&self, tx: &ChainTx) -> Result<TransactionReceipt, WriteError> {
         let twins = self.twins(tx).await?;
         let now = tokio::time::Instant::now();
+        // Whoever hands a transaction to confirm has just broadcast it (send, resume, redo_vanished).
         let rebroadcasting = Rebroadcasting {
             writer: self,
             awaited: twins.iter().map(stored_hash).collect::<Result<_, _>>()?,
             latest: twins.last().cloned().unwrap_or_else(|| tx.clone()),
-            next_at: now,
+            next_at: now + REBROADCAST_EVERY,
             bump_at: now + self.fees.bump_after,
+            nonce_check_at: now + NONCE_CHECK_EVERY,
             nonce_passed_at: None,
         };
         let receipt = self.confirmation.wait_for_receipt(&self.provider, rebroadcasting).await?;
@@ -350,11 +374,15 @@ impl ChainWriter {
         let txs = self.store.txs_for(purpose, subject).await?;
         for tx in txs.iter().rev() {
             match tx.status()? {
-                ChainTxStatus::Pending => match self.confirm(tx).await {
-                    Ok(receipt) => return Ok(Some(receipt)),
-                    Err(WriteError::Dropped(_)) => continue,
-                    Err(error) => return Err(error),
-                },
+                // A crash may have come before the broadcast, and the node may have forgotten it since.
+                ChainTxStatus::Pending => {
+                    self.broadcast(tx).await;
+                    match self.confirm(tx).await {
+                        Ok(receipt) => return Ok(Some(receipt)),
+                        Err(WriteError::Dropped(_)) => continue,
+                        Err(error) => return Err(error),
+                    }
+                }
                 // A transaction taken for dropped may have been mined after all (a receipt that lagged
                 // longer than we waited): the chain is asked before anything is sent again.
                 status @ (ChainTxStatus::Mined | ChainTxStatus::Dropped) => {
@@ -416,6 +444,14 @@ impl WhileMissing for Patiently {
     }
 }
 
+/// How often a transaction the node does not mine is broadcast again.
+const REBROADCAST_EVERY: Duration = Duration::from_secs(5);
+
+/// How often the key's mined nonce is read while a receipt is missing: only a transaction missing for
+/// that long is in doubt (on a healthy chain its receipt comes first), so a wait costs receipt polls
+/// alone.
+const NONCE_CHECK_EVERY: Duration = Duration::from_secs(1);
+
 /// Our own transaction: rebroadcast it now and then, replace it with higher fees when it waits too
 /// long, and give up once another transaction took its nonce.
 struct Rebroadcasting<'a> {
@@ -426,6 +462,7 @@ struct Rebroadcasting<'a> {
     latest: ChainTx,
     next_at: tokio::time::Instant,
     bump_at: tokio::time::Instant,
+    nonce_check_at: tokio::time::Instant,
     /// Since when the chain's nonce has been past ours with no receipt for us.
     nonce_passed_at: Option<tokio::time::Instant>,
 }
@@ -437,32 +474,39 @@ impl WhileMissing for Rebroadcasting<'_> {
 
     async fn missing(&mut self) -> Result<(), WriteError> {
         let writer = self.writer;
-        if writer.nonce_taken_by_another(self.latest.nonce, &self.awaited).await? {
-            // A lagging RPC shows the nonce passed before it shows our receipt: only a receipt that
-            // stays missing longer than the lag means another transaction took the nonce.
-            let since = *self.nonce_passed_at.get_or_insert_with(tokio::time::Instant::now);
-            if since.elapsed() >= writer.confirmation.rpc_lag {
-                for twin in writer.twins(&self.latest).await? {
-                    writer.store.mark_tx(&twin.tx_hash, ChainTxStatus::Dropped, now_ms()).await?;
+        let now = tokio::time::Instant::now();
+        if now >= self.nonce_check_at {
+            self.nonce_check_at = now + NONCE_CHECK_EVERY;
+            if writer.nonce_taken_by_another(self.latest.nonce, &self.awaited).await? {
+                // A lagging RPC shows the nonce passed before it shows our receipt: only a receipt that
+                // stays missing longer than the lag means another transaction took the nonce.
+                let since = *self.nonce_passed_at.get_or_insert(now);
+                if since.elapsed() >= writer.confirmation.rpc_lag {
+                    for twin in writer.twins(&self.latest).await? {
+                        writer.store.mark_tx(&twin.tx_hash, ChainTxStatus::Dropped, now_ms()).await?;
+                    }
+                    writer.sync_nonce().await?;
+                    return Err(WriteError::Dropped(stored_hash(&self.latest)?));
                 }
-                writer.sync_nonce().await?;
-                return Err(WriteError::Dropped(stored_hash(&self.latest)?));
+                return Ok(());
             }
+            self.nonce_passed_at = None;
+        }
+        // Past our nonce, the transaction can only be mined already (its receipt lagging) or replaced.
+        if self.nonce_passed_at.is_some() {
             return Ok(());
         }
-        self.nonce_passed_at = None;
-        let now = tokio::time::Instant::now();
         if now >= self.bump_at {
             self.bump_at = now + writer.fees.bump_after;
             if let Some(replacement) = writer.replace(&self.latest).await? {
                 self.awaited.push(stored_hash(&replacement)?);
                 self.latest = replacement;
-                self.next_at = now + Duration::from_secs(5);
+                self.next_at = now + REBROADCAST_EVERY;
             }
         }
         if now >= self.next_at {
             writer.broadcast(&self.latest).await;
-            self.next_at = now + Duration::from_secs(5);
+            self.next_at = now + REBROADCAST_EVERY;
         }
         Ok(())
     }

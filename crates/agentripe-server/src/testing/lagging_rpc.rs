@@ -1,9 +1,10 @@
 //! A JSON-RPC proxy in front of anvil that behaves like a load-balanced provider: state (nonces,
 //! balances, `authorizationState`) is current, but a transaction's receipt and logs only become
-//! readable `lag` after the proxy first sees them mined.
+//! readable `lag` after the proxy first sees them mined. It counts the calls by method, which is how
+//! the load run measures the RPC calls a purchase costs (with no lag).
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -20,6 +21,8 @@ pub struct LaggingRpc {
     http: reqwest::Client,
     /// When each mined transaction was first seen through a receipt or a log.
     first_seen: Arc<Mutex<HashMap<String, Instant>>>,
+    /// Calls forwarded, by method.
+    calls: Arc<Mutex<BTreeMap<String, u64>>>,
 }
 
 impl LaggingRpc {
@@ -27,10 +30,22 @@ impl LaggingRpc {
     pub async fn start(upstream: String, lag: Duration) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
         let url = format!("http://{}", listener.local_addr().expect("address"));
-        let proxy = Self { url, upstream, lag, http: reqwest::Client::new(), first_seen: Arc::default() };
+        let proxy = Self {
+            url,
+            upstream,
+            lag,
+            http: reqwest::Client::new(),
+            first_seen: Arc::default(),
+            calls: Arc::default(),
+        };
         let app = axum::Router::new().route("/", post(forward)).with_state(proxy.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
         proxy
+    }
+
+    /// The calls forwarded so far, by method.
+    pub fn calls(&self) -> BTreeMap<String, u64> {
+        self.calls.lock().expect("lock").clone()
     }
 
     /// Whether the transaction `hash` (0x hex) has been mined for at least the lag.
@@ -62,6 +77,15 @@ impl LaggingRpc {
 
 async fn forward(State(proxy): State<LaggingRpc>, Json(request): Json<Value>) -> Json<Value> {
     let method = request["method"].as_str().unwrap_or_default().to_owned();
+    // Calls are told apart by their selector (the first 4 bytes of the call data).
+    let counted = match (
+        method.as_str(),
+        request["params"][0]["input"].as_str().or(request["params"][0]["data"].as_str()),
+    ) {
+        ("eth_call", Some(input)) => format!("eth_call {}", input.get(..10).unwrap_or(input)),
+        _ => method.clone(),
+    };
+    *proxy.calls.lock().expect("lock").entry(counted).or_default() += 1;
     let answer: Value = match proxy.http.post(&proxy.upstream).json(&request).send().await {
         Ok(response) => response.json().await.unwrap_or(Value::Null),
         Err(error) => {
