@@ -119,12 +119,13 @@ impl ChainWriter {
         Ok(pending)
     }
 
-    /// Simulates `call` from this key (eth_estimateGas), signs it with the next nonce, stores it, and
-    /// broadcasts it. Returns the stored transaction; confirm it with [`Self::confirm`].
+    /// Simulates `call` from this key (eth_estimateGas), signs it with the next nonce, stores it for each
+    /// of `subjects` (one, or a batch's members), and broadcasts it. Returns the stored transaction;
+    /// confirm it with [`Self::confirm`].
     pub async fn send(
         &self,
         purpose: &str,
-        subject: &str,
+        subjects: &[&str],
         to: Address,
         input: Bytes,
     ) -> Result<ChainTx, WriteError> {
@@ -151,7 +152,7 @@ impl ChainWriter {
         let signer = self.signer.clone();
         let stored = self
             .store
-            .sign_and_store(&hex(self.address()), purpose, subject, now_ms(), |nonce| {
+            .sign_and_store(&hex(self.address()), purpose, subjects, now_ms(), |nonce| {
                 let tx = TxEip1559 {
                     chain_id,
                     nonce,
@@ -194,13 +195,24 @@ impl ChainWriter {
         to: Address,
         input: Bytes,
     ) -> Result<TransactionReceipt, WriteError> {
+        self.send_and_confirm_for(purpose, &[subject], to, input).await
+    }
+
+    /// [`Self::send_and_confirm`] of one transaction serving several subjects: a batch.
+    pub async fn send_and_confirm_for(
+        &self,
+        purpose: &str,
+        subjects: &[&str],
+        to: Address,
+        input: Bytes,
+    ) -> Result<TransactionReceipt, WriteError> {
         let mut attempts = 0;
         loop {
-            let tx = self.send(purpose, subject, to, input.clone()).await?;
+            let tx = self.send(purpose, subjects, to, input.clone()).await?;
             match self.confirm(&tx).await {
                 Err(WriteError::Dropped(hash)) if attempts < 3 => {
                     attempts += 1;
-                    tracing::warn!(%hash, purpose, subject, "nonce taken by another transaction; signing again");
+                    tracing::warn!(%hash, purpose, subject = %tx.subject, "nonce taken by another transaction; signing again");
                 }
                 result => return result,
             }

@@ -13,6 +13,7 @@
 //!   [`state`], [`start`]: running it.
 
 pub mod agent_index;
+pub mod batching;
 pub mod catalog;
 pub mod chain_writer;
 pub mod config;

@@ -12,12 +12,13 @@ use agentripe_chain::{
 };
 use agentripe_store::{EscrowStatus, Outcome, Store, Task};
 use alloy::{
-    primitives::{Address, B256, U256},
+    primitives::{Address, B256, Bytes, U256},
     providers::DynProvider,
     sol_types::SolCall,
 };
 
 use crate::{
+    batching::{BatchCall, BatchPolicy, Batcher},
     chain_writer::{ChainWriter, WriteError},
     pipeline::{PipelineError, RpcError, rpc},
     util::now_ms,
@@ -34,6 +35,56 @@ pub struct MoneyOut {
     provider: DynProvider,
     deployment: Deployment,
     operator: ChainWriter,
+    /// Releases and refunds go out in batches, through the operator's key.
+    releases: Batcher<Release>,
+    refunds: Batcher<Refund>,
+}
+
+/// A deposit to pay out, and who it goes to (the agent for a release, the buyer for a refund): a batch
+/// sorted by payee pays each with one transfer.
+#[derive(Clone, Debug)]
+pub struct Payout {
+    payee: String,
+    deposit: B256,
+}
+
+/// The deposit ids of `payouts`, payee by payee.
+fn by_payee(payouts: &[Payout]) -> Vec<B256> {
+    let mut payouts = payouts.to_vec();
+    payouts.sort_by(|a, b| a.payee.cmp(&b.payee));
+    payouts.into_iter().map(|payout| payout.deposit).collect()
+}
+
+/// Deposits released together (`releaseToVendors`).
+#[derive(Debug)]
+pub struct Release;
+
+impl BatchCall for Release {
+    type Entry = Payout;
+    const PURPOSE: &'static str = "release";
+
+    fn input(payouts: &[Payout]) -> Bytes {
+        match payouts {
+            [one] => Agentripe::releaseToVendorCall { depositId: one.deposit }.abi_encode().into(),
+            _ => Agentripe::releaseToVendorsCall { depositIds: by_payee(payouts) }.abi_encode().into(),
+        }
+    }
+}
+
+/// Deposits refunded together (`refundToBuyers`).
+#[derive(Debug)]
+pub struct Refund;
+
+impl BatchCall for Refund {
+    type Entry = Payout;
+    const PURPOSE: &'static str = "refund";
+
+    fn input(payouts: &[Payout]) -> Bytes {
+        match payouts {
+            [one] => Agentripe::refundToBuyerCall { depositId: one.deposit }.abi_encode().into(),
+            _ => Agentripe::refundToBuyersCall { depositIds: by_payee(payouts) }.abi_encode().into(),
+        }
+    }
 }
 
 fn task_subject(id: &str) -> String {
@@ -41,8 +92,16 @@ fn task_subject(id: &str) -> String {
 }
 
 impl MoneyOut {
-    pub fn new(store: Store, provider: DynProvider, deployment: Deployment, operator: ChainWriter) -> Self {
-        Self { store, provider, deployment, operator }
+    pub fn new(
+        store: Store,
+        provider: DynProvider,
+        deployment: Deployment,
+        operator: ChainWriter,
+        batching: BatchPolicy,
+    ) -> Self {
+        let releases = Batcher::start(operator.clone(), deployment.agentripe, batching);
+        let refunds = Batcher::start(operator.clone(), deployment.agentripe, batching);
+        Self { store, provider, deployment, operator, releases, refunds }
     }
 
     /// Carries out a task's escrow decision (`releasing`, `refunding`, or an expiry), waiting for the
@@ -85,18 +144,19 @@ impl MoneyOut {
             }
             other => other,
         };
-        let (purpose, input) = match decision {
-            EscrowStatus::Releasing => {
-                ("release", Agentripe::releaseToVendorCall { depositId: deposit }.abi_encode())
-            }
-            EscrowStatus::Refunding => {
-                ("refund", Agentripe::refundToBuyerCall { depositId: deposit }.abi_encode())
-            }
+        let (purpose, payee) = match decision {
+            EscrowStatus::Releasing => (Release::PURPOSE, &task.new.agent_id),
+            EscrowStatus::Refunding => (Refund::PURPOSE, &task.new.buyer),
             other => return Ok(other),
         };
         if self.operator.resume(purpose, id).await?.is_none() {
-            match self.operator.send_and_confirm(purpose, id, self.deployment.agentripe, input.into()).await {
-                Ok(_) => {}
+            let payout = Payout { payee: payee.clone(), deposit };
+            let written = match decision {
+                EscrowStatus::Releasing => self.releases.write(id.to_owned(), payout).await,
+                _ => self.refunds.write(id.to_owned(), payout).await,
+            };
+            match written {
+                Ok(()) => {}
                 // Someone moved it meanwhile (a reclaim), or it expired: the chain says which below.
                 Err(WriteError::WouldRevert(reason)) => {
                     tracing::warn!(task = id, purpose, %reason, "escrow call reverts")
@@ -127,7 +187,7 @@ impl MoneyOut {
         if matches!(task.escrow_status, EscrowStatus::Released | EscrowStatus::Refunded) {
             return Ok(Some(task.escrow_status));
         }
-        let purpose = if outcome == EscrowStatus::Released { "release" } else { "refund" };
+        let purpose = if outcome == EscrowStatus::Released { Release::PURPOSE } else { Refund::PURPOSE };
         let ours = self
             .store
             .txs_for(purpose, &task.new.id)

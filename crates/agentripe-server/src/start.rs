@@ -121,8 +121,13 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Running, Sta
         facilitator,
         confirmation,
     ));
-    let money_out =
-        Arc::new(MoneyOut::new(store.clone(), provider.clone(), deployment.clone(), operator.clone()));
+    let money_out = Arc::new(MoneyOut::new(
+        store.clone(),
+        provider.clone(),
+        deployment.clone(),
+        operator.clone(),
+        config.batching,
+    ));
     let registrar =
         Arc::new(Registrar::new(store.clone(), provider.clone(), deployment, operator, config.registration));
     let catalog = Arc::new(Catalog::new(

@@ -70,7 +70,7 @@ on_both_engines!(a_stuck_transaction_is_replaced_with_higher_fees_and_happens_on
     // Blocks come only when the test mines them; the base fee jumps above what the transaction offers.
     anvil(&provider, "evm_setAutomine", (false,)).await;
     let call = IdentityRegistry::register_2Call { agentURI: "data:application/json,{}".into() }.abi_encode();
-    let stuck = writer.send("test", "stuck", registry, call.into()).await.expect("sent");
+    let stuck = writer.send("test", &["stuck"], registry, call.into()).await.expect("sent");
     let offered = max_fee_of(&stuck.raw_tx);
     anvil(&provider, "anvil_setNextBlockBaseFeePerGas", (U256::from(offered * 10),)).await;
     anvil(&provider, "evm_mine", ()).await;
@@ -117,7 +117,7 @@ on_both_engines!(fees_are_never_raised_past_the_cap, |market| async move {
     let writer = writer(&market, &store, asked).await;
     anvil(&provider, "evm_setAutomine", (false,)).await;
     let call = IdentityRegistry::register_2Call { agentURI: "data:application/json,{}".into() }.abi_encode();
-    let stuck = writer.send("test", "capped", registry, call.into()).await.expect("sent");
+    let stuck = writer.send("test", &["capped"], registry, call.into()).await.expect("sent");
     anvil(&provider, "anvil_setNextBlockBaseFeePerGas", (U256::from(asked * 10),)).await;
     anvil(&provider, "evm_mine", ()).await;
     let waited = tokio::time::timeout(Duration::from_secs(3), writer.confirm(&stuck)).await;

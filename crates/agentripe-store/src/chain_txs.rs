@@ -75,13 +75,14 @@ impl Store {
         Ok(())
     }
 
-    /// Takes the signer's next nonce, signs with it (`sign`) and stores the signed transaction, all in one
-    /// database transaction. If `sign` fails, the nonce is not used up.
+    /// Takes the signer's next nonce, signs with it (`sign`) and stores the signed transaction for each of
+    /// `subjects` (one, or the members of a batch), all in one database transaction. If `sign` fails, the
+    /// nonce is not used up.
     pub async fn sign_and_store<E>(
         &self,
         signer: &str,
         purpose: &str,
-        subject: &str,
+        subjects: &[&str],
         now_ms: i64,
         sign: impl FnOnce(u64) -> Result<SignedTx, E>,
     ) -> Result<Result<ChainTx, E>, StoreError> {
@@ -104,6 +105,12 @@ impl Store {
                 return Ok(Err(error));
             }
         };
+        // A batch's row names it; its members are listed beside it.
+        let subject = match subjects {
+            [one] => (*one).to_owned(),
+            [first, .., last] => format!("batch of {}: {first} .. {last}", subjects.len()),
+            [] => return Err(StoreError::Corrupt { context: "signing", detail: "no subject".into() }),
+        };
         let stored: ChainTx = sqlx::query_as(concat!(
             "INSERT INTO chain_txs (signer, nonce, purpose, subject, tx_hash, raw_tx, status, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7) RETURNING ",
@@ -112,13 +119,27 @@ impl Store {
         .bind(signer)
         .bind(nonce)
         .bind(purpose)
-        .bind(subject)
+        .bind(&subject)
         .bind(&signed.tx_hash)
         .bind(&signed.raw_tx)
         .bind(now_ms)
         .fetch_one(&mut *tx)
         .await
         .context("storing a signed transaction")?;
+        if subjects.len() > 1 {
+            for member in subjects {
+                sqlx::query(
+                    "INSERT INTO chain_tx_members (signer, nonce, purpose, subject) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(signer)
+                .bind(nonce)
+                .bind(purpose)
+                .bind(member)
+                .execute(&mut *tx)
+                .await
+                .context("listing a batch's members")?;
+            }
+        }
         tx.commit().await.context("committing a signed transaction")?;
         Ok(Ok(stored))
     }
@@ -178,12 +199,17 @@ impl Store {
         .context("listing mined transactions past a nonce")
     }
 
-    /// Every transaction signed for `purpose` on `subject`, oldest first.
+    /// Every transaction signed for `purpose` on `subject`, alone or in a batch, oldest first.
     pub async fn txs_for(&self, purpose: &str, subject: &str) -> Result<Vec<ChainTx>, StoreError> {
         sqlx::query_as(concat!(
             "SELECT ",
             columns!(),
-            " FROM chain_txs WHERE purpose = $1 AND subject = $2 ORDER BY id"
+            " FROM chain_txs WHERE purpose = $1 AND subject = $2 \
+             UNION SELECT ",
+            columns!(),
+            " FROM chain_txs WHERE purpose = $1 AND (signer, nonce) IN \
+             (SELECT signer, nonce FROM chain_tx_members WHERE purpose = $1 AND subject = $2) \
+             ORDER BY id"
         ))
         .bind(purpose)
         .bind(subject)

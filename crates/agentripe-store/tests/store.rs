@@ -144,7 +144,7 @@ on_both_engines!(nonces_are_handed_out_once_and_never_lost, |store| async move {
         let store = store.clone();
         async move {
             store
-                .sign_and_store("0xsigner", "settle", &i.to_string(), NOW, |nonce| {
+                .sign_and_store("0xsigner", "settle", &[&i.to_string()], NOW, |nonce| {
                     Ok::<_, ()>(SignedTx {
                         tx_hash: format!("0xhash{nonce}"),
                         raw_tx: format!("0xraw{nonce}"),
@@ -160,10 +160,10 @@ on_both_engines!(nonces_are_handed_out_once_and_never_lost, |store| async move {
     assert_eq!(nonces, (5..25).collect(), "20 distinct consecutive nonces from the chain's");
 
     let refused =
-        store.sign_and_store("0xsigner", "record", "x", NOW, |_| Err("cannot sign")).await.expect("store");
+        store.sign_and_store("0xsigner", "record", &["x"], NOW, |_| Err("cannot sign")).await.expect("store");
     assert_eq!(refused, Err("cannot sign"));
     let next = store
-        .sign_and_store("0xsigner", "record", "x", NOW, |nonce| {
+        .sign_and_store("0xsigner", "record", &["x"], NOW, |nonce| {
             Ok::<_, ()>(SignedTx { tx_hash: "0xnext".into(), raw_tx: format!("0x{nonce}") })
         })
         .await
@@ -174,7 +174,7 @@ on_both_engines!(nonces_are_handed_out_once_and_never_lost, |store| async move {
     store.sync_nonce("0xsigner", 3).await.expect("sync lower");
     store.sync_nonce("0xsigner", 40).await.expect("sync higher");
     let after_sync = store
-        .sign_and_store("0xsigner", "record", "y", NOW, |_| {
+        .sign_and_store("0xsigner", "record", &["y"], NOW, |_| {
             Ok::<_, ()>(SignedTx { tx_hash: "0xafter".into(), raw_tx: "0x".into() })
         })
         .await
@@ -188,6 +188,33 @@ on_both_engines!(nonces_are_handed_out_once_and_never_lost, |store| async move {
     let for_x = store.txs_for("record", "x").await.expect("by subject");
     assert_eq!(for_x.len(), 1);
     assert_eq!(for_x[0].tx_hash, "0xnext");
+});
+
+on_both_engines!(a_batch_transaction_is_found_by_each_of_its_members, |store| async move {
+    store.sync_nonce("0xsigner", 0).await.expect("sync");
+    let signed = |hash: &str| SignedTx { tx_hash: hash.into(), raw_tx: "0x01".into() };
+    let batch = store
+        .sign_and_store("0xsigner", "record", &["1", "2", "3"], NOW, |_| Ok::<_, ()>(signed("0xbatch")))
+        .await
+        .expect("store")
+        .expect("sign");
+    assert_eq!(batch.subject, "batch of 3: 1 .. 3");
+    let alone = store
+        .sign_and_store("0xsigner", "record", &["4"], NOW, |_| Ok::<_, ()>(signed("0xalone")))
+        .await
+        .expect("store")
+        .expect("sign");
+    assert_eq!((alone.subject.as_str(), alone.nonce), ("4", batch.nonce + 1));
+    // A fee-bumped replacement shares the batch's nonce, so it serves the same members.
+    store.store_replacement(&batch, &signed("0xbumped"), NOW).await.expect("replace");
+    for member in ["1", "2", "3"] {
+        let txs = store.txs_for("record", member).await.expect("by member");
+        let hashes: Vec<&str> = txs.iter().map(|tx| tx.tx_hash.as_str()).collect();
+        assert_eq!(hashes, ["0xbatch", "0xbumped"], "member {member}");
+    }
+    assert_eq!(store.txs_for("record", "4").await.expect("alone").len(), 1);
+    assert!(store.txs_for("record", "5").await.expect("not a member").is_empty());
+    assert!(store.txs_for("release", "1").await.expect("another purpose").is_empty());
 });
 
 async fn futures_join_all<F: std::future::Future + Send + 'static>(

@@ -85,6 +85,11 @@ impl Config {
         config.poll_interval = millis("POLL_INTERVAL_MS")?.unwrap_or(config.poll_interval);
         config.chain_timeout = seconds("CHAIN_TIMEOUT_SECONDS")?.unwrap_or(config.chain_timeout);
         config.rpc_lag = millis("RPC_LAG_MS")?.unwrap_or(config.rpc_lag);
+        config.batching.max_wait = millis("CHAIN_BATCH_WAIT_MS")?.unwrap_or(config.batching.max_wait);
+        config.batching.max_size = parsed("CHAIN_BATCH_MAX")?.unwrap_or(config.batching.max_size);
+        if config.batching.max_size == 0 {
+            return Err(EnvError::Invalid { name: "CHAIN_BATCH_MAX", reason: "must be at least 1".into() });
+        }
         config.settlement_search_horizon =
             seconds("SETTLEMENT_SEARCH_HORIZON_SECONDS")?.unwrap_or(config.settlement_search_horizon);
         config.settlement_lookback_blocks =

@@ -12,6 +12,7 @@ use alloy::{primitives::U256, signers::local::PrivateKeySigner};
 pub use env::EnvError;
 
 use crate::{
+    batching::BatchPolicy,
     catalog::{format_price, parse_price},
     chain_writer::{Confirmation, FeePolicy},
     http_server::HttpLimits,
@@ -71,6 +72,8 @@ pub struct Config {
     pub poll_interval: Duration,
     /// How long a chain write may take before it is left to the reconciler.
     pub chain_timeout: Duration,
+    /// How deposits recorded, released and refunded at about the same time share transactions.
+    pub batching: BatchPolicy,
     /// How far the RPC's receipts and logs may trail its state (load-balanced providers lag).
     pub rpc_lag: Duration,
     /// How long after an authorization's `validBefore` its settlement is still searched for when its
@@ -195,6 +198,7 @@ impl Config {
             confirmations: 0,
             poll_interval: Duration::from_millis(50),
             chain_timeout: Duration::from_secs(60),
+            batching: BatchPolicy::default(),
             rpc_lag: Duration::from_secs(5),
             settlement_search_horizon: Duration::from_secs(600),
             settlement_lookback_blocks: 1_000,

@@ -10,6 +10,7 @@
 
 pub mod facilitator;
 mod recording;
+pub use recording::Record;
 mod settlement;
 
 use std::{sync::Arc, time::Duration};
@@ -27,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     Config,
+    batching::Batcher,
     chain_writer::{ChainWriter, Confirmation},
     pipeline::{PipelineError, rpc},
     util::{hex, now_ms, now_secs, to_i64},
@@ -88,6 +90,8 @@ pub struct MoneyIn {
     provider: DynProvider,
     deployment: Deployment,
     operator: ChainWriter,
+    /// Deposits are recorded in batches, through the operator's key.
+    records: Batcher<Record>,
     facilitator: Facilitator,
     confirmation: Confirmation,
     lease: Duration,
@@ -110,6 +114,7 @@ impl MoneyIn {
             store,
             provider,
             deployment: config.deployment.clone(),
+            records: Batcher::start(operator.clone(), config.deployment.agentripe, config.batching),
             operator,
             facilitator,
             confirmation,

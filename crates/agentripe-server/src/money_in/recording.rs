@@ -2,15 +2,16 @@
 //! hash), then creating its task: a task exists only once its deposit is recorded, so vendors never see
 //! unpaid work.
 
-use agentripe_chain::bindings::Agentripe;
+use agentripe_chain::bindings::Agentripe::{self, DepositRecord};
 use agentripe_store::{NewTask, Payment};
 use alloy::{
-    primitives::{B256, U256},
+    primitives::{B256, Bytes, U256},
     sol_types::SolCall,
 };
 
 use super::{MoneyIn, TaskRequest};
 use crate::{
+    batching::BatchCall,
     chain_writer::WriteError,
     pipeline::{PipelineError, RpcError, rpc},
     util::{hex, now_ms},
@@ -50,7 +51,7 @@ impl MoneyIn {
         if self.recorded_on_chain(payment, deposit).await? {
             return Ok(());
         }
-        if self.operator.resume("record", &subject).await?.is_some()
+        if self.operator.resume(Record::PURPOSE, &subject).await?.is_some()
             && self.recorded_on_chain(payment, deposit).await?
         {
             return Ok(());
@@ -59,7 +60,7 @@ impl MoneyIn {
             text.parse::<U256>()
                 .map_err(|_| PipelineError::corrupt(format!("payment {subject}"), format!("{what} {text:?}")))
         };
-        let call = Agentripe::recordDepositCall {
+        let record = DepositRecord {
             depositId: deposit,
             agentId: number("agent id", &payment.new.agent_id)?,
             buyer: payment
@@ -69,11 +70,7 @@ impl MoneyIn {
                 .map_err(|_| PipelineError::corrupt(format!("payment {subject}"), "payer"))?,
             amount: number("amount", &payment.new.amount)?,
         };
-        match self
-            .operator
-            .send_and_confirm("record", &subject, self.deployment.agentripe, call.abi_encode().into())
-            .await
-        {
+        match self.records.write(subject, record).await {
             Ok(_) => {}
             // Reverts if someone recorded it meanwhile; the check below tells.
             Err(WriteError::WouldRevert(reason)) => {
@@ -105,5 +102,33 @@ impl MoneyIn {
             });
         }
         Ok(true)
+    }
+}
+
+/// Deposits recorded together (`recordDeposits`), sorted by agent so the escrow asks the identity
+/// registry once per agent.
+#[derive(Debug)]
+pub struct Record;
+
+impl BatchCall for Record {
+    type Entry = DepositRecord;
+    const PURPOSE: &'static str = "record";
+
+    fn input(entries: &[DepositRecord]) -> Bytes {
+        match entries {
+            [one] => Agentripe::recordDepositCall {
+                depositId: one.depositId,
+                agentId: one.agentId,
+                buyer: one.buyer,
+                amount: one.amount,
+            }
+            .abi_encode()
+            .into(),
+            _ => {
+                let mut records = entries.to_vec();
+                records.sort_by_key(|record| record.agentId);
+                Agentripe::recordDepositsCall { records }.abi_encode().into()
+            }
+        }
     }
 }

@@ -1,0 +1,302 @@
+//! The operator's writes go out in batches: deposits recorded, released and refunded at about the same
+//! time share a transaction, within the batch's bounds, and each is still written exactly once: after a
+//! crash that left a batch stored but never broadcast, and when one entry spoils its batch.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use agentripe_chain::bindings::Agentripe::DepositRecord;
+use agentripe_server::{
+    batching::{BatchPolicy, Batcher},
+    chain_writer::{ChainWriter, WriteError},
+    money_in::Record,
+    on_both_engines,
+    testing::{Market, PRICE, Server, now, vendor_headers},
+};
+use agentripe_store::{ChainTxStatus, PaymentStatus, Store};
+use alloy::{
+    primitives::{Address, B256, U256},
+    providers::Provider,
+};
+use serde_json::{Value, json};
+
+/// The hashes of the transactions stored for `purpose` on each of `subjects`, one list per subject.
+async fn stored(store: &Store, purpose: &str, subjects: &[String]) -> Vec<Vec<String>> {
+    let mut hashes = Vec::new();
+    for subject in subjects {
+        let txs = store.txs_for(purpose, subject).await.expect("txs");
+        hashes.push(txs.into_iter().map(|tx| tx.tx_hash).collect());
+    }
+    hashes
+}
+
+/// `POST /vendor/tasks/{task}/{action}` as the market's vendor, from a task of its own.
+async fn as_vendor(server: &Server, task: &str, action: &str, body: Value) -> (u16, Value) {
+    let (vendor, agent) = &server.vendor;
+    let response = server
+        .http
+        .post(format!("{}/vendor/tasks/{task}/{action}", server.base))
+        .headers(vendor_headers(vendor, *agent, now()))
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    (response.status().as_u16(), response.json().await.expect("json"))
+}
+
+fn batching(max_size: usize, max_wait_ms: u64) -> BatchPolicy {
+    BatchPolicy { max_size, max_wait: Duration::from_millis(max_wait_ms) }
+}
+
+/// Stops mining: transactions wait in the node's pool until [`mine`].
+async fn hold_blocks(market: &Market) {
+    let _: () = market.provider.raw_request("evm_setAutomine".into(), (false,)).await.expect("automine off");
+}
+
+/// Mines what waits, and every transaction at once from now on.
+async fn mine(market: &Market) {
+    let _: () = market.provider.raw_request("evm_setAutomine".into(), (true,)).await.expect("automine on");
+    let _: Value = market.provider.raw_request("evm_mine".into(), ()).await.expect("mine");
+}
+
+/// Waits until a transaction is stored for `purpose` on each of `subjects`.
+async fn until_stored(store: &Store, purpose: &str, subjects: &[String]) {
+    for _ in 0..400 {
+        if stored(store, purpose, subjects).await.iter().all(|txs| !txs.is_empty()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no {purpose} transactions stored for {subjects:?}");
+}
+
+/// The distinct transactions among `stored`, each with how many subjects it serves.
+fn batches(stored: &[Vec<String>]) -> BTreeMap<&String, usize> {
+    let mut batches = BTreeMap::new();
+    for hash in stored.iter().flatten() {
+        *batches.entry(hash).or_default() += 1;
+    }
+    batches
+}
+
+on_both_engines!(records_that_arrive_while_one_is_in_flight_go_together, |market| async move {
+    let mut config = market.config();
+    config.batching = batching(5, 2_000);
+    let server = Arc::new(market.start_with(config).await);
+    let store = Store::connect(&market.database_url).await.expect("store");
+    let mut buyers = Vec::new();
+    for _ in 0..7 {
+        buyers.push(market.buyer(PRICE).await);
+    }
+    // Seven settlements land in one block; the first record goes out alone at once and stays in the
+    // pool, the six behind it gather: five (the bound) and then one.
+    hold_blocks(&market).await;
+    let purchases: Vec<_> = buyers
+        .iter()
+        .map(|buyer| {
+            let (server, header, agent) = (server.clone(), market.pay_v2(buyer), market.agent_id);
+            tokio::spawn(async move { server.buy(agent, ("PAYMENT-SIGNATURE", &header), "").await.status() })
+        })
+        .collect();
+    let payments: Vec<String> = (1..=7).map(|id: i64| id.to_string()).collect();
+    until_stored(&store, "settle", &payments).await;
+    let _: Value = market.provider.raw_request("evm_mine".into(), ()).await.expect("mine");
+    until_stored(&store, "record", &payments).await;
+    mine(&market).await;
+    for purchase in purchases {
+        assert_eq!(purchase.await.expect("join"), 200);
+    }
+
+    let records = stored(&store, "record", &payments).await;
+    assert!(records.iter().all(|txs| txs.len() == 1), "one record transaction per payment: {records:?}");
+    let batches = batches(&records);
+    assert!((2..=3).contains(&batches.len()), "seven records in two or three transactions: {batches:?}");
+    assert!(batches.values().all(|members| *members <= 5), "at most five per batch: {batches:?}");
+    for hash in batches.keys() {
+        let receipt = market
+            .provider
+            .get_transaction_receipt(hash.parse().expect("hash"))
+            .await
+            .expect("rpc")
+            .expect("mined");
+        assert!(receipt.status());
+    }
+    for id in 1..=7 {
+        let payment = store.payment(id).await.expect("read").expect("payment");
+        let deposit: B256 = payment.deposit_id.expect("deposit").parse().expect("hash");
+        let on_chain = market.deposit(deposit).await;
+        assert_eq!((on_chain.status, on_chain.amount), (1, U256::from(PRICE)), "payment {id}");
+    }
+    assert_eq!(market.usdc_balance(market.deployment.agentripe).await, U256::from(7 * PRICE));
+});
+
+on_both_engines!(payouts_decided_together_go_out_together, |market| async move {
+    let mut config = market.config();
+    config.batching = batching(50, 2_000);
+    let server = Arc::new(market.start_with(config).await);
+    let store = Store::connect(&market.database_url).await.expect("store");
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        tasks.push(server.purchase(&market, &json!({})).await);
+    }
+    // Three tasks completed (released to the vendor) and three failed (refunded), all at once, while no
+    // block is mined: of each kind, the first goes alone and the two behind it together.
+    hold_blocks(&market).await;
+    let decisions: Vec<_> = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, (_, task))| {
+            let (server, task) = (server.clone(), task.clone());
+            let (action, body) = match i {
+                0..3 => ("complete", json!({ "result": "done" })),
+                _ => ("fail", json!({ "errorMessage": "cannot" })),
+            };
+            tokio::spawn(async move {
+                let (status, _) = as_vendor(&server, &task, "start", json!({})).await;
+                assert_eq!(status, 200);
+                as_vendor(&server, &task, action, body).await
+            })
+        })
+        .collect();
+    let ids: Vec<String> = tasks.iter().map(|(_, task)| task.clone()).collect();
+    until_stored(&store, "release", &ids[..3]).await;
+    until_stored(&store, "refund", &ids[3..]).await;
+    mine(&market).await;
+    for decision in decisions {
+        let (status, body) = decision.await.expect("join");
+        assert_eq!(status, 200, "{body}");
+    }
+    for (i, task) in ids.iter().enumerate() {
+        server.escrow_status_eventually(task, if i < 3 { "released" } else { "refunded" }).await;
+    }
+
+    for (purpose, tasks) in [("release", &ids[..3]), ("refund", &ids[3..])] {
+        let sent = stored(&store, purpose, tasks).await;
+        assert!(sent.iter().all(|txs| txs.len() == 1), "one {purpose} transaction per task: {sent:?}");
+        assert_eq!(batches(&sent).len(), 2, "three {purpose}s in two transactions: {sent:?}");
+    }
+    assert_eq!(market.usdc_balance(market.vendor.address()).await, U256::from(3 * PRICE));
+    for (buyer, _) in &tasks[3..] {
+        assert_eq!(market.usdc_balance(buyer.address()).await, U256::from(PRICE), "refunded in full");
+    }
+    assert_eq!(market.usdc_balance(market.deployment.agentripe).await, U256::ZERO);
+});
+
+on_both_engines!(a_batch_stored_but_never_broadcast_is_sent_after_a_restart, |market| async move {
+    let mut config = market.config();
+    config.batching = batching(50, 2_000);
+    config.payment_lease = Duration::from_secs(1);
+    let store = Store::connect(&market.database_url).await.expect("store");
+
+    // First life: three purchases settle in one block; their records are signed and stored (the first
+    // alone, the two behind it as a batch), then the process dies and the node forgets them, as if
+    // they had never been broadcast.
+    let first = Arc::new(market.start_with(config.clone()).await);
+    let mut buyers = Vec::new();
+    for _ in 0..3 {
+        buyers.push(market.buyer(PRICE).await);
+    }
+    hold_blocks(&market).await;
+    let requests: Vec<_> = buyers
+        .iter()
+        .map(|buyer| {
+            let (server, header, agent) = (first.clone(), market.pay_v2(buyer), market.agent_id);
+            tokio::spawn(async move { server.buy(agent, ("PAYMENT-SIGNATURE", &header), "").await })
+        })
+        .collect();
+    let payments: Vec<String> = (1..=3).map(|id: i64| id.to_string()).collect();
+    until_stored(&store, "settle", &payments).await;
+    let _: Value = market.provider.raw_request("evm_mine".into(), ()).await.expect("mine");
+    until_stored(&store, "record", &payments).await;
+    first.running.abort();
+    for request in requests {
+        request.abort();
+    }
+    let records = stored(&store, "record", &payments).await;
+    assert!(records.iter().all(|txs| txs.len() == 1), "{records:?}");
+    assert!(batches(&records).values().any(|members| *members == 2), "a batch among them: {records:?}");
+    let _: Value = market.provider.raw_request("anvil_dropAllTransactions".into(), ()).await.expect("drop");
+    mine(&market).await;
+
+    // Second life, same database: the reconciler finds each payment's stored transaction, the batch
+    // included, and sends the same signed bytes; nothing new is signed for them.
+    let second = market.start_with(config).await;
+    for id in 1..=3 {
+        let mut recorded = false;
+        for _ in 0..200 {
+            let payment = store.payment(id).await.expect("read").expect("payment");
+            if payment.status == PaymentStatus::Recorded {
+                let deposit: B256 = payment.deposit_id.expect("deposit").parse().expect("hash");
+                assert_eq!(market.deposit(deposit).await.status, 1);
+                recorded = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(recorded, "payment {id} recorded after the restart");
+    }
+    assert_eq!(stored(&store, "record", &payments).await, records, "the stored transactions, nothing new");
+    for id in &payments {
+        let tx = &store.txs_for("record", id).await.expect("txs")[0];
+        assert_eq!(tx.status().expect("status"), ChainTxStatus::Mined);
+    }
+    assert_eq!(market.usdc_balance(market.deployment.agentripe).await, U256::from(3 * PRICE));
+    second.running.abort();
+});
+
+on_both_engines!(an_entry_that_spoils_its_batch_is_written_alone, |market| async move {
+    let config = market.config();
+    let store = Store::connect(&market.database_url).await.expect("store");
+    let writer = ChainWriter::new(
+        market.operator.clone(),
+        market.provider.clone(),
+        store.clone(),
+        market.deployment.chain_id,
+        config.confirmation(),
+        config.fees,
+    )
+    .await
+    .expect("writer");
+    let records = Arc::new(Batcher::<Record>::start(writer, market.deployment.agentripe, batching(10, 300)));
+    let write = |subject: &str, entry: &DepositRecord| {
+        let (records, subject, entry) = (records.clone(), subject.to_owned(), entry.clone());
+        tokio::spawn(async move { records.write(subject, entry).await })
+    };
+    // Three payments' tokens are in the escrow; one more entry names an agent that does not exist, which
+    // recordDeposits refuses for the whole batch.
+    market.mint(market.deployment.agentripe, 3 * PRICE).await;
+    let entry = |agent: U256| DepositRecord {
+        depositId: B256::random(),
+        agentId: agent,
+        buyer: Address::random(),
+        amount: U256::from(PRICE),
+    };
+    let [first, other, last] = [(); 3].map(|_| entry(market.agent_id));
+    let spoiler = entry(U256::from(999));
+
+    // The first write goes alone and waits in the pool; the rest gather behind it (one asked twice),
+    // and their batch would revert.
+    hold_blocks(&market).await;
+    let written_first = write("first", &first);
+    until_stored(&store, "record", &["first".to_owned()]).await;
+    let behind =
+        [write("other", &other), write("other", &other), write("spoiler", &spoiler), write("last", &last)];
+    until_stored(&store, "record", &["other".to_owned(), "last".to_owned()]).await;
+    mine(&market).await;
+
+    assert!(written_first.await.expect("join").is_ok());
+    let [other_once, other_twice, spoiled, written_last] = behind;
+    for written in [other_once, other_twice, written_last] {
+        assert!(written.await.expect("join").is_ok());
+    }
+    let spoiled = spoiled.await.expect("join");
+    assert!(matches!(spoiled, Err(WriteError::WouldRevert(_))), "{spoiled:?}");
+    for good in [&first, &other, &last] {
+        assert_eq!(market.deposit(good.depositId).await.status, 1);
+    }
+    assert_eq!(market.deposit(spoiler.depositId).await.status, 0);
+    // The refused batch was never signed; each of its good entries went alone, once.
+    let subjects = ["first", "other", "last", "spoiler"].map(str::to_owned);
+    let sent = stored(&store, "record", &subjects).await;
+    assert_eq!(sent.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1, 1, 0], "{sent:?}");
+    assert_eq!(batches(&sent).len(), 3, "three transactions of one deposit each: {sent:?}");
+});
