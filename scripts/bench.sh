@@ -16,6 +16,8 @@ echo "== vendor task list under load (64 clients)"
 cargo run --quiet --release -p agentripe-server --features testing --example vendor_load -- 20000 64
 
 for engine in sqlite postgres; do
-  echo "== purchase load ($engine)"
+  echo "== purchase load ($engine), next to the settlement step alone"
   cargo run --quiet --release -p agentripe-server --features testing --example purchase_load -- "$purchases" "$clients" "$engine"
+  echo "== database growth ($engine): 1,000 purchases on a fresh database, then on one holding 10,000"
+  cargo run --quiet --release -p agentripe-server --features testing --example purchase_load -- growth 10000 "$engine"
 done

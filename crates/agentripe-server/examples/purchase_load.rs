@@ -1,117 +1,340 @@
 //! Load run: paid purchases per second through the real server into the real escrow on anvil, over
-//! loopback, with latency percentiles. Every purchase is two chain writes (settle, record) from one key.
+//! loopback, with latency percentiles, next to the settlement step alone on the same chain.
 //!
 //!     cargo run --release -p agentripe-server --features testing --example purchase_load -- [PURCHASES] [CLIENTS] [sqlite|postgres] [rpc-calls]
+//!     cargo run --release -p agentripe-server --features testing --example purchase_load -- growth [ROWS] [sqlite|postgres]
+//!
+//! First the same number of authorizations are settled as a plain x402 facilitator settles them: each
+//! payment decoded and verified (EIP-712 recovery against the offer), then `transferWithAuthorization`
+//! sent from one key through an alloy provider (cached nonces, receipts polled every 5 ms, as the
+//! server polls) and its receipt awaited, by as many clients. Then the full purchases: verify, settle,
+//! record, task, answer. The ratio of the two rates is what the escrow costs on top of settlement.
 //!
 //! With `rpc-calls`, the server reaches anvil through a counting proxy on loopback (an extra hop, so its
 //! throughput is not comparable) and the run reports the RPC calls per purchase, by method.
+//!
+//! `growth` asks whether the database slows the server down as it fills: 1,000 purchases on a fresh
+//! chain and a fresh database, then 1,000 on another fresh chain with a database already holding ROWS
+//! (default 10,000) earlier purchases. The earlier purchases are written through the store's own
+//! functions, as the server writes them (claim, settle, two signed transactions, task), by a retired
+//! operator key; a fresh chain for each half keeps the chain's own growth out of the figure.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
-use agentripe_server::testing::{LaggingRpc, Market, PRICE};
-use agentripe_store::testing::Engine;
-use alloy::primitives::U256;
+use agentripe_server::{
+    money_in::facilitator::settlement_call,
+    testing::{LaggingRpc, Market, PRICE, key, now},
+    util::now_ms,
+};
+use agentripe_store::{Claim, NewPayment, NewTask, SignedTx, Store, testing::Engine};
+use agentripe_x402::{Offer, PaymentPayload, Version, client, encode_header, v2};
+use alloy::{
+    primitives::{Address, B256, U256},
+    providers::{Provider, ProviderBuilder},
+    rpc::types::TransactionRequest,
+    sol_types::SolCall,
+};
+
+const CLIENTS: usize = 32;
+const GROWTH_SAMPLE: usize = 1_000;
+/// The anvil account that settles in the plain run: no key of the server's.
+const SETTLER: usize = 8;
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let purchases: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(400);
-    let clients: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(32);
-    let engine = match args.get(3).map(String::as_str) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let engine = |arg: Option<&String>| match arg.map(String::as_str) {
         Some("postgres") => Engine::Postgres,
         _ => Engine::Sqlite,
     };
+    if args.first().map(String::as_str) == Some("growth") {
+        let rows = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10_000);
+        return growth(engine(args.get(2)), rows).await;
+    }
+    let purchases = args.first().and_then(|a| a.parse().ok()).unwrap_or(400);
+    let clients = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(CLIENTS);
+    let engine = engine(args.get(2));
+    let count_calls = args.get(3).map(String::as_str) == Some("rpc-calls");
     let market = Market::new(engine, "purchase_load").await.expect("PostgreSQL is reachable");
+    // The proxy's extra hop would make the two rates incomparable: no plain run then.
+    let settled = if count_calls { None } else { Some(settle_only(&market, purchases, clients).await) };
+    let run = Run::on(&market, engine, purchases, clients, 0, count_calls).await;
+    run.report();
+    if let Some(rate) = settled {
+        println!(
+            "  settlement alone {rate:.1} /s on the same chain: full purchases at {:.2} of it",
+            run.rate() / rate
+        );
+    }
+}
 
-    // Fund the buyers and sign every payment before the clock starts: only the server is measured.
-    let per_client = purchases.div_ceil(clients);
-    let mut work = Vec::new();
+/// The rate on a fresh database next to the rate on one that holds `rows` earlier purchases.
+async fn growth(engine: Engine, rows: usize) {
+    let market = Market::new(engine, "purchase_load").await.expect("PostgreSQL is reachable");
+    let fresh = Run::on(&market, engine, GROWTH_SAMPLE, CLIENTS, 0, false).await;
+    fresh.report();
+    drop(market);
+    let market = Market::new(engine, "purchase_load").await.expect("PostgreSQL is reachable");
+    let grown = Run::on(&market, engine, GROWTH_SAMPLE, CLIENTS, rows, false).await;
+    grown.report();
+    println!(
+        "growth: {:.1} purchases/s on a fresh database, {:.1} with {rows} earlier purchases: ratio {:.2}",
+        fresh.rate(),
+        grown.rate(),
+        grown.rate() / fresh.rate()
+    );
+}
+
+/// Settles `count` authorizations as a plain facilitator would (see the module's docs); returns the
+/// settlements per second.
+async fn settle_only(market: &Market, count: usize, clients: usize) -> f64 {
+    // Paid to an account of no one's: tokens arriving in the escrow unannounced would be the server's
+    // business in the run that follows.
+    let offer = Offer { pay_to: Address::repeat_byte(0x5e), ..market.offer() };
+    let accepted = v2::PaymentRequirements::for_offer(&offer);
+    let per_client = count.div_ceil(clients);
+    let mut buyers = Vec::new();
     for _ in 0..clients {
-        let buyer = market.buyer(PRICE * per_client as u64).await;
-        work.push((0..per_client).map(|_| market.pay_v2(&buyer)).collect::<Vec<_>>());
+        buyers.push(market.buyer(PRICE * per_client as u64).await);
     }
-    let counter = match args.get(4).map(String::as_str) {
-        Some("rpc-calls") => Some(LaggingRpc::start(market.anvil.endpoint(), Duration::ZERO).await),
-        _ => None,
-    };
-    let mut config = market.config();
-    if let Some(counter) = &counter {
-        config.rpc_url = counter.url.clone();
-    }
-    config.poll_interval = Duration::from_millis(5);
-    config.chain_timeout = Duration::from_secs(60);
-    config.purchase_timeout = Duration::from_secs(60);
-    let server = std::sync::Arc::new(market.start_with(config).await);
-
-    let calls_before = counter.as_ref().map(LaggingRpc::calls).unwrap_or_default();
+    let provider = ProviderBuilder::new()
+        .with_cached_nonce_management()
+        .wallet(key(&market.anvil, SETTLER))
+        .connect_http(market.anvil.endpoint_url());
+    provider.client().set_poll_interval(Duration::from_millis(5));
+    let provider = Arc::new(provider);
     let started = Instant::now();
-    let handles: Vec<_> = work
+    let handles: Vec<_> = buyers
         .into_iter()
-        .map(|headers| {
-            let server = server.clone();
-            let agent = market.agent_id;
+        .map(|buyer| {
+            let (provider, offer, accepted, usdc) =
+                (provider.clone(), offer.clone(), accepted.clone(), market.deployment.usdc);
             tokio::spawn(async move {
-                let mut results = Vec::new();
-                for header in headers {
-                    let sent = Instant::now();
-                    let status = server.buy(agent, ("PAYMENT-SIGNATURE", &header), "").await.status();
-                    results.push((status.as_u16(), sent.elapsed()));
+                for _ in 0..per_client {
+                    let header = encode_header(&client::pay(&buyer, &accepted, None, now()).expect("sign"));
+                    let payment = PaymentPayload::decode(Version::V2, &header).expect("decode");
+                    payment.verify(&offer, now()).expect("valid");
+                    let call = settlement_call(payment.exact()).abi_encode();
+                    let receipt = provider
+                        .send_transaction(TransactionRequest::default().to(usdc).input(call.into()))
+                        .await
+                        .expect("sent")
+                        .get_receipt()
+                        .await
+                        .expect("mined");
+                    assert!(receipt.status(), "settled");
                 }
-                results
             })
         })
         .collect();
-    let mut latencies = Vec::new();
-    let mut failures = 0;
     for handle in handles {
-        for (status, latency) in handle.await.expect("client") {
-            if status == 200 { latencies.push(latency) } else { failures += 1 }
-        }
+        handle.await.expect("client");
     }
-    let elapsed = started.elapsed();
-    latencies.sort();
-    let percentile = |p: f64| {
-        latencies[((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1).min(latencies.len() - 1)]
-    };
-    let total = latencies.len() + failures;
-    println!(
-        "purchase load: {total} purchases, {clients} clients, {engine:?}, anvil automine, 2 chain writes each"
-    );
-    println!(
-        "  throughput  {:.1} purchases/s over {:.2} s",
-        latencies.len() as f64 / elapsed.as_secs_f64(),
-        elapsed.as_secs_f64()
-    );
-    println!(
-        "  latency     p50 {:?}  p90 {:?}  p99 {:?}  max {:?}",
-        percentile(0.50),
-        percentile(0.90),
-        percentile(0.99),
-        percentile(1.0)
-    );
-    println!("  non-200     {failures}");
-    if let Some(counter) = &counter {
-        let per_purchase = |count: u64| count as f64 / total as f64;
-        let calls: Vec<(String, u64)> = counter
-            .calls()
+    (per_client * clients) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// One load run's answers.
+struct Run {
+    engine: Engine,
+    clients: usize,
+    earlier: usize,
+    elapsed: Duration,
+    /// Latencies of the 200 answers.
+    latencies: Vec<Duration>,
+    /// How many answers of each status.
+    statuses: BTreeMap<u16, usize>,
+    /// RPC calls by method, when counted.
+    calls: Option<BTreeMap<String, u64>>,
+}
+
+impl Run {
+    async fn on(
+        market: &Market,
+        engine: Engine,
+        purchases: usize,
+        clients: usize,
+        earlier: usize,
+        count_calls: bool,
+    ) -> Self {
+        if earlier > 0 {
+            let store = Store::connect(&market.database_url).await.expect("database");
+            let filling = Instant::now();
+            write_earlier_purchases(&store, market, earlier).await;
+            println!("wrote {earlier} earlier purchases in {:.1} s", filling.elapsed().as_secs_f64());
+        }
+        // Fund the buyers before the clock starts. Each payment is signed just before it is sent, so a
+        // long run never presents an authorization that has expired.
+        let per_client = purchases.div_ceil(clients);
+        let mut buyers = Vec::new();
+        for _ in 0..clients {
+            buyers.push(market.buyer(PRICE * per_client as u64).await);
+        }
+        let counter = match count_calls {
+            true => Some(LaggingRpc::start(market.anvil.endpoint(), Duration::ZERO).await),
+            false => None,
+        };
+        let mut config = market.config();
+        if let Some(counter) = &counter {
+            config.rpc_url = counter.url.clone();
+        }
+        config.poll_interval = Duration::from_millis(5);
+        config.chain_timeout = Duration::from_secs(60);
+        config.purchase_timeout = Duration::from_secs(60);
+        let server = Arc::new(market.start_with(config).await);
+        let offer = v2::PaymentRequirements::for_offer(&market.offer());
+
+        let calls_before = counter.as_ref().map(LaggingRpc::calls).unwrap_or_default();
+        let started = Instant::now();
+        let handles: Vec<_> = buyers
             .into_iter()
-            .map(|(method, count)| {
-                let before = calls_before.get(&method).copied().unwrap_or(0);
-                (method, count - before)
+            .map(|buyer| {
+                let (server, offer, agent) = (server.clone(), offer.clone(), market.agent_id);
+                tokio::spawn(async move {
+                    let mut answers = Vec::new();
+                    for _ in 0..per_client {
+                        let header = encode_header(&client::pay(&buyer, &offer, None, now()).expect("sign"));
+                        let sent = Instant::now();
+                        let status = server.buy(agent, ("PAYMENT-SIGNATURE", &header), "").await.status();
+                        answers.push((status.as_u16(), sent.elapsed()));
+                    }
+                    answers
+                })
             })
-            .filter(|(_, count)| *count > 0)
             .collect();
-        let all: u64 = calls.iter().map(|(_, count)| count).sum();
-        println!("  RPC calls   {:.2} per purchase", per_purchase(all));
-        for (method, count) in calls {
-            println!("    {method:<28} {:.2}", per_purchase(count));
+        let mut run = Run {
+            engine,
+            clients,
+            earlier,
+            elapsed: Duration::ZERO,
+            latencies: Vec::new(),
+            statuses: BTreeMap::new(),
+            calls: None,
+        };
+        for handle in handles {
+            for (status, latency) in handle.await.expect("client") {
+                *run.statuses.entry(status).or_default() += 1;
+                if status == 200 {
+                    run.latencies.push(latency);
+                }
+            }
+        }
+        run.elapsed = started.elapsed();
+        server.running.abort();
+        run.latencies.sort();
+        run.calls = counter.map(|counter| {
+            let mut calls = counter.calls();
+            for (method, count) in &mut calls {
+                *count -= calls_before.get(method).copied().unwrap_or(0);
+            }
+            calls.retain(|_, count| *count > 0);
+            calls
+        });
+
+        // Every 200 is a deposit in escrow; an answer that gave up waiting (504) may still be one, as its
+        // purchase goes on and is recorded later. Nothing else is charged.
+        let deposits = market.usdc_balance(market.deployment.agentripe).await / U256::from(PRICE);
+        let answered = U256::from(run.latencies.len());
+        let charged_at_most = answered + U256::from(run.statuses.get(&504).copied().unwrap_or(0));
+        assert!(
+            answered <= deposits && deposits <= charged_at_most,
+            "{deposits} deposits for {answered} purchases answered 200 ({:?})",
+            run.statuses
+        );
+        run
+    }
+
+    fn total(&self) -> usize {
+        self.statuses.values().sum()
+    }
+
+    fn rate(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn report(&self) {
+        let latencies = &self.latencies;
+        let percentile = |p: f64| {
+            latencies
+                [((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1).min(latencies.len() - 1)]
+        };
+        println!(
+            "purchase load: {} purchases, {} clients, {:?} holding {} earlier purchases, anvil automine",
+            self.total(),
+            self.clients,
+            self.engine,
+            self.earlier
+        );
+        println!("  throughput  {:.1} purchases/s over {:.2} s", self.rate(), self.elapsed.as_secs_f64());
+        println!(
+            "  latency     p50 {:?}  p90 {:?}  p99 {:?}  max {:?}",
+            percentile(0.50),
+            percentile(0.90),
+            percentile(0.99),
+            percentile(1.0)
+        );
+        println!("  answers     {:?}", self.statuses);
+        if let Some(calls) = &self.calls {
+            let per_purchase = |count: u64| count as f64 / self.total() as f64;
+            println!("  RPC calls   {:.2} per purchase", per_purchase(calls.values().sum()));
+            for (method, count) in calls {
+                println!("    {method:<28} {:.2}", per_purchase(*count));
+            }
         }
     }
-    let escrow = market.usdc_balance(market.deployment.agentripe).await;
-    assert_eq!(
-        escrow,
-        U256::from(PRICE * latencies.len() as u64),
-        "every 200 is exactly one deposit in escrow"
-    );
-    println!("  escrow holds exactly {} deposits", latencies.len());
+}
+
+/// Writes `count` purchases into the database as the server would have: claimed, settled, recorded as
+/// a task, with a settlement and a record transaction each, signed by a retired operator key (so the
+/// running server's nonces are untouched).
+async fn write_earlier_purchases(store: &Store, market: &Market, count: usize) {
+    let retired = format!("{:#x}", Address::repeat_byte(0x7e));
+    store.sync_nonce(&retired, 0).await.expect("nonce counter");
+    let asset = format!("{:#x}", market.deployment.usdc);
+    for i in 0..count {
+        let payer = format!("{:#x}", Address::random());
+        let deposit = format!("{:#x}", B256::random());
+        let new = NewPayment {
+            chain_id: market.deployment.chain_id as i64,
+            asset: asset.clone(),
+            payer: payer.clone(),
+            nonce: format!("{:#x}", B256::random()),
+            amount: PRICE.to_string(),
+            agent_id: market.agent_id.to_string(),
+            service_path: "/earlier".into(),
+            x402_version: 2,
+            payment: "{}".into(),
+            valid_before: i64::MAX,
+            request: "{}".into(),
+            search_from_block: i as i64,
+        };
+        let Claim::New(payment) = store.claim_payment(&new, now_ms()).await.expect("claim") else {
+            panic!("a random authorization was claimed before")
+        };
+        for (purpose, subject) in [("settle", payment.id.to_string()), ("record", payment.id.to_string())] {
+            let signed = SignedTx { tx_hash: format!("{:#x}", B256::random()), raw_tx: "0x".into() };
+            store
+                .sign_and_store(&retired, purpose, &[&subject], now_ms(), |_| Ok::<_, ()>(signed))
+                .await
+                .expect("store")
+                .expect("signed");
+        }
+        store.mark_payment_settled(payment.id, &deposit, &deposit, now_ms()).await.expect("settled");
+        let task = NewTask {
+            id: deposit,
+            agent_id: new.agent_id,
+            product_id: new.service_path,
+            buyer: payer,
+            amount: new.amount,
+            request_payload: None,
+            task_detail: None,
+            task_metadata: None,
+            reviewer_request: None,
+            expires_at: i64::MAX,
+        };
+        store.record_payment(payment.id, &task, now_ms()).await.expect("recorded");
+    }
 }
