@@ -134,6 +134,46 @@ on_both_engines!(a_crash_between_settlement_and_recording_is_finished_after_rest
     assert_eq!(market.usdc_balance(market.deployment.agentripe).await, U256::from(PRICE));
 });
 
+on_both_engines!(a_deposit_recorded_behind_our_back_is_taken_as_it_is, |market| async move {
+    use agentripe_chain::bindings::Agentripe;
+    use alloy::providers::ProviderBuilder;
+    let buyer = market.buyer(PRICE).await;
+    let header = market.pay_v2(&buyer);
+
+    // First life: it settles, but cannot record (the operator key was rotated away), then dies.
+    let mut short = market.config();
+    short.chain_timeout = std::time::Duration::from_secs(2);
+    let first = market.start_with(short).await;
+    let interim = key(&market.anvil, 5);
+    market.appoint_operator(interim.address()).await;
+    let response = first.buy(market.agent_id, ("PAYMENT-SIGNATURE", &header), "").await;
+    assert_eq!(response.status(), 503);
+    first.running.abort();
+
+    // The interim operator records the deposit itself, with the payment's terms; then our key is back.
+    let settled = find_settlement(&market, &header).await;
+    let as_interim = ProviderBuilder::new().wallet(interim).connect_http(market.anvil.endpoint_url());
+    let recorded = Agentripe::new(market.deployment.agentripe, &as_interim)
+        .recordDeposit(settled, market.agent_id, buyer.address(), U256::from(PRICE))
+        .send()
+        .await
+        .expect("record")
+        .get_receipt()
+        .await
+        .expect("mined");
+    assert!(recorded.status());
+    market.appoint_operator(market.operator.address()).await;
+
+    // Second life: the payment is finished from the chain's record, and the server signs nothing for it.
+    let second = market.start().await;
+    let task_id = task_id_of(second.buy(market.agent_id, ("PAYMENT-SIGNATURE", &header), "").await).await;
+    assert_eq!(task_id, settled);
+    let store = agentripe_store::Store::connect(&market.database_url).await.expect("store");
+    assert_eq!(store.txs_for("record", "1").await.expect("txs"), vec![], "no record transaction of ours");
+    assert_eq!(market.deposit(settled).await.status, 1);
+    assert_eq!(market.usdc_balance(market.deployment.agentripe).await, U256::from(PRICE));
+});
+
 on_both_engines!(one_authorization_cannot_pay_for_two_purchases, |market| async move {
     let server = market.start().await;
     let other_agent =

@@ -48,9 +48,8 @@ impl MoneyIn {
 
     async fn record_on_chain(&self, payment: &Payment, deposit: B256) -> Result<(), PipelineError> {
         let subject = payment.id.to_string();
-        if self.recorded_on_chain(payment, deposit).await? {
-            return Ok(());
-        }
+        // Not asked of the chain first: the write is idempotent there (a batch skips a recorded deposit,
+        // a lone recordDeposit would revert and is never signed), and the chain is asked after it.
         if self.operator.resume(Record::PURPOSE, &subject).await?.is_some()
             && self.recorded_on_chain(payment, deposit).await?
         {
