@@ -199,17 +199,17 @@ impl Store {
         .context("listing mined transactions past a nonce")
     }
 
-    /// Every transaction signed for `purpose` on `subject`, alone or in a batch, oldest first.
+    /// Every transaction signed for `purpose` on `subject`, alone or in a batch, oldest first. Both
+    /// halves are index lookups (a batch's members by their key, then its transactions by nonce): this
+    /// runs before every chain write.
     pub async fn txs_for(&self, purpose: &str, subject: &str) -> Result<Vec<ChainTx>, StoreError> {
         sqlx::query_as(concat!(
             "SELECT ",
             columns!(),
             " FROM chain_txs WHERE purpose = $1 AND subject = $2 \
-             UNION SELECT ",
-            columns!(),
-            " FROM chain_txs WHERE purpose = $1 AND (signer, nonce) IN \
-             (SELECT signer, nonce FROM chain_tx_members WHERE purpose = $1 AND subject = $2) \
-             ORDER BY id"
+             UNION SELECT t.id, t.signer, t.nonce, t.purpose, t.subject, t.tx_hash, t.raw_tx, t.status \
+             FROM chain_tx_members m JOIN chain_txs t ON t.signer = m.signer AND t.nonce = m.nonce \
+             WHERE m.purpose = $1 AND m.subject = $2 ORDER BY id"
         ))
         .bind(purpose)
         .bind(subject)
