@@ -4,11 +4,14 @@
 //!     cargo run --release -p agentripe-server --features testing --example purchase_load -- [PURCHASES] [CLIENTS] [sqlite|postgres] [rpc-calls]
 //!     cargo run --release -p agentripe-server --features testing --example purchase_load -- growth [ROWS] [sqlite|postgres]
 //!
-//! First the same number of authorizations are settled as a plain x402 facilitator settles them: each
-//! payment decoded and verified (EIP-712 recovery against the offer), then `transferWithAuthorization`
-//! sent from one key through an alloy provider (cached nonces, receipts polled every 5 ms, as the
-//! server polls) and its receipt awaited, by as many clients. Then the full purchases: verify, settle,
-//! record, task, answer. The ratio of the two rates is what the escrow costs on top of settlement.
+//! First the same number of authorizations are settled through a plain x402 facilitator on loopback,
+//! by as many clients: one HTTP request per payment, which it decodes and verifies (EIP-712 recovery
+//! against the offer), then settles with `transferWithAuthorization` from its own key through an alloy
+//! provider (cached nonces, receipts polled every 5 ms, as the server polls), answering once the
+//! receipt is in. (x402-rs's facilitator takes two requests, /verify and /settle, and reads the chain
+//! before settling: this one is cheaper.) Then the full purchases: verify, settle, record, task,
+//! answer. The ratio of the two rates is what the escrow costs on top of settlement. Both runs report
+//! the CPU time per purchase of this process (server and clients) and of anvil.
 //!
 //! With `rpc-calls`, the server reaches anvil through a counting proxy on loopback (an extra hop, so its
 //! throughput is not comparable) and the run reports the RPC calls per purchase, by method.
@@ -34,10 +37,11 @@ use agentripe_store::{Claim, NewPayment, NewTask, SignedTx, Store, testing::Engi
 use agentripe_x402::{Offer, PaymentPayload, Version, client, encode_header, v2};
 use alloy::{
     primitives::{Address, B256, U256},
-    providers::{Provider, ProviderBuilder},
+    providers::{DynProvider, Provider, ProviderBuilder},
     rpc::types::TransactionRequest,
     sol_types::SolCall,
 };
+use axum::extract::State;
 
 const CLIENTS: usize = 32;
 const GROWTH_SAMPLE: usize = 1_000;
@@ -59,26 +63,27 @@ async fn main() {
     let clients = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(CLIENTS);
     let engine = engine(args.get(2));
     let count_calls = args.get(3).map(String::as_str) == Some("rpc-calls");
-    let market = Market::new(engine, "purchase_load").await.expect("PostgreSQL is reachable");
+    let market = Market::for_load(engine, "purchase_load").await.expect("PostgreSQL is reachable");
     // The proxy's extra hop would make the two rates incomparable: no plain run then.
     let settled = if count_calls { None } else { Some(settle_only(&market, purchases, clients).await) };
     let run = Run::on(&market, engine, purchases, clients, 0, count_calls).await;
     run.report();
-    if let Some(rate) = settled {
+    if let Some((rate, cpu)) = settled {
         println!(
-            "  settlement alone {rate:.1} /s on the same chain: full purchases at {:.2} of it",
-            run.rate() / rate
+            "  settlement alone, through a plain facilitator on the same chain: {rate:.1} /s, CPU {:.2} ms here + {:.2} ms anvil each",
+            cpu.ours, cpu.anvil
         );
+        println!("  full purchases at {:.2} of that rate", run.rate() / rate);
     }
 }
 
 /// The rate on a fresh database next to the rate on one that holds `rows` earlier purchases.
 async fn growth(engine: Engine, rows: usize) {
-    let market = Market::new(engine, "purchase_load").await.expect("PostgreSQL is reachable");
+    let market = Market::for_load(engine, "purchase_load").await.expect("PostgreSQL is reachable");
     let fresh = Run::on(&market, engine, GROWTH_SAMPLE, CLIENTS, 0, false).await;
     fresh.report();
     drop(market);
-    let market = Market::new(engine, "purchase_load").await.expect("PostgreSQL is reachable");
+    let market = Market::for_load(engine, "purchase_load").await.expect("PostgreSQL is reachable");
     let grown = Run::on(&market, engine, GROWTH_SAMPLE, CLIENTS, rows, false).await;
     grown.report();
     println!(
@@ -89,9 +94,9 @@ async fn growth(engine: Engine, rows: usize) {
     );
 }
 
-/// Settles `count` authorizations as a plain facilitator would (see the module's docs); returns the
-/// settlements per second.
-async fn settle_only(market: &Market, count: usize, clients: usize) -> f64 {
+/// Settles `count` authorizations through a plain facilitator (see the module's docs) on loopback, from
+/// `clients` clients; returns the settlements per second and the CPU they took.
+async fn settle_only(market: &Market, count: usize, clients: usize) -> (f64, CpuPer) {
     // Paid to an account of no one's: tokens arriving in the escrow unannounced would be the server's
     // business in the run that follows.
     let offer = Offer { pay_to: Address::repeat_byte(0x5e), ..market.offer() };
@@ -106,27 +111,26 @@ async fn settle_only(market: &Market, count: usize, clients: usize) -> f64 {
         .wallet(key(&market.anvil, SETTLER))
         .connect_http(market.anvil.endpoint_url());
     provider.client().set_poll_interval(Duration::from_millis(5));
-    let provider = Arc::new(provider);
+    let facilitator =
+        Arc::new(PlainFacilitator { provider: provider.erased(), offer, usdc: market.deployment.usdc });
+    let app = axum::Router::new().route("/settle", axum::routing::post(settle)).with_state(facilitator);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    let url = format!("http://{}/settle", listener.local_addr().expect("address"));
+    let serving = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let http = reqwest::Client::new();
+    let cpu = Cpu::now(market);
     let started = Instant::now();
     let handles: Vec<_> = buyers
         .into_iter()
         .map(|buyer| {
-            let (provider, offer, accepted, usdc) =
-                (provider.clone(), offer.clone(), accepted.clone(), market.deployment.usdc);
+            let (http, url, accepted) = (http.clone(), url.clone(), accepted.clone());
             tokio::spawn(async move {
                 for _ in 0..per_client {
                     let header = encode_header(&client::pay(&buyer, &accepted, None, now()).expect("sign"));
-                    let payment = PaymentPayload::decode(Version::V2, &header).expect("decode");
-                    payment.verify(&offer, now()).expect("valid");
-                    let call = settlement_call(payment.exact()).abi_encode();
-                    let receipt = provider
-                        .send_transaction(TransactionRequest::default().to(usdc).input(call.into()))
-                        .await
-                        .expect("sent")
-                        .get_receipt()
-                        .await
-                        .expect("mined");
-                    assert!(receipt.status(), "settled");
+                    let response =
+                        http.post(&url).header("PAYMENT-SIGNATURE", header).send().await.expect("request");
+                    assert_eq!(response.status(), 200, "settled");
                 }
             })
         })
@@ -134,7 +138,78 @@ async fn settle_only(market: &Market, count: usize, clients: usize) -> f64 {
     for handle in handles {
         handle.await.expect("client");
     }
-    (per_client * clients) as f64 / started.elapsed().as_secs_f64()
+    let settled = per_client * clients;
+    let rate = settled as f64 / started.elapsed().as_secs_f64();
+    let cpu = cpu.per(market, settled);
+    serving.abort();
+    (rate, cpu)
+}
+
+/// What a plain x402 facilitator does for one payment, in one request: verify, settle, await the receipt.
+struct PlainFacilitator {
+    provider: DynProvider,
+    offer: Offer,
+    usdc: Address,
+}
+
+async fn settle(
+    State(facilitator): State<Arc<PlainFacilitator>>,
+    headers: axum::http::HeaderMap,
+) -> axum::http::StatusCode {
+    use axum::http::StatusCode;
+    let Some(header) = headers.get("payment-signature").and_then(|value| value.to_str().ok()) else {
+        return StatusCode::BAD_REQUEST;
+    };
+    let Ok(payment) = PaymentPayload::decode(Version::V2, header) else { return StatusCode::BAD_REQUEST };
+    if payment.verify(&facilitator.offer, now()).is_err() {
+        return StatusCode::PAYMENT_REQUIRED;
+    }
+    let call = settlement_call(payment.exact()).abi_encode();
+    let request = TransactionRequest::default().to(facilitator.usdc).input(call.into());
+    let Ok(pending) = facilitator.provider.send_transaction(request).await else {
+        return StatusCode::BAD_GATEWAY;
+    };
+    match pending.get_receipt().await {
+        Ok(receipt) if receipt.status() => StatusCode::OK,
+        _ => StatusCode::BAD_GATEWAY,
+    }
+}
+
+/// CPU time (user and system) so far of this process (the server and the load's clients) and of anvil.
+struct Cpu {
+    ours: Duration,
+    anvil: Duration,
+}
+
+/// CPU time per purchase, in milliseconds.
+#[derive(Clone, Copy)]
+struct CpuPer {
+    ours: f64,
+    anvil: f64,
+}
+
+impl Cpu {
+    fn now(market: &Market) -> Self {
+        Self { ours: cpu_time("self"), anvil: cpu_time(&market.anvil.child().id().to_string()) }
+    }
+
+    fn per(&self, market: &Market, count: usize) -> CpuPer {
+        let now = Self::now(market);
+        let ms = |spent: Duration| spent.as_secs_f64() * 1_000.0 / count as f64;
+        CpuPer { ours: ms(now.ours - self.ours), anvil: ms(now.anvil - self.anvil) }
+    }
+}
+
+/// A process's CPU time from `/proc/PID/stat` (utime and stime, in Linux's 100 ticks a second); zero
+/// where there is no /proc.
+fn cpu_time(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command's closing parenthesis start at the 3rd; utime and stime are the 14th
+    // and 15th.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks: u64 = fields.iter().skip(11).take(2).filter_map(|field| field.parse::<u64>().ok()).sum();
+    Duration::from_millis(ticks * 10)
 }
 
 /// One load run's answers.
@@ -149,6 +224,7 @@ struct Run {
     statuses: BTreeMap<u16, usize>,
     /// RPC calls by method, when counted.
     calls: Option<BTreeMap<String, u64>>,
+    cpu: CpuPer,
 }
 
 impl Run {
@@ -188,6 +264,7 @@ impl Run {
         let offer = v2::PaymentRequirements::for_offer(&market.offer());
 
         let calls_before = counter.as_ref().map(LaggingRpc::calls).unwrap_or_default();
+        let cpu = Cpu::now(market);
         let started = Instant::now();
         let handles: Vec<_> = buyers
             .into_iter()
@@ -213,6 +290,7 @@ impl Run {
             latencies: Vec::new(),
             statuses: BTreeMap::new(),
             calls: None,
+            cpu: CpuPer { ours: 0.0, anvil: 0.0 },
         };
         for handle in handles {
             for (status, latency) in handle.await.expect("client") {
@@ -223,6 +301,7 @@ impl Run {
             }
         }
         run.elapsed = started.elapsed();
+        run.cpu = cpu.per(market, run.total());
         server.running.abort();
         run.latencies.sort();
         run.calls = counter.map(|counter| {
@@ -277,6 +356,10 @@ impl Run {
             percentile(1.0)
         );
         println!("  answers     {:?}", self.statuses);
+        println!(
+            "  CPU         {:.2} ms here (server and clients) + {:.2} ms anvil per purchase",
+            self.cpu.ours, self.cpu.anvil
+        );
         if let Some(calls) = &self.calls {
             let per_purchase = |count: u64| count as f64 / self.total() as f64;
             println!("  RPC calls   {:.2} per purchase", per_purchase(calls.values().sum()));

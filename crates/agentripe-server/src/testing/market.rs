@@ -52,6 +52,17 @@ impl Market {
 
     /// A market whose escrow lets deposits expire after `deposit_timeout` seconds.
     pub async fn with_deposit_timeout(engine: Engine, label: &str, deposit_timeout: u64) -> Option<Self> {
+        Self::build(engine, label, deposit_timeout, &[]).await
+    }
+
+    /// A market for load runs: anvil keeps the last 256 states in memory and none older (by default it
+    /// writes each older one to disk, which slows every block of a long run: the settlement rate alone
+    /// fell from 230/s over 1,000 settlements to 142/s over 2,000), so a run measures the server.
+    pub async fn for_load(engine: Engine, label: &str) -> Option<Self> {
+        Self::build(engine, label, 7 * 24 * 3600, &["--prune-history", "256"]).await
+    }
+
+    async fn build(engine: Engine, label: &str, deposit_timeout: u64, anvil_args: &[&str]) -> Option<Self> {
         // RUST_LOG=agentripe_server=debug shows the server's side of a failing test.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -59,7 +70,7 @@ impl Market {
             .try_init();
         let database_url = fresh_database_url(engine, label).await?;
         let binary = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../node_modules/.bin/anvil");
-        let anvil = Anvil::at(binary).spawn();
+        let anvil = Anvil::at(binary).args(anvil_args).spawn();
         let operator = key(&anvil, 0);
         let vendor = key(&anvil, 1);
         let provider =
