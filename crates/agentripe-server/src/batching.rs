@@ -83,13 +83,13 @@ impl<C: BatchCall> Batcher<C> {
     pub async fn write(&self, subject: String, entry: C::Entry) -> Result<(), WriteError> {
         let (done, answer) = oneshot::channel();
         let first = {
-            let mut waiting = self.waiting.lock().expect("batch lock");
+            let mut waiting = self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let answers = waiting.entry(subject.clone()).or_default();
             answers.push(done);
             answers.len() == 1
         };
         if first && self.requests.send(Request { subject: subject.clone(), entry }).is_err() {
-            self.waiting.lock().expect("batch lock").remove(&subject);
+            self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&subject);
             return Err(stopped());
         }
         answer.await.unwrap_or_else(|_| Err(stopped()))
@@ -165,41 +165,83 @@ struct Sender {
 
 impl Sender {
     async fn send<C: BatchCall>(&self, batch: Vec<Request<C::Entry>>) {
+        let answers = Answers::owed(&self.waiting, &batch);
         let subjects: Vec<&str> = batch.iter().map(|request| request.subject.as_str()).collect();
         let entries: Vec<C::Entry> = batch.iter().map(|request| request.entry.clone()).collect();
         let result =
             self.writer.send_and_confirm_for(C::PURPOSE, &subjects, self.to, C::input(&entries)).await;
-        match result {
+        let spoiled = match &result {
+            Err(WriteError::WouldRevert(reason)) => Some(reason.clone()),
+            // Its estimate passed, then the block it landed in had changed (an agent burned, say).
+            Ok(receipt) if !receipt.status() => {
+                Some(format!("reverted on chain in {}", receipt.transaction_hash))
+            }
+            _ => None,
+        };
+        match spoiled {
             // One entry can spoil a batch (a recordDeposit the escrow refuses, say, for an agent that is
             // gone): each goes alone, so the others are written and the spoiler gets its own answer.
-            Err(WriteError::WouldRevert(reason)) if batch.len() > 1 => {
-                tracing::warn!(purpose = C::PURPOSE, writes = batch.len(), %reason, "a batch would revert; sending its writes one by one");
-                for Request { subject, entry } in batch {
+            Some(reason) if batch.len() > 1 => {
+                tracing::warn!(purpose = C::PURPOSE, writes = batch.len(), %reason, "a batch is refused; sending its writes one by one");
+                for (Request { subject, entry }, answer) in batch.into_iter().zip(answers.one_by_one()) {
                     let sender = self.clone();
                     tokio::spawn(async move {
                         let input = C::input(std::slice::from_ref(&entry));
                         let result =
                             sender.writer.send_and_confirm(C::PURPOSE, &subject, sender.to, input).await;
-                        sender.answer(&subject, &result.map(drop));
+                        answer.give(&result.map(drop));
                     });
                 }
             }
-            result => {
-                let result = result.map(drop);
-                for request in &batch {
-                    self.answer(&request.subject, &result);
-                }
-            }
+            _ => answers.give(&result.map(drop)),
+        }
+    }
+}
+
+/// The waiters of some subjects, owed one answer: their write's outcome, or, should the task sending it
+/// end without one (a panic), "stopped", so no caller waits forever on a write nobody is making and
+/// the subject can be asked for again.
+struct Answers {
+    waiting: Waiting,
+    subjects: Vec<String>,
+}
+
+impl Answers {
+    fn owed<E>(waiting: &Waiting, batch: &[Request<E>]) -> Self {
+        Self {
+            waiting: waiting.clone(),
+            subjects: batch.iter().map(|request| request.subject.clone()).collect(),
         }
     }
 
-    /// Tells everyone waiting on `subject` how its write went.
-    fn answer(&self, subject: &str, result: &Result<(), WriteError>) {
-        let answers = self.waiting.lock().expect("batch lock").remove(subject).unwrap_or_default();
-        for done in answers {
-            // A waiter that went away (its request timed out) learns the outcome from the chain later.
-            let _ = done.send(shared(result));
+    fn one_by_one(mut self) -> Vec<Answers> {
+        let subjects = std::mem::take(&mut self.subjects);
+        subjects
+            .into_iter()
+            .map(|subject| Answers { waiting: self.waiting.clone(), subjects: vec![subject] })
+            .collect()
+    }
+
+    /// Tells everyone waiting on these subjects how their write went.
+    fn give(mut self, result: &Result<(), WriteError>) {
+        self.answer(result);
+    }
+
+    fn answer(&mut self, result: &Result<(), WriteError>) {
+        let subjects = std::mem::take(&mut self.subjects);
+        let mut waiting = self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for subject in subjects {
+            for done in waiting.remove(&subject).unwrap_or_default() {
+                // A waiter that went away (its request timed out) learns the outcome from the chain later.
+                let _ = done.send(shared(result));
+            }
         }
+    }
+}
+
+impl Drop for Answers {
+    fn drop(&mut self) {
+        self.answer(&Err(stopped()));
     }
 }
 

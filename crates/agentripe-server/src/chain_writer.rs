@@ -415,6 +415,13 @@ impl ChainWriter {
         }
         Ok(None)
     }
+
+    /// Whether a transaction stored for `purpose` on `subject` was mined and did what it was sent for. One
+    /// that reverted (its estimate passed, then the block it landed in had changed: an operator key
+    /// rotated, an agent burned) counts as none, so the caller sends the write again.
+    pub async fn succeeded(&self, purpose: &str, subject: &str) -> Result<bool, WriteError> {
+        Ok(self.resume(purpose, subject).await?.is_some_and(|receipt| receipt.status()))
+    }
 }
 
 /// Signs an EIP-1559 transaction: its hash and its encoding, as stored.

@@ -161,14 +161,14 @@ impl EscrowAudit {
             buyer: transfer.sender,
             amount: transfer.amount,
         };
-        if operator.resume("record_unrecorded", &subject).await.map_err(PipelineError::from)?.is_none() {
+        if !operator.succeeded("record_unrecorded", &subject).await.map_err(PipelineError::from)? {
             operator
                 .send_and_confirm("record_unrecorded", &subject, self.escrow, record.abi_encode().into())
                 .await
                 .map_err(PipelineError::from)?;
         }
         let refund = Agentripe::refundToBuyerCall { depositId: transaction };
-        if operator.resume("refund_unrecorded", &subject).await.map_err(PipelineError::from)?.is_none() {
+        if !operator.succeeded("refund_unrecorded", &subject).await.map_err(PipelineError::from)? {
             operator
                 .send_and_confirm("refund_unrecorded", &subject, self.escrow, refund.abi_encode().into())
                 .await
@@ -208,8 +208,7 @@ pub async fn refund_unrecorded(
     transaction: B256,
     agent: Option<U256>,
 ) -> Result<Unrecorded, String> {
-    let url = config.rpc_url.parse().map_err(|_| "RPC_URL is not a URL".to_owned())?;
-    let provider = alloy::providers::ProviderBuilder::new().connect_http(url).erased();
+    let provider = config.connect_chain()?;
     let store = Store::connect(&config.database_url).await.map_err(|error| error.to_string())?;
     let deployment = &config.deployment;
     let agent = match agent {

@@ -14,7 +14,8 @@ use agentripe_store::{EscrowStatus, Outcome, Store, Task};
 use alloy::{
     primitives::{Address, B256, Bytes, U256},
     providers::DynProvider,
-    sol_types::SolCall,
+    providers::Provider,
+    sol_types::{SolCall, SolEvent},
 };
 
 use crate::{
@@ -149,7 +150,7 @@ impl MoneyOut {
             EscrowStatus::Refunding => (Refund::PURPOSE, &task.new.buyer),
             other => return Ok(other),
         };
-        if self.operator.resume(purpose, id).await?.is_none() {
+        if !self.operator.succeeded(purpose, id).await? {
             let payout = Payout { payee: payee.clone(), deposit };
             let written = match decision {
                 EscrowStatus::Releasing => self.releases.write(id.to_owned(), payout).await,
@@ -188,20 +189,47 @@ impl MoneyOut {
             return Ok(Some(task.escrow_status));
         }
         let purpose = if outcome == EscrowStatus::Released { Release::PURPOSE } else { Refund::PURPOSE };
-        let ours = self
+        let mined = self
             .store
             .txs_for(purpose, &task.new.id)
             .await?
             .into_iter()
             .rev()
             .find(|tx| matches!(tx.status(), Ok(agentripe_store::ChainTxStatus::Mined)));
+        let ours = match mined {
+            Some(tx) if self.moved(&tx, deposit).await? => Some(tx.tx_hash),
+            _ => None,
+        };
         if ours.is_none() && outcome == EscrowStatus::Refunded {
             tracing::info!(task = %task.new.id, "the deposit was refunded on chain without us: the buyer reclaimed it");
         }
-        self.store
-            .confirm_escrow(&task.new.id, outcome, ours.as_ref().map(|tx| tx.tx_hash.as_str()), now_ms())
-            .await?;
+        self.store.confirm_escrow(&task.new.id, outcome, ours.as_deref(), now_ms()).await?;
         Ok(Some(outcome))
+    }
+
+    /// Whether our mined transaction `tx` is the one that paid `deposit` out. One that lost the race to
+    /// the buyer's reclaim did not: a lone call reverted, a batch only reported the deposit skipped.
+    async fn moved(&self, tx: &agentripe_store::ChainTx, deposit: B256) -> Result<bool, PipelineError> {
+        let hash: B256 = tx.tx_hash.parse().map_err(|_| {
+            PipelineError::corrupt(format!("{} transaction", tx.purpose), format!("hash {:?}", tx.tx_hash))
+        })?;
+        // Seen mined before: a receipt missing now is a lagging node, asked again on the next pass.
+        let receipt = self
+            .provider
+            .get_transaction_receipt(hash)
+            .await
+            .map_err(rpc("reading a payout's receipt"))?
+            .ok_or_else(|| RpcError {
+                context: "reading a payout's receipt",
+                message: format!("{hash} not served yet"),
+            })?;
+        let paid_out =
+            [Agentripe::DepositReleased::SIGNATURE_HASH, Agentripe::DepositRefunded::SIGNATURE_HASH];
+        Ok(receipt.logs().iter().any(|log| {
+            log.address() == self.deployment.agentripe
+                && log.topics().first().is_some_and(|event| paid_out.contains(event))
+                && log.topics().get(1) == Some(&deposit)
+        }))
     }
 
     /// Posts the platform's feedback on a final task: +1 for a release, -1 for a refund, with the

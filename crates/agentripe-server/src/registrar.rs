@@ -269,7 +269,7 @@ impl Registrar {
             let identity = IERC8004Identity::new(self.registry, &self.provider);
             let holder = identity.ownerOf(agent).call().await.map_err(rpc("reading the agent's owner"))?;
             if holder != owner {
-                if self.operator.resume("transfer", &id.to_string()).await?.is_none() {
+                if !self.operator.succeeded("transfer", &id.to_string()).await? {
                     let call = IERC8004Identity::transferFromCall {
                         from: self.operator.address(),
                         to: owner,

@@ -8,7 +8,7 @@ use agentripe_review::{OpenAiReviewer, Reviewer};
 use agentripe_store::Store;
 use alloy::{
     primitives::{Address, U256},
-    providers::{DynProvider, Provider, ProviderBuilder},
+    providers::{DynProvider, Provider},
 };
 use tokio::{net::TcpListener, task::JoinHandle};
 
@@ -33,7 +33,7 @@ use crate::{
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("bad RPC URL {0:?}")]
+    #[error("{0}")]
     RpcUrl(String),
     #[error("the RPC serves chain {actual}, the deployment is on chain {expected}")]
     WrongChain { expected: u64, actual: u64 },
@@ -78,8 +78,7 @@ impl Running {
 
 /// Connects to the chain and the database, and serves the API on `listener`.
 pub async fn start(config: Config, listener: TcpListener) -> Result<Running, StartError> {
-    let url = config.rpc_url.parse().map_err(|_| StartError::RpcUrl(config.rpc_url.clone()))?;
-    let provider = ProviderBuilder::new().connect_http(url).erased();
+    let provider = config.connect_chain().map_err(StartError::RpcUrl)?;
     let chain_id = provider.get_chain_id().await.map_err(|error| StartError::Chain(error.to_string()))?;
     if chain_id != config.deployment.chain_id {
         return Err(StartError::WrongChain { expected: config.deployment.chain_id, actual: chain_id });

@@ -10,7 +10,7 @@ use agentripe_server::{
     chain_writer::{ChainWriter, WriteError},
     money_in::Record,
     on_both_engines,
-    testing::{Market, PRICE, Server, now, vendor_headers},
+    testing::{Market, PRICE, Server, key, now, vendor_headers},
 };
 use agentripe_store::{ChainTxStatus, PaymentStatus, Store};
 use alloy::{
@@ -179,6 +179,67 @@ on_both_engines!(payouts_decided_together_go_out_together, |market| async move {
         assert_eq!(market.usdc_balance(buyer.address()).await, U256::from(PRICE), "refunded in full");
     }
     assert_eq!(market.usdc_balance(market.deployment.agentripe).await, U256::ZERO);
+});
+
+on_both_engines!(payouts_that_revert_on_chain_are_sent_again, |market| async move {
+    let mut config = market.config();
+    config.batching = batching(50, 500);
+    let server = Arc::new(market.start_with(config).await);
+    let store = Store::connect(&market.database_url).await.expect("store");
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        tasks.push(server.purchase(&market, &json!({})).await);
+    }
+    // Three approvals at once while no block is mined: the first release goes alone, the two behind it
+    // together. Each passes its estimate; then the owner rotates the operator key away ahead of them in
+    // their block, so all of them revert on chain.
+    hold_blocks(&market).await;
+    let decisions: Vec<_> = tasks
+        .iter()
+        .map(|(_, task)| {
+            let (server, task) = (server.clone(), task.clone());
+            tokio::spawn(async move {
+                let (status, _) = as_vendor(&server, &task, "start", json!({})).await;
+                assert_eq!(status, 200);
+                as_vendor(&server, &task, "complete", json!({ "result": "done" })).await
+            })
+        })
+        .collect();
+    let ids: Vec<String> = tasks.iter().map(|(_, task)| task.clone()).collect();
+    until_stored(&store, "release", &ids).await;
+    let reverted = stored(&store, "release", &ids).await;
+    assert_eq!(batches(&reverted).len(), 2, "one release alone and a batch of two: {reverted:?}");
+    market.appoint_operator_first(key(&market.anvil, 5).address()).await;
+    let _: Value = market.provider.raw_request("evm_mine".into(), ()).await.expect("mine");
+    for hash in batches(&reverted).keys() {
+        let receipt = market
+            .provider
+            .get_transaction_receipt(hash.parse().expect("hash"))
+            .await
+            .expect("rpc")
+            .expect("mined");
+        assert!(!receipt.status(), "{hash} reverted on chain");
+    }
+    mine(&market).await;
+    market.appoint_operator(market.operator.address()).await;
+    for decision in decisions {
+        let (status, body) = decision.await.expect("join");
+        assert_eq!(status, 200, "{body}");
+    }
+
+    // A reverted write is as good as none: each deposit is released in the end, once.
+    for task in &ids {
+        server.escrow_status_eventually(task, "released").await;
+    }
+    assert_eq!(market.usdc_balance(market.vendor.address()).await, U256::from(3 * PRICE));
+    assert_eq!(market.usdc_balance(market.deployment.agentripe).await, U256::ZERO);
+    for (task, first) in ids.iter().zip(&reverted) {
+        let sent = store.txs_for("release", task).await.expect("txs");
+        assert_eq!(sent[0].tx_hash, first[0], "the reverted transaction first");
+        let last = sent.last().expect("sent again").tx_hash.parse().expect("hash");
+        let receipt = market.provider.get_transaction_receipt(last).await.expect("rpc").expect("mined");
+        assert!(receipt.status(), "{task} released by {last}");
+    }
 });
 
 on_both_engines!(a_batch_stored_but_never_broadcast_is_sent_after_a_restart, |market| async move {

@@ -6,9 +6,10 @@ use agentripe_server::{
     on_both_engines,
     testing::{Market, PRICE, key, now, vendor_headers},
 };
+use agentripe_store::Store;
 use alloy::{
     primitives::{B256, U256},
-    providers::ProviderBuilder,
+    providers::{Provider, ProviderBuilder},
 };
 use serde_json::{Value, json};
 
@@ -75,6 +76,43 @@ async fn expiry_and_reclaim() {
         assert_eq!(market.usdc_balance(buyer.address()).await, U256::from(PRICE));
         let back = market.start().await;
         let body = back.escrow_status_eventually(&reclaimed, "refunded").await;
+        assert!(body["task"]["escrowTx"].is_null(), "not our transaction: {body}");
+        assert_eq!(market.usdc_balance(buyer.address()).await, U256::from(PRICE), "refunded once");
+
+        // Our refund of an expired deposit and the buyer's reclaim land in one block, the reclaim
+        // first: ours moves nothing, so the task names no transaction of ours.
+        let (buyer, raced) = back.purchase(&market, &json!({})).await;
+        let store = Store::connect(&market.database_url).await.expect("store");
+        let _: () = market.provider.raw_request("evm_setAutomine".into(), (false,)).await.expect("hold");
+        wait_until_expired(&market, &raced).await;
+        let mut ours = Vec::new();
+        for _ in 0..400 {
+            ours = store.txs_for("refund", &raced).await.expect("txs");
+            if !ours.is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        assert_eq!(ours.len(), 1, "our refund waits in the pool");
+        let gwei = 1_000_000_000;
+        let reclaim = *Agentripe::new(market.deployment.agentripe, &as_buyer)
+            .reclaimExpired(raced.parse().expect("hash"))
+            .gas(200_000)
+            .max_priority_fee_per_gas(1_000 * gwei)
+            .max_fee_per_gas(2_000 * gwei)
+            .send()
+            .await
+            .expect("reclaim")
+            .tx_hash();
+        let _: () = market.provider.raw_request("evm_setAutomine".into(), (true,)).await.expect("mine");
+        let _: Value = market.provider.raw_request("evm_mine".into(), ()).await.expect("mine");
+        let body = back.escrow_status_eventually(&raced, "refunded").await;
+        let provider = &market.provider;
+        let receipt = async |hash: B256| {
+            provider.get_transaction_receipt(hash).await.expect("rpc").expect("mined").status()
+        };
+        assert!(receipt(reclaim).await, "the reclaim went first");
+        assert!(!receipt(ours[0].tx_hash.parse().expect("hash")).await, "ours found it refunded");
         assert!(body["task"]["escrowTx"].is_null(), "not our transaction: {body}");
         assert_eq!(market.usdc_balance(buyer.address()).await, U256::from(PRICE), "refunded once");
     }

@@ -7,9 +7,17 @@ use std::{num::NonZeroU32, time::Duration};
 use agentripe_chain::Deployment;
 use agentripe_review::ReviewerConfig;
 use agentripe_x402::{Network, Offer};
-use alloy::{primitives::U256, signers::local::PrivateKeySigner};
+use alloy::{
+    primitives::U256,
+    providers::{DynProvider, Provider, ProviderBuilder},
+    signers::local::PrivateKeySigner,
+};
 
 pub use env::EnvError;
+
+/// No RPC request waits longer: a node that takes a request and never answers would otherwise hold
+/// the payout waiting on it (and the batch and the reconciler pass behind it) forever.
+const RPC_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 use crate::{
     batching::BatchPolicy,
@@ -152,6 +160,17 @@ impl Config {
             token_name: self.token_name.clone(),
             token_version: self.token_version.clone(),
         }
+    }
+
+    /// The chain at `RPC_URL`, none of whose requests may take longer than [`RPC_REQUEST_TIMEOUT`].
+    /// Errs with what is wrong when the URL is not one.
+    pub fn connect_chain(&self) -> Result<DynProvider, String> {
+        let url = self.rpc_url.parse().map_err(|_| format!("RPC_URL {:?} is not a URL", self.rpc_url))?;
+        let http = reqwest::Client::builder()
+            .timeout(RPC_REQUEST_TIMEOUT)
+            .build()
+            .map_err(|error| format!("building the RPC client: {error}"))?;
+        Ok(ProviderBuilder::new().connect_reqwest(http, url).erased())
     }
 
     /// How chain writes are confirmed.

@@ -181,6 +181,21 @@ impl Market {
             .expect("mined");
     }
 
+    /// The owner appoints `operator` with a tip that puts the appointment ahead of the server's
+    /// transactions in the next block; returns without waiting for that block (blocks may be held).
+    pub async fn appoint_operator_first(&self, operator: Address) {
+        let owner =
+            ProviderBuilder::new().wallet(key(&self.anvil, OWNER)).connect_http(self.anvil.endpoint_url());
+        let gwei = 1_000_000_000;
+        let _pending = Agentripe::new(self.deployment.agentripe, &owner)
+            .setOperator(operator)
+            .max_priority_fee_per_gas(1_000 * gwei)
+            .max_fee_per_gas(2_000 * gwei)
+            .send()
+            .await
+            .expect("setOperator");
+    }
+
     /// Mints USDC to `to`.
     pub async fn mint(&self, to: Address, amount: u64) {
         self.as_token_admin(|token| token.mint(to, U256::from(amount))).await;
