@@ -127,18 +127,18 @@ impl Store {
         .await
         .context("storing a signed transaction")?;
         if subjects.len() > 1 {
+            // One statement for them all: every other signing with this key waits on the nonce row.
+            let rows: Vec<String> =
+                (4..subjects.len() + 4).map(|member| format!("($1, $2, $3, ${member})")).collect();
+            let sql = format!(
+                "INSERT INTO chain_tx_members (signer, nonce, purpose, subject) VALUES {}",
+                rows.join(", ")
+            );
+            let mut members = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(signer).bind(nonce).bind(purpose);
             for member in subjects {
-                sqlx::query(
-                    "INSERT INTO chain_tx_members (signer, nonce, purpose, subject) VALUES ($1, $2, $3, $4)",
-                )
-                .bind(signer)
-                .bind(nonce)
-                .bind(purpose)
-                .bind(member)
-                .execute(&mut *tx)
-                .await
-                .context("listing a batch's members")?;
+                members = members.bind(*member);
             }
+            members.execute(&mut *tx).await.context("listing a batch's members")?;
         }
         tx.commit().await.context("committing a signed transaction")?;
         Ok(Ok(stored))
