@@ -162,20 +162,30 @@ impl EscrowAudit {
             amount: transfer.amount,
         };
         if !operator.succeeded("record_unrecorded", &subject).await.map_err(PipelineError::from)? {
-            operator
+            let receipt = operator
                 .send_and_confirm("record_unrecorded", &subject, self.escrow, record.abi_encode().into())
                 .await
                 .map_err(PipelineError::from)?;
+            if !receipt.status() {
+                return Err(reverted("recording the unrecorded transfer", receipt.transaction_hash));
+            }
         }
         let refund = Agentripe::refundToBuyerCall { depositId: transaction };
         if !operator.succeeded("refund_unrecorded", &subject).await.map_err(PipelineError::from)? {
-            operator
+            let receipt = operator
                 .send_and_confirm("refund_unrecorded", &subject, self.escrow, refund.abi_encode().into())
                 .await
                 .map_err(PipelineError::from)?;
+            if !receipt.status() {
+                return Err(reverted("refunding the unrecorded transfer", receipt.transaction_hash));
+            }
         }
         Ok(transfer)
     }
+}
+
+fn reverted(context: &'static str, transaction: B256) -> RefundError {
+    PipelineError::from(RpcError { context, message: format!("{transaction} reverted on chain") }).into()
 }
 
 /// Why an unrecorded transfer was not refunded.

@@ -10,7 +10,7 @@ use agentripe_chain::{
     Deployment,
     bindings::{Agentripe, DepositStatus, IERC8004Identity, ReputationRegistry},
 };
-use agentripe_store::{EscrowStatus, Outcome, Store, Task};
+use agentripe_store::{ChainTx, ChainTxStatus, EscrowStatus, Outcome, Store, Task};
 use alloy::{
     primitives::{Address, B256, Bytes, U256},
     providers::DynProvider,
@@ -28,6 +28,11 @@ use crate::{
 /// Feedback values: a release is +1, a refund -1 (0 decimals), tagged `escrow` and with the outcome
 /// (`released`, `rejected`, `failed`, `expired`) so clients can filter and weigh.
 const FEEDBACK_TAG: &str = "escrow";
+
+/// Payouts of one deposit mined reverted before it is not sent again until someone looks: each costs gas,
+/// and one that reverts every time (an estimate on a lagging node's state, a payee changing its wallet
+/// between our estimate and the block) would otherwise burn gas on every reconciler pass.
+const MAX_REVERTED_PAYOUTS: usize = 3;
 
 /// The money-out pipeline.
 #[derive(Debug)]
@@ -151,6 +156,26 @@ impl MoneyOut {
             other => return Ok(other),
         };
         if !self.operator.succeeded(purpose, id).await? {
+            // Every mined transaction of ours on a deposit still open moved nothing: it reverted.
+            let reverted = self
+                .store
+                .txs_for(purpose, id)
+                .await?
+                .iter()
+                .filter(|tx| matches!(tx.status(), Ok(ChainTxStatus::Mined)))
+                .count();
+            if reverted >= MAX_REVERTED_PAYOUTS {
+                tracing::error!(
+                    task = id,
+                    purpose,
+                    reverted,
+                    "payouts of this deposit keep reverting on chain; not sending again until someone looks"
+                );
+                return Ok(decision);
+            }
+            if reverted > 0 {
+                tracing::warn!(task = id, purpose, reverted, "a payout reverted on chain; sending it again");
+            }
             let payout = Payout { payee: payee.clone(), deposit };
             let written = match decision {
                 EscrowStatus::Releasing => self.releases.write(id.to_owned(), payout).await,
@@ -189,40 +214,40 @@ impl MoneyOut {
             return Ok(Some(task.escrow_status));
         }
         let purpose = if outcome == EscrowStatus::Released { Release::PURPOSE } else { Refund::PURPOSE };
-        let mined = self
-            .store
-            .txs_for(purpose, &task.new.id)
-            .await?
-            .into_iter()
-            .rev()
-            .find(|tx| matches!(tx.status(), Ok(agentripe_store::ChainTxStatus::Mined)));
-        let ours = match mined {
-            Some(tx) if self.moved(&tx, deposit).await? => Some(tx.tx_hash),
-            _ => None,
-        };
-        if ours.is_none() && outcome == EscrowStatus::Refunded {
-            tracing::info!(task = %task.new.id, "the deposit was refunded on chain without us: the buyer reclaimed it");
+        // Whatever their stored status: a replacement taken for dropped, or one a reorg swapped in, may be
+        // the one that paid.
+        let mut ours = None;
+        for tx in self.store.txs_for(purpose, &task.new.id).await?.into_iter().rev() {
+            if self.moved(&tx, deposit).await? {
+                ours = Some(tx.tx_hash);
+                break;
+            }
+        }
+        match (&ours, outcome) {
+            (Some(_), _) => {}
+            (None, EscrowStatus::Refunded) => {
+                tracing::info!(task = %task.new.id, "the deposit was refunded on chain without us: the buyer reclaimed it")
+            }
+            (None, _) => {
+                tracing::warn!(task = %task.new.id, "the deposit was released on chain, and none of our transactions shows it: a lagging node, or another holder of the operator key")
+            }
         }
         self.store.confirm_escrow(&task.new.id, outcome, ours.as_deref(), now_ms()).await?;
         Ok(Some(outcome))
     }
 
-    /// Whether our mined transaction `tx` is the one that paid `deposit` out. One that lost the race to
-    /// the buyer's reclaim did not: a lone call reverted, a batch only reported the deposit skipped.
-    async fn moved(&self, tx: &agentripe_store::ChainTx, deposit: B256) -> Result<bool, PipelineError> {
+    /// Whether our transaction `tx` is the one that paid `deposit` out. One that lost the race to the
+    /// buyer's reclaim did not (a lone call reverted, a batch only reported the deposit skipped), nor did
+    /// one without a receipt.
+    async fn moved(&self, tx: &ChainTx, deposit: B256) -> Result<bool, PipelineError> {
         let hash: B256 = tx.tx_hash.parse().map_err(|_| {
             PipelineError::corrupt(format!("{} transaction", tx.purpose), format!("hash {:?}", tx.tx_hash))
         })?;
-        // Seen mined before: a receipt missing now is a lagging node, asked again on the next pass.
-        let receipt = self
-            .provider
-            .get_transaction_receipt(hash)
-            .await
-            .map_err(rpc("reading a payout's receipt"))?
-            .ok_or_else(|| RpcError {
-                context: "reading a payout's receipt",
-                message: format!("{hash} not served yet"),
-            })?;
+        let Some(receipt) =
+            self.provider.get_transaction_receipt(hash).await.map_err(rpc("reading a payout's receipt"))?
+        else {
+            return Ok(false);
+        };
         let paid_out =
             [Agentripe::DepositReleased::SIGNATURE_HASH, Agentripe::DepositRefunded::SIGNATURE_HASH];
         Ok(receipt.logs().iter().any(|log| {

@@ -10,7 +10,7 @@ use agentripe_server::{
     chain_writer::{ChainWriter, WriteError},
     money_in::Record,
     on_both_engines,
-    testing::{Market, PRICE, Server, key, now, vendor_headers},
+    testing::{InBlock, Market, PRICE, Server, key, now, vendor_headers},
 };
 use agentripe_store::{ChainTxStatus, PaymentStatus, Store};
 use alloy::{
@@ -183,7 +183,7 @@ on_both_engines!(payouts_decided_together_go_out_together, |market| async move {
 
 on_both_engines!(payouts_that_revert_on_chain_are_sent_again, |market| async move {
     let mut config = market.config();
-    config.batching = batching(50, 500);
+    config.batching = batching(50, 2_000);
     let server = Arc::new(market.start_with(config).await);
     let store = Store::connect(&market.database_url).await.expect("store");
     let mut tasks = Vec::new();
@@ -209,7 +209,7 @@ on_both_engines!(payouts_that_revert_on_chain_are_sent_again, |market| async mov
     until_stored(&store, "release", &ids).await;
     let reverted = stored(&store, "release", &ids).await;
     assert_eq!(batches(&reverted).len(), 2, "one release alone and a batch of two: {reverted:?}");
-    market.appoint_operator_first(key(&market.anvil, 5).address()).await;
+    market.appoint_operator_in_pool(key(&market.anvil, 5).address(), InBlock::First).await;
     let _: Value = market.provider.raw_request("evm_mine".into(), ()).await.expect("mine");
     for hash in batches(&reverted).keys() {
         let receipt = market
@@ -240,6 +240,54 @@ on_both_engines!(payouts_that_revert_on_chain_are_sent_again, |market| async mov
         let receipt = market.provider.get_transaction_receipt(last).await.expect("rpc").expect("mined");
         assert!(receipt.status(), "{task} released by {last}");
     }
+});
+
+on_both_engines!(a_payout_that_keeps_reverting_is_not_sent_forever, |market| async move {
+    let server = Arc::new(market.start().await);
+    let store = Store::connect(&market.database_url).await.expect("store");
+    let (_, task) = server.purchase(&market, &json!({})).await;
+    let (status, _) = as_vendor(&server, &task, "start", json!({})).await;
+    assert_eq!(status, 200);
+    // Each time the release is sent, it passes its estimate and then reverts in its block: the owner
+    // rotates the operator key away ahead of it, and back after it.
+    hold_blocks(&market).await;
+    let completing = {
+        let (server, task) = (server.clone(), task.clone());
+        tokio::spawn(async move { as_vendor(&server, &task, "complete", json!({ "result": "done" })).await })
+    };
+    let stranger = key(&market.anvil, 5).address();
+    for sent in 1..=3 {
+        for _ in 0..400 {
+            if store.txs_for("release", &task).await.expect("txs").len() == sent {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert_eq!(store.txs_for("release", &task).await.expect("txs").len(), sent, "release {sent} sent");
+        // Both in the release's block: the rotation ahead of it, the return behind it.
+        market.appoint_operator_in_pool(stranger, InBlock::First).await;
+        market.appoint_operator_in_pool(market.operator.address(), InBlock::Last).await;
+        let _: Value = market.provider.raw_request("evm_mine".into(), ()).await.expect("mine");
+    }
+    mine(&market).await;
+    let (status, body) = completing.await.expect("join");
+    assert_eq!(status, 200, "{body}");
+
+    // Three reverted releases, each paid for in gas: no fourth, however many reconciler passes go by.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let sent = store.txs_for("release", &task).await.expect("txs");
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    for tx in &sent {
+        let receipt = market
+            .provider
+            .get_transaction_receipt(tx.tx_hash.parse().expect("hash"))
+            .await
+            .expect("rpc")
+            .expect("mined");
+        assert!(!receipt.status(), "{} reverted", tx.tx_hash);
+    }
+    assert_eq!(server.task(&task).await["task"]["escrowStatus"], "releasing");
+    assert_eq!(market.deposit(task.parse().expect("hash")).await.status, 1, "still in the escrow");
 });
 
 on_both_engines!(a_batch_stored_but_never_broadcast_is_sent_after_a_restart, |market| async move {

@@ -7,6 +7,7 @@ use agentripe_review::ReviewerConfig;
 use alloy::signers::local::PrivateKeySigner;
 
 use super::{Config, FacilitatorConfig, RateLimit};
+use crate::batching::MAX_BATCH;
 
 /// A missing or malformed setting.
 #[derive(Debug, thiserror::Error)]
@@ -87,8 +88,11 @@ impl Config {
         config.rpc_lag = millis("RPC_LAG_MS")?.unwrap_or(config.rpc_lag);
         config.batching.max_wait = millis("CHAIN_BATCH_WAIT_MS")?.unwrap_or(config.batching.max_wait);
         config.batching.max_size = parsed("CHAIN_BATCH_MAX")?.unwrap_or(config.batching.max_size);
-        if config.batching.max_size == 0 {
-            return Err(EnvError::Invalid { name: "CHAIN_BATCH_MAX", reason: "must be at least 1".into() });
+        if !(1..=MAX_BATCH).contains(&config.batching.max_size) {
+            return Err(EnvError::Invalid {
+                name: "CHAIN_BATCH_MAX",
+                reason: format!("must be between 1 and {MAX_BATCH}"),
+            });
         }
         config.settlement_search_horizon =
             seconds("SETTLEMENT_SEARCH_HORIZON_SECONDS")?.unwrap_or(config.settlement_search_horizon);

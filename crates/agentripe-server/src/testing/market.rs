@@ -17,7 +17,7 @@ use alloy::{
     node_bindings::{Anvil, AnvilInstance},
     primitives::{Address, B256, U256},
     providers::{DynProvider, Provider, ProviderBuilder},
-    rpc::types::TransactionReceipt,
+    rpc::types::{BlockNumberOrTag, TransactionReceipt},
     signers::local::PrivateKeySigner,
 };
 use base64::{Engine as _, engine::general_purpose::STANDARD};
@@ -28,6 +28,13 @@ const MINTER: usize = 9;
 /// The anvil account that owns the escrow (appoints its operator).
 const OWNER: usize = 2;
 pub const CATALOG: &str = r#"{"name":"Translator","description":"Translates text","x402Support":true,"services":[{"name":"x402","endpoint":"/","catalog":[{"path":"translate","price":"$0.10","type":"async","description":"Translate text"}]}]}"#;
+
+/// Where a transaction sent while blocks are held lands among the server's in the next block.
+#[derive(Clone, Copy, Debug)]
+pub enum InBlock {
+    First,
+    Last,
+}
 
 #[derive(Debug)]
 pub struct Market {
@@ -181,16 +188,30 @@ impl Market {
             .expect("mined");
     }
 
-    /// The owner appoints `operator` with a tip that puts the appointment ahead of the server's
-    /// transactions in the next block; returns without waiting for that block (blocks may be held).
-    pub async fn appoint_operator_first(&self, operator: Address) {
-        let owner =
-            ProviderBuilder::new().wallet(key(&self.anvil, OWNER)).connect_http(self.anvil.endpoint_url());
-        let gwei = 1_000_000_000;
+    /// Sends the owner's appointment of `operator` without waiting for a block. With blocks held, `place`
+    /// puts it ahead of or behind the server's transactions in the next one: anvil fills a block in order
+    /// of fees (the most a transaction may pay per gas).
+    pub async fn appoint_operator_in_pool(&self, operator: Address, place: InBlock) {
+        let owner_key = key(&self.anvil, OWNER);
+        let owner = ProviderBuilder::new().wallet(owner_key.clone()).connect_http(self.anvil.endpoint_url());
+        let nonce = owner.get_transaction_count(owner_key.address()).pending().await.expect("nonce");
+        let (tip, max_fee) = match place {
+            InBlock::First => (1_000_000_000_000, 2_000_000_000_000),
+            // Just above the next base fee (which moves by an eighth at most), well under what the server
+            // offers (twice the base fee and more).
+            InBlock::Last => {
+                let block =
+                    owner.get_block_by_number(BlockNumberOrTag::Latest).await.expect("rpc").expect("block");
+                let base_fee = u128::from(block.header.base_fee_per_gas.expect("a London chain"));
+                (0, base_fee * 6 / 5)
+            }
+        };
         let _pending = Agentripe::new(self.deployment.agentripe, &owner)
             .setOperator(operator)
-            .max_priority_fee_per_gas(1_000 * gwei)
-            .max_fee_per_gas(2_000 * gwei)
+            .nonce(nonce)
+            .gas(100_000)
+            .max_priority_fee_per_gas(tip)
+            .max_fee_per_gas(max_fee)
             .send()
             .await
             .expect("setOperator");

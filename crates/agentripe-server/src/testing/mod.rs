@@ -9,7 +9,7 @@ mod server;
 
 pub use lagging_rpc::LaggingRpc;
 pub use llm::{LlmAnswer, ScriptedLlm};
-pub use market::{CATALOG, Market, PRICE, key};
+pub use market::{CATALOG, InBlock, Market, PRICE, key};
 pub use server::{Server, get_as_buyer, vendor_headers};
 
 /// UNIX time in seconds, as clients sign it.
