@@ -6,6 +6,7 @@ use agentripe_server::{
     testing::{Market, key},
 };
 use agentripe_store::testing::Engine;
+use std::time::Duration;
 
 async fn start(config: Config) -> Result<agentripe_server::Running, StartError> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
@@ -37,6 +38,28 @@ async fn the_server_refuses_to_start_where_it_would_strand_money() {
     assert!(matches!(error, StartError::WrongChain { expected: 84532, .. }), "{error}");
 
     start(market.config()).await.expect("the right contracts and key start").abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_never_answers_is_given_up_on() {
+    let market = Market::new(Engine::Sqlite, "start_up_silent_node").await.expect("SQLite needs no set-up");
+    // It takes every connection and never says a word.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    let mut config = market.config();
+    config.rpc_url = format!("http://{}", silent.local_addr().expect("address"));
+    config.rpc_timeout = Duration::from_secs(1);
+    let holding = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((connection, _)) = silent.accept().await {
+            held.push(connection);
+        }
+    });
+    let started = tokio::time::timeout(Duration::from_secs(20), start(config))
+        .await
+        .expect("the server gave up on the node instead of waiting forever");
+    let error = started.expect_err("no chain answered");
+    assert!(matches!(error, StartError::Chain(_)), "{error}");
+    holding.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

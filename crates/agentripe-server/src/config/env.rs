@@ -85,6 +85,13 @@ impl Config {
         config.confirmations = parsed("CONFIRMATIONS")?.unwrap_or(config.confirmations);
         config.poll_interval = millis("POLL_INTERVAL_MS")?.unwrap_or(config.poll_interval);
         config.chain_timeout = seconds("CHAIN_TIMEOUT_SECONDS")?.unwrap_or(config.chain_timeout);
+        config.rpc_timeout = seconds("RPC_TIMEOUT_SECONDS")?.unwrap_or(config.rpc_timeout);
+        if config.rpc_timeout.is_zero() {
+            return Err(EnvError::Invalid {
+                name: "RPC_TIMEOUT_SECONDS",
+                reason: "must be at least 1".into(),
+            });
+        }
         config.rpc_lag = millis("RPC_LAG_MS")?.unwrap_or(config.rpc_lag);
         config.batching.max_wait = millis("CHAIN_BATCH_WAIT_MS")?.unwrap_or(config.batching.max_wait);
         config.batching.max_size = parsed("CHAIN_BATCH_MAX")?.unwrap_or(config.batching.max_size);

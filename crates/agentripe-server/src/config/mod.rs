@@ -15,10 +15,6 @@ use alloy::{
 
 pub use env::EnvError;
 
-/// No RPC request waits longer: a node that takes a request and never answers would otherwise hold
-/// the payout waiting on it (and the batch and the reconciler pass behind it) forever.
-const RPC_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
 use crate::{
     batching::BatchPolicy,
     catalog::{format_price, parse_price},
@@ -80,6 +76,9 @@ pub struct Config {
     pub poll_interval: Duration,
     /// How long a chain write may take before it is left to the reconciler.
     pub chain_timeout: Duration,
+    /// The longest one RPC request may take: a node that takes a request and never answers would
+    /// otherwise hold the payout waiting on it (and the batch and the reconciler pass behind it) forever.
+    pub rpc_timeout: Duration,
     /// How deposits recorded, released and refunded at about the same time share transactions.
     pub batching: BatchPolicy,
     /// How far the RPC's receipts and logs may trail its state (load-balanced providers lag).
@@ -162,12 +161,12 @@ impl Config {
         }
     }
 
-    /// The chain at `RPC_URL`, none of whose requests may take longer than [`RPC_REQUEST_TIMEOUT`].
-    /// Errs with what is wrong when the URL is not one.
+    /// The chain at `RPC_URL`, none of whose requests may take longer than `rpc_timeout`. Errs with what
+    /// is wrong when the URL is not one.
     pub fn connect_chain(&self) -> Result<DynProvider, String> {
         let url = self.rpc_url.parse().map_err(|_| format!("RPC_URL {:?} is not a URL", self.rpc_url))?;
         let http = reqwest::Client::builder()
-            .timeout(RPC_REQUEST_TIMEOUT)
+            .timeout(self.rpc_timeout)
             .build()
             .map_err(|error| format!("building the RPC client: {error}"))?;
         Ok(ProviderBuilder::new().connect_reqwest(http, url).erased())
@@ -217,6 +216,7 @@ impl Config {
             confirmations: 0,
             poll_interval: Duration::from_millis(50),
             chain_timeout: Duration::from_secs(60),
+            rpc_timeout: Duration::from_secs(30),
             batching: BatchPolicy::default(),
             rpc_lag: Duration::from_secs(5),
             settlement_search_horizon: Duration::from_secs(600),
