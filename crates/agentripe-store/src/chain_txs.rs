@@ -152,9 +152,11 @@ impl Store {
         signed: &SignedTx,
         now_ms: i64,
     ) -> Result<ChainTx, StoreError> {
-        sqlx::query_as(concat!(
+        // Each member of a batch may bump it at once; the same fees sign the same bytes, so a second
+        // caller finds the first one's row.
+        let stored: Option<ChainTx> = sqlx::query_as(concat!(
             "INSERT INTO chain_txs (signer, nonce, purpose, subject, tx_hash, raw_tx, status, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7) RETURNING ",
+             VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7) ON CONFLICT (tx_hash) DO NOTHING RETURNING ",
             columns!()
         ))
         .bind(&original.signer)
@@ -164,9 +166,17 @@ impl Store {
         .bind(&signed.tx_hash)
         .bind(&signed.raw_tx)
         .bind(now_ms)
-        .fetch_one(self.pool())
+        .fetch_optional(self.pool())
         .await
-        .context("storing a replacement transaction")
+        .context("storing a replacement transaction")?;
+        match stored {
+            Some(stored) => Ok(stored),
+            None => sqlx::query_as(concat!("SELECT ", columns!(), " FROM chain_txs WHERE tx_hash = $1"))
+                .bind(&signed.tx_hash)
+                .fetch_one(self.pool())
+                .await
+                .context("reading a replacement stored by another caller"),
+        }
     }
 
     /// Every transaction signed by `signer` with `nonce` (one, or an original and its fee-bumped

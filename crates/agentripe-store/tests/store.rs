@@ -206,7 +206,10 @@ on_both_engines!(a_batch_transaction_is_found_by_each_of_its_members, |store| as
         .expect("sign");
     assert_eq!((alone.subject.as_str(), alone.nonce), ("4", batch.nonce + 1));
     // A fee-bumped replacement shares the batch's nonce, so it serves the same members.
-    store.store_replacement(&batch, &signed("0xbumped"), NOW).await.expect("replace");
+    let bumped = store.store_replacement(&batch, &signed("0xbumped"), NOW).await.expect("replace");
+    // Two members resuming the batch at once may bump it with the same fees, signing the same bytes.
+    let bumped_again = store.store_replacement(&batch, &signed("0xbumped"), NOW).await.expect("again");
+    assert_eq!(bumped_again.id, bumped.id, "one row for one transaction");
     for member in ["1", "2", "3"] {
         let txs = store.txs_for("record", member).await.expect("by member");
         let hashes: Vec<&str> = txs.iter().map(|tx| tx.tx_hash.as_str()).collect();
