@@ -18,8 +18,8 @@ use crate::{
     pipeline::RpcError,
 };
 
-/// The most `max_size` may be: a batch's gas grows with it, and so do the
-/// statement parameters that list its members (SQLite takes 32,766).
+/// The most `max_size` may be: a batch's gas grows with it, and so do the statement parameters that
+/// list its members (SQLite takes 32,766).
 pub const MAX_BATCH: usize = 500;
 
 /// How many writes share a transaction, and how long they wait for company.

@@ -13,8 +13,7 @@ use agentripe_chain::{
 use agentripe_store::{ChainTx, ChainTxStatus, EscrowStatus, Outcome, Store, Task};
 use alloy::{
     primitives::{Address, B256, Bytes, U256},
-    providers::DynProvider,
-    providers::Provider,
+    providers::{DynProvider, Provider},
     sol_types::{SolCall, SolEvent},
 };
 
@@ -29,9 +28,9 @@ use crate::{
 /// (`released`, `rejected`, `failed`, `expired`) so clients can filter and weigh.
 const FEEDBACK_TAG: &str = "escrow";
 
-/// Payouts of one deposit mined reverted before it is not sent again until someone looks: each costs gas,
-/// and one that reverts every time (an estimate on a lagging node's state, a payee changing its wallet
-/// between our estimate and the block) would otherwise burn gas on every reconciler pass.
+/// How many payouts of one deposit may revert on chain before it is sent no more until someone looks:
+/// each costs gas, and one that reverts every time (an estimate on a lagging node's state, a payee
+/// changing its wallet between our estimate and the block) would otherwise burn gas on every pass.
 const MAX_REVERTED_PAYOUTS: usize = 3;
 
 /// The money-out pipeline.
