@@ -4,7 +4,11 @@
 //! becomes final only when `getDeposit` on chain says the money moved. Whoever moved it (us, or the
 //! buyer reclaiming an expired deposit alone), the database follows the chain.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
 use agentripe_chain::{
     Deployment,
@@ -43,6 +47,9 @@ pub struct MoneyOut {
     /// Releases and refunds go out in batches, through the operator's key.
     releases: Batcher<Release>,
     refunds: Batcher<Refund>,
+    /// Tasks whose payouts kept reverting and are no longer sent (see [`MAX_REVERTED_PAYOUTS`]), for
+    /// `/health`. Held in memory: after a restart the reconciler finds them again on its first pass.
+    stuck: Mutex<HashSet<String>>,
 }
 
 /// A deposit to pay out, and who it goes to (the agent for a release, the buyer for a refund): a batch
@@ -106,7 +113,7 @@ impl MoneyOut {
     ) -> Self {
         let releases = Batcher::start(operator.clone(), deployment.agentripe, batching);
         let refunds = Batcher::start(operator.clone(), deployment.agentripe, batching);
-        Self { store, provider, deployment, operator, releases, refunds }
+        Self { store, provider, deployment, operator, releases, refunds, stuck: Mutex::default() }
     }
 
     /// Carries out a task's escrow decision (`releasing`, `refunding`, or an expiry), waiting for the
@@ -170,6 +177,7 @@ impl MoneyOut {
                     reverted,
                     "payouts of this deposit keep reverting on chain; not sending again until someone looks"
                 );
+                self.stuck.lock().unwrap_or_else(PoisonError::into_inner).insert(id.to_owned());
                 return Ok(decision);
             }
             if reverted > 0 {
@@ -232,7 +240,13 @@ impl MoneyOut {
             }
         }
         self.store.confirm_escrow(&task.new.id, outcome, ours.as_deref(), now_ms()).await?;
+        self.stuck.lock().unwrap_or_else(PoisonError::into_inner).remove(&task.new.id);
         Ok(Some(outcome))
+    }
+
+    /// How many tasks' payouts kept reverting on chain and wait for the operator.
+    pub fn stuck(&self) -> usize {
+        self.stuck.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
 
     /// Whether our transaction `tx` is the one that paid `deposit` out. One that lost the race to the

@@ -287,6 +287,7 @@ on_both_engines!(a_payout_that_keeps_reverting_is_not_sent_forever, |market| asy
         assert!(!receipt.status(), "{} reverted", tx.tx_hash);
     }
     assert_eq!(server.task(&task).await["task"]["escrowStatus"], "releasing");
+    assert_eq!(server.get_json("/health").await["escrow"]["payoutsStuck"], 1, "the operator is told");
     assert_eq!(market.deposit(task.parse().expect("hash")).await.status, 1, "still in the escrow");
 });
 

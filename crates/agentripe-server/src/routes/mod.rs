@@ -148,6 +148,8 @@ async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
             "token": deployment.usdc.to_checksum(None),
             // Token units in the escrow that no deposit accounts for (see `agentripe refund-unrecorded`).
             "unrecorded": unrecorded,
+            // Deposits whose payouts kept reverting on chain, no longer sent: the log names them.
+            "payoutsStuck": state.money_out.stuck(),
         },
     }))
 }
