@@ -13,7 +13,7 @@ use agentripe_chain::{
 };
 use agentripe_store::Store;
 use alloy::{
-    primitives::{Address, B256, U256},
+    primitives::{Address, B256, Bytes, U256},
     providers::{DynProvider, Provider},
     rpc::types::Filter,
     sol_types::{SolCall, SolEvent},
@@ -161,31 +161,32 @@ impl EscrowAudit {
             buyer: transfer.sender,
             amount: transfer.amount,
         };
-        if !operator.succeeded("record_unrecorded", &subject).await.map_err(PipelineError::from)? {
-            let receipt = operator
-                .send_and_confirm("record_unrecorded", &subject, self.escrow, record.abi_encode().into())
-                .await
-                .map_err(PipelineError::from)?;
-            if !receipt.status() {
-                return Err(reverted("recording the unrecorded transfer", receipt.transaction_hash));
-            }
-        }
+        write_once(operator, "record_unrecorded", &subject, self.escrow, record.abi_encode().into()).await?;
         let refund = Agentripe::refundToBuyerCall { depositId: transaction };
-        if !operator.succeeded("refund_unrecorded", &subject).await.map_err(PipelineError::from)? {
-            let receipt = operator
-                .send_and_confirm("refund_unrecorded", &subject, self.escrow, refund.abi_encode().into())
-                .await
-                .map_err(PipelineError::from)?;
-            if !receipt.status() {
-                return Err(reverted("refunding the unrecorded transfer", receipt.transaction_hash));
-            }
-        }
+        write_once(operator, "refund_unrecorded", &subject, self.escrow, refund.abi_encode().into()).await?;
         Ok(transfer)
     }
 }
 
-fn reverted(context: &'static str, transaction: B256) -> RefundError {
-    PipelineError::from(RpcError { context, message: format!("{transaction} reverted on chain") }).into()
+/// Sends `input` for `purpose` on `subject` unless a transaction of ours already did it; errs if it
+/// reverted on chain.
+async fn write_once(
+    operator: &ChainWriter,
+    purpose: &'static str,
+    subject: &str,
+    to: Address,
+    input: Bytes,
+) -> Result<(), RefundError> {
+    if operator.succeeded(purpose, subject).await.map_err(PipelineError::from)? {
+        return Ok(());
+    }
+    let receipt =
+        operator.send_and_confirm(purpose, subject, to, input).await.map_err(PipelineError::from)?;
+    if !receipt.status() {
+        let message = format!("{} reverted on chain", receipt.transaction_hash);
+        return Err(PipelineError::from(RpcError { context: purpose, message }).into());
+    }
+    Ok(())
 }
 
 /// Why an unrecorded transfer was not refunded.

@@ -161,26 +161,27 @@ impl MoneyOut {
             EscrowStatus::Refunding => (Refund::PURPOSE, &task.new.buyer),
             other => return Ok(other),
         };
-        if !self.operator.succeeded(purpose, id).await? {
-            // Every mined transaction of ours on a deposit still open moved nothing: it reverted.
-            let reverted = self
-                .store
-                .txs_for(purpose, id)
-                .await?
-                .iter()
-                .filter(|tx| matches!(tx.status(), Ok(ChainTxStatus::Mined)))
-                .count();
-            if reverted >= MAX_REVERTED_PAYOUTS {
-                tracing::error!(
-                    task = id,
-                    purpose,
-                    reverted,
-                    "payouts of this deposit keep reverting on chain; not sending again until someone looks"
-                );
-                self.stuck.lock().unwrap_or_else(PoisonError::into_inner).insert(id.to_owned());
-                return Ok(decision);
-            }
-            if reverted > 0 {
+        let last = self.operator.resume(purpose, id).await?;
+        if !last.as_ref().is_some_and(|receipt| receipt.status()) {
+            // Our last payout reverted; on a deposit still open, so did every one mined before it.
+            if last.is_some() {
+                let reverted = self
+                    .store
+                    .txs_for(purpose, id)
+                    .await?
+                    .iter()
+                    .filter(|tx| matches!(tx.status(), Ok(ChainTxStatus::Mined)))
+                    .count();
+                if reverted >= MAX_REVERTED_PAYOUTS {
+                    tracing::error!(
+                        task = id,
+                        purpose,
+                        reverted,
+                        "payouts of this deposit keep reverting on chain; not sending again until someone looks"
+                    );
+                    self.stuck.lock().unwrap_or_else(PoisonError::into_inner).insert(id.to_owned());
+                    return Ok(decision);
+                }
                 tracing::warn!(task = id, purpose, reverted, "a payout reverted on chain; sending it again");
             }
             let payout = Payout { payee: payee.clone(), deposit };
