@@ -18,6 +18,7 @@ use alloy::{
     providers::Provider,
 };
 use serde_json::{Value, json};
+use tokio::task::JoinHandle;
 
 /// The hashes of the transactions stored for `purpose` on each of `subjects`, one list per subject.
 async fn stored(store: &Store, purpose: &str, subjects: &[String]) -> Vec<Vec<String>> {
@@ -41,6 +42,28 @@ async fn as_vendor(server: &Server, task: &str, action: &str, body: Value) -> (u
         .await
         .expect("request");
     (response.status().as_u16(), response.json().await.expect("json"))
+}
+
+/// Whether the transaction `hash` was mined and did not revert.
+async fn succeeded(market: &Market, hash: &str) -> bool {
+    let hash = hash.parse().expect("hash");
+    market.provider.get_transaction_receipt(hash).await.expect("rpc").expect("mined").status()
+}
+
+/// The market's vendor starts `task` and then does `action` with `body`, on a task of its own; the
+/// answer to `action`.
+fn start_and(
+    server: &Arc<Server>,
+    task: &str,
+    action: &'static str,
+    body: Value,
+) -> JoinHandle<(u16, Value)> {
+    let (server, task) = (server.clone(), task.to_owned());
+    tokio::spawn(async move {
+        let (status, _) = as_vendor(&server, &task, "start", json!({})).await;
+        assert_eq!(status, 200);
+        as_vendor(&server, &task, action, body).await
+    })
 }
 
 fn batching(max_size: usize, max_wait_ms: u64) -> BatchPolicy {
@@ -112,13 +135,7 @@ on_both_engines!(records_that_arrive_while_one_is_in_flight_go_together, |market
     assert!((2..=3).contains(&batches.len()), "seven records in two or three transactions: {batches:?}");
     assert!(batches.values().all(|members| *members <= 5), "at most five per batch: {batches:?}");
     for hash in batches.keys() {
-        let receipt = market
-            .provider
-            .get_transaction_receipt(hash.parse().expect("hash"))
-            .await
-            .expect("rpc")
-            .expect("mined");
-        assert!(receipt.status());
+        assert!(succeeded(&market, hash).await, "{hash}");
     }
     for id in 1..=7 {
         let payment = store.payment(id).await.expect("read").expect("payment");
@@ -144,17 +161,9 @@ on_both_engines!(payouts_decided_together_go_out_together, |market| async move {
     let decisions: Vec<_> = tasks
         .iter()
         .enumerate()
-        .map(|(i, (_, task))| {
-            let (server, task) = (server.clone(), task.clone());
-            let (action, body) = match i {
-                0..3 => ("complete", json!({ "result": "done" })),
-                _ => ("fail", json!({ "errorMessage": "cannot" })),
-            };
-            tokio::spawn(async move {
-                let (status, _) = as_vendor(&server, &task, "start", json!({})).await;
-                assert_eq!(status, 200);
-                as_vendor(&server, &task, action, body).await
-            })
+        .map(|(i, (_, task))| match i {
+            0..3 => start_and(&server, task, "complete", json!({ "result": "done" })),
+            _ => start_and(&server, task, "fail", json!({ "errorMessage": "cannot" })),
         })
         .collect();
     let ids: Vec<String> = tasks.iter().map(|(_, task)| task.clone()).collect();
@@ -196,14 +205,7 @@ on_both_engines!(payouts_that_revert_on_chain_are_sent_again, |market| async mov
     hold_blocks(&market).await;
     let decisions: Vec<_> = tasks
         .iter()
-        .map(|(_, task)| {
-            let (server, task) = (server.clone(), task.clone());
-            tokio::spawn(async move {
-                let (status, _) = as_vendor(&server, &task, "start", json!({})).await;
-                assert_eq!(status, 200);
-                as_vendor(&server, &task, "complete", json!({ "result": "done" })).await
-            })
-        })
+        .map(|(_, task)| start_and(&server, task, "complete", json!({ "result": "done" })))
         .collect();
     let ids: Vec<String> = tasks.iter().map(|(_, task)| task.clone()).collect();
     until_stored(&store, "release", &ids).await;
@@ -212,13 +214,7 @@ on_both_engines!(payouts_that_revert_on_chain_are_sent_again, |market| async mov
     market.appoint_operator_in_pool(key(&market.anvil, 5).address(), InBlock::First).await;
     let _: Value = market.provider.raw_request("evm_mine".into(), ()).await.expect("mine");
     for hash in batches(&reverted).keys() {
-        let receipt = market
-            .provider
-            .get_transaction_receipt(hash.parse().expect("hash"))
-            .await
-            .expect("rpc")
-            .expect("mined");
-        assert!(!receipt.status(), "{hash} reverted on chain");
+        assert!(!succeeded(&market, hash).await, "{hash} reverted on chain");
     }
     mine(&market).await;
     market.appoint_operator(market.operator.address()).await;
@@ -236,9 +232,8 @@ on_both_engines!(payouts_that_revert_on_chain_are_sent_again, |market| async mov
     for (task, first) in ids.iter().zip(&reverted) {
         let sent = store.txs_for("release", task).await.expect("txs");
         assert_eq!(sent[0].tx_hash, first[0], "the reverted transaction first");
-        let last = sent.last().expect("sent again").tx_hash.parse().expect("hash");
-        let receipt = market.provider.get_transaction_receipt(last).await.expect("rpc").expect("mined");
-        assert!(receipt.status(), "{task} released by {last}");
+        let last = &sent.last().expect("sent again").tx_hash;
+        assert!(succeeded(&market, last).await, "{task} released by {last}");
     }
 });
 
@@ -278,13 +273,7 @@ on_both_engines!(a_payout_that_keeps_reverting_is_not_sent_forever, |market| asy
     let sent = store.txs_for("release", &task).await.expect("txs");
     assert_eq!(sent.len(), 3, "{sent:?}");
     for tx in &sent {
-        let receipt = market
-            .provider
-            .get_transaction_receipt(tx.tx_hash.parse().expect("hash"))
-            .await
-            .expect("rpc")
-            .expect("mined");
-        assert!(!receipt.status(), "{} reverted", tx.tx_hash);
+        assert!(!succeeded(&market, &tx.tx_hash).await, "{} reverted", tx.tx_hash);
     }
     assert_eq!(server.task(&task).await["task"]["escrowStatus"], "releasing");
     assert_eq!(server.get_json("/health").await["escrow"]["payoutsStuck"], 1, "the operator is told");
