@@ -9,7 +9,7 @@ use std::{collections::HashSet, sync::Mutex};
 
 use agentripe_chain::{
     Deployment,
-    bindings::{Agentripe, IERC3009},
+    bindings::{Agentripe, DepositStatus, IERC3009},
 };
 use agentripe_store::Store;
 use alloy::{
@@ -31,7 +31,6 @@ pub struct Unrecorded {
     pub transaction: B256,
     pub sender: Address,
     pub amount: U256,
-    pub block: u64,
 }
 
 #[derive(Debug)]
@@ -116,16 +115,11 @@ impl EscrowAudit {
                 continue;
             }
             let deposit = escrow.getDeposit(transaction).call().await.map_err(rpc("reading a deposit"))?;
-            if deposit.status != 0 {
+            if DepositStatus::try_from(deposit.status) != Ok(DepositStatus::None) {
                 continue;
             }
             let transfer = transfer.inner.data;
-            unrecorded.push(Unrecorded {
-                transaction,
-                sender: transfer.from,
-                amount: transfer.value,
-                block: log.block_number.unwrap_or_default(),
-            });
+            unrecorded.push(Unrecorded { transaction, sender: transfer.from, amount: transfer.value });
         }
         Ok(unrecorded)
     }
@@ -133,40 +127,73 @@ impl EscrowAudit {
     /// Gives back the unrecorded transfer `transaction`: records it as a deposit of its sender for agent
     /// `agent_id` under its hash, then refunds it (sent back to its sender). Refused for a sender
     /// with a payment of ours still in flight: that transfer may be its settlement, about to be recorded.
+    /// A give-back cut off between its record and its refund (a crash, a refund that reverted) is
+    /// finished by the next call.
     pub async fn refund(
         &self,
         operator: &ChainWriter,
         transaction: B256,
         agent_id: U256,
     ) -> Result<Unrecorded, RefundError> {
-        let transfer = self
-            .unrecorded()
-            .await?
-            .into_iter()
-            .find(|transfer| transfer.transaction == transaction)
-            .ok_or(RefundError::NotUnrecorded(transaction))?;
-        if !self
-            .store
-            .payments_in_flight(&hex(transfer.sender), 1)
-            .await
-            .map_err(PipelineError::from)?
-            .is_empty()
-        {
-            return Err(RefundError::PaymentInFlight(transfer.sender));
-        }
         let subject = hex(transaction);
-        let record = Agentripe::recordDepositCall {
-            depositId: transaction,
-            agentId: agent_id,
-            buyer: transfer.sender,
-            amount: transfer.amount,
+        let unrecorded =
+            self.unrecorded().await?.into_iter().find(|transfer| transfer.transaction == transaction);
+        let transfer = match unrecorded {
+            Some(transfer) => {
+                let in_flight = self
+                    .store
+                    .payments_in_flight(&hex(transfer.sender), 1)
+                    .await
+                    .map_err(PipelineError::from)?;
+                if !in_flight.is_empty() {
+                    return Err(RefundError::PaymentInFlight(transfer.sender));
+                }
+                let record = Agentripe::recordDepositCall {
+                    depositId: transaction,
+                    agentId: agent_id,
+                    buyer: transfer.sender,
+                    amount: transfer.amount,
+                };
+                write_once(operator, RECORD_UNRECORDED, &subject, self.escrow, record.abi_encode().into())
+                    .await?;
+                transfer
+            }
+            None => self
+                .recorded_to_give_back(operator, transaction)
+                .await?
+                .ok_or(RefundError::NotUnrecorded(transaction))?,
         };
-        write_once(operator, "record_unrecorded", &subject, self.escrow, record.abi_encode().into()).await?;
         let refund = Agentripe::refundToBuyerCall { depositId: transaction };
-        write_once(operator, "refund_unrecorded", &subject, self.escrow, refund.abi_encode().into()).await?;
+        write_once(operator, REFUND_UNRECORDED, &subject, self.escrow, refund.abi_encode().into()).await?;
         Ok(transfer)
     }
+
+    /// The transfer `transaction` if an earlier give-back recorded it and its deposit is still open: only
+    /// a deposit our own `record_unrecorded` wrote, never a purchase's.
+    async fn recorded_to_give_back(
+        &self,
+        operator: &ChainWriter,
+        transaction: B256,
+    ) -> Result<Option<Unrecorded>, RefundError> {
+        if !operator.succeeded(RECORD_UNRECORDED, &hex(transaction)).await.map_err(PipelineError::from)? {
+            return Ok(None);
+        }
+        let deposit = Agentripe::new(self.escrow, &self.provider)
+            .getDeposit(transaction)
+            .call()
+            .await
+            .map_err(rpc("reading the deposit"))?;
+        Ok((DepositStatus::try_from(deposit.status) == Ok(DepositStatus::Deposited)).then_some(Unrecorded {
+            transaction,
+            sender: deposit.buyer,
+            amount: deposit.amount,
+        }))
+    }
 }
+
+/// What the give-back's two transactions are stored for.
+const RECORD_UNRECORDED: &str = "record_unrecorded";
+const REFUND_UNRECORDED: &str = "refund_unrecorded";
 
 /// Sends `input` for `purpose` on `subject` unless a transaction of ours already did it; errs if it
 /// reverted on chain.

@@ -1,5 +1,5 @@
-//! Money out when things go wrong: expiry, a buyer reclaiming on chain, and a crash between the
-//! decision and its chain write. The chain is the truth; the database follows it.
+//! Money out when things go wrong: expiry, a buyer reclaiming on chain, a crash between the decision
+//! and its chain write, and a give-back of a stray transfer cut off half-way. The chain is the truth; the database follows it.
 
 use agentripe_chain::bindings::Agentripe;
 use agentripe_server::{
@@ -165,4 +165,63 @@ on_both_engines!(a_crash_between_approval_and_release_pays_once, |market| async 
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
     assert_eq!(market.usdc_balance(market.vendor.address()).await, U256::from(PRICE), "paid exactly once");
     last.running.abort();
+});
+
+on_both_engines!(a_give_back_cut_off_after_its_record_is_finished_by_the_next_run, |market| async move {
+    use agentripe_server::{chain_writer::ChainWriter, escrow_audit::refund_unrecorded, util::hex};
+    use alloy::sol_types::SolCall;
+
+    let config = market.config();
+    let server = market.start().await;
+    // A purchase's deposit is never the operator's to give back.
+    let (_, task) = server.purchase(&market, &json!({})).await;
+    let task: B256 = task.parse().expect("hash");
+    let refused = refund_unrecorded(&config, task, Some(market.agent_id)).await;
+    assert!(refused.as_ref().is_err_and(|error| error.contains("not an unrecorded transfer")), "{refused:?}");
+    assert_eq!(market.deposit(task).await.status, 1, "still the vendor's to earn");
+
+    // A stranger sends USDC straight to the escrow. A give-back records it under the transfer's hash and
+    // dies before its refund: the deposit is now a liability like any other, so the audit no longer
+    // counts it as unrecorded, and only the give-back's own record says whose it is.
+    let stranger = market.buyer(PRICE).await;
+    let transfer = market.transfer_to_escrow(&stranger, PRICE).await.transaction_hash;
+    let store = Store::connect(&market.database_url).await.expect("store");
+    let operator = ChainWriter::new(
+        market.operator.clone(),
+        market.provider.clone(),
+        store.clone(),
+        market.deployment.chain_id,
+        config.confirmation(),
+        config.fees,
+    )
+    .await
+    .expect("writer");
+    let record = Agentripe::recordDepositCall {
+        depositId: transfer,
+        agentId: market.agent_id,
+        buyer: stranger.address(),
+        amount: U256::from(PRICE),
+    };
+    let recorded = operator
+        .send_and_confirm(
+            "record_unrecorded",
+            &hex(transfer),
+            market.deployment.agentripe,
+            record.abi_encode().into(),
+        )
+        .await
+        .expect("recorded");
+    assert!(recorded.status());
+    assert_eq!(market.deposit(transfer).await.status, 1);
+
+    // The next run finishes it: refunded to the stranger, once.
+    let refunded = refund_unrecorded(&config, transfer, None).await.expect("given back");
+    assert_eq!((refunded.sender, refunded.amount), (stranger.address(), U256::from(PRICE)));
+    assert_eq!(market.usdc_balance(stranger.address()).await, U256::from(PRICE), "its sender has it back");
+    assert_eq!(market.deposit(transfer).await.status, 3, "refunded");
+    let again = refund_unrecorded(&config, transfer, None).await;
+    assert!(again.as_ref().is_err_and(|error| error.contains("not an unrecorded transfer")), "{again:?}");
+    let refunds = store.txs_for("refund_unrecorded", &hex(transfer)).await.expect("txs");
+    assert_eq!(refunds.len(), 1, "one refund sent");
+    server.running.abort();
 });

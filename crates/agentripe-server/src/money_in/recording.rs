@@ -2,7 +2,10 @@
 //! hash), then creating its task: a task exists only once its deposit is recorded, so vendors never see
 //! unpaid work.
 
-use agentripe_chain::bindings::Agentripe::{self, DepositRecord};
+use agentripe_chain::bindings::{
+    Agentripe::{self, DepositRecord},
+    DepositStatus,
+};
 use agentripe_store::{NewTask, Payment};
 use alloy::{
     primitives::{B256, Bytes, U256},
@@ -88,7 +91,7 @@ impl MoneyIn {
     async fn recorded_on_chain(&self, payment: &Payment, deposit: B256) -> Result<bool, PipelineError> {
         let escrow = Agentripe::new(self.deployment.agentripe, &self.provider);
         let on_chain = escrow.getDeposit(deposit).call().await.map_err(rpc("reading the deposit"))?;
-        if on_chain.status == 0 {
+        if DepositStatus::try_from(on_chain.status) == Ok(DepositStatus::None) {
             return Ok(false);
         }
         let expected = (payment.new.agent_id.clone(), payment.new.payer.clone(), payment.new.amount.clone());
