@@ -1,7 +1,10 @@
 //! What the wallet reads and sends on the pinned chain itself, never through the marketplace server:
 //! balances, withdrawals, and the check of a server's terms before a person trusts them.
 
-use agentripe_chain::bindings::{Agentripe, IERC3009};
+use agentripe_chain::{
+    bindings::{Agentripe, IERC3009},
+    rpc::{DEFAULT_RPC_TIMEOUT, rpc_client},
+};
 use agentripe_x402::Offer;
 use alloy::{
     network::EthereumWallet,
@@ -21,9 +24,11 @@ sol! {
 }
 
 fn reader(rpc_url: &str) -> Result<impl Provider + use<>, String> {
-    let url = rpc_url.parse().map_err(|_| format!("bad RPC URL {rpc_url}"))?;
-    Ok(ProviderBuilder::new().connect_http(url))
+    Ok(ProviderBuilder::new().connect_client(rpc_client(rpc_url, DEFAULT_RPC_TIMEOUT)?))
 }
+
+/// How long a withdrawal's receipt is waited for.
+const WITHDRAW_RECEIPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// The payer's token balance.
 pub async fn usdc_balance(trust: &Trust, payer: Address) -> Result<U256, String> {
@@ -55,13 +60,16 @@ pub async fn withdraw(
     if credit.is_zero() {
         return Ok(None);
     }
-    let url = rpc_url.parse().map_err(|_| format!("bad RPC URL {rpc_url}"))?;
-    let provider = ProviderBuilder::new().wallet(EthereumWallet::from(key.clone())).connect_http(url);
+    let provider = ProviderBuilder::new()
+        .wallet(EthereumWallet::from(key.clone()))
+        .connect_client(rpc_client(rpc_url, DEFAULT_RPC_TIMEOUT)?);
     let receipt = Agentripe::new(escrow, &provider)
         .withdraw()
         .send()
         .await
         .map_err(|error| format!("withdraw: {error}"))?
+        // A withdrawal the network dropped is reported, not waited on forever: its credit stays.
+        .with_timeout(Some(WITHDRAW_RECEIPT_TIMEOUT))
         .get_receipt()
         .await
         .map_err(|error| format!("withdraw: {error}"))?;

@@ -7,5 +7,6 @@ mod deployment;
 #[cfg(feature = "testing")]
 #[allow(clippy::too_many_arguments, reason = "generated calls take the token's own parameter lists")]
 pub mod fiat_token;
+pub mod rpc;
 
 pub use deployment::{Deployment, DeploymentError};

@@ -36,8 +36,8 @@ pub async fn deploy(
     reuse: Reuse,
     path: &Path,
 ) -> Result<(), String> {
-    let url = rpc_url.parse().map_err(|_| format!("bad RPC URL {rpc_url}"))?;
-    let provider = ProviderBuilder::new().wallet(key.clone()).connect_http(url);
+    let client = agentripe_chain::rpc::rpc_client(rpc_url, agentripe_chain::rpc::DEFAULT_RPC_TIMEOUT)?;
+    let provider = ProviderBuilder::new().wallet(key.clone()).connect_client(client);
     let fail = |what: &str| {
         let what = what.to_owned();
         move |error: alloy::contract::Error| format!("deploying {what}: {error}")

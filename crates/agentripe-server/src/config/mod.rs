@@ -164,12 +164,8 @@ impl Config {
     /// The chain at `RPC_URL`, none of whose requests may take longer than `rpc_timeout`. Errs with what
     /// is wrong when the URL is not one.
     pub fn connect_chain(&self) -> Result<DynProvider, String> {
-        let url = self.rpc_url.parse().map_err(|_| format!("RPC_URL {:?} is not a URL", self.rpc_url))?;
-        let http = reqwest::Client::builder()
-            .timeout(self.rpc_timeout)
-            .build()
-            .map_err(|error| format!("building the RPC client: {error}"))?;
-        Ok(ProviderBuilder::new().connect_reqwest(http, url).erased())
+        let client = agentripe_chain::rpc::rpc_client(&self.rpc_url, self.rpc_timeout)?;
+        Ok(ProviderBuilder::new().connect_client(client).erased())
     }
 
     /// How chain writes are confirmed.
@@ -216,7 +212,7 @@ impl Config {
             confirmations: 0,
             poll_interval: Duration::from_millis(50),
             chain_timeout: Duration::from_secs(60),
-            rpc_timeout: Duration::from_secs(30),
+            rpc_timeout: agentripe_chain::rpc::DEFAULT_RPC_TIMEOUT,
             batching: BatchPolicy::default(),
             rpc_lag: Duration::from_secs(5),
             settlement_search_horizon: Duration::from_secs(600),
