@@ -10,7 +10,10 @@ use std::{
     time::Duration,
 };
 
-use alloy::primitives::{Address, Bytes};
+use alloy::{
+    primitives::{Address, Bytes},
+    rpc::types::TransactionReceipt,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::{
@@ -57,7 +60,10 @@ struct Request<E> {
     entry: E,
 }
 
-type Answer = oneshot::Sender<Result<(), WriteError>>;
+/// A write's outcome as its batch's members see it: the receipt of the transaction that carried it.
+pub type Written = Result<Arc<TransactionReceipt>, WriteError>;
+
+type Answer = oneshot::Sender<Written>;
 
 /// Everyone waiting on a subject's write, by subject: a subject already queued or in flight is not
 /// written again (a request and the reconciler may both advance one task), its caller waits with the
@@ -81,10 +87,10 @@ impl<C: BatchCall> Batcher<C> {
         Self { requests, waiting }
     }
 
-    /// Writes `entry` for `subject` with the next batch and waits until its transaction is mined (it may
-    /// have reverted, or skipped the entry as already done: the caller asks the chain what holds now).
+    /// Writes `entry` for `subject` with the next batch and waits until its transaction is mined: its
+    /// receipt (it may have reverted, or skipped the entry as already done: the caller reads which).
     /// The caller has asked [`ChainWriter::resume`] first, so nothing was stored for `subject`.
-    pub async fn write(&self, subject: String, entry: C::Entry) -> Result<(), WriteError> {
+    pub async fn write(&self, subject: String, entry: C::Entry) -> Written {
         let (done, answer) = oneshot::channel();
         let first = {
             let mut waiting = self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -193,11 +199,11 @@ impl Sender {
                         let input = C::input(std::slice::from_ref(&entry));
                         let result =
                             sender.writer.send_and_confirm(C::PURPOSE, &subject, sender.to, input).await;
-                        answer.give(&result.map(drop));
+                        answer.give(&result.map(Arc::new));
                     });
                 }
             }
-            _ => answers.give(&result.map(drop)),
+            _ => answers.give(&result.map(Arc::new)),
         }
     }
 }
@@ -227,11 +233,11 @@ impl Answers {
     }
 
     /// Tells everyone waiting on these subjects how their write went.
-    fn give(mut self, result: &Result<(), WriteError>) {
+    fn give(mut self, result: &Written) {
         self.answer(result);
     }
 
-    fn answer(&mut self, result: &Result<(), WriteError>) {
+    fn answer(&mut self, result: &Written) {
         let subjects = std::mem::take(&mut self.subjects);
         let mut waiting = self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for subject in subjects {
@@ -250,9 +256,9 @@ impl Drop for Answers {
 }
 
 /// A copy of a write's outcome for each member of its batch.
-fn shared(result: &Result<(), WriteError>) -> Result<(), WriteError> {
+fn shared(result: &Written) -> Written {
     let error = match result {
-        Ok(()) => return Ok(()),
+        Ok(receipt) => return Ok(receipt.clone()),
         Err(error) => error,
     };
     Err(match error {

@@ -190,7 +190,7 @@ impl MoneyOut {
                 _ => self.refunds.write(id.to_owned(), payout).await,
             };
             match written {
-                Ok(()) => {}
+                Ok(_) => {}
                 // Someone moved it meanwhile (a reclaim), or it expired: the chain says which below.
                 Err(WriteError::WouldRevert(reason)) => {
                     tracing::warn!(task = id, purpose, %reason, "escrow call reverts")

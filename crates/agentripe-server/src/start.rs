@@ -51,6 +51,11 @@ pub enum StartError {
          {version:?}: every buyer's signature would be refused (USDC is \"USDC\" on Base Sepolia, \"USD Coin\" on Base)"
     )]
     TokenDomain { token: Address, name: String, version: String },
+    #[error(
+        "the escrow {escrow} lets deposits expire after {on_chain} s, but the deployment file says \
+         {configured} s: every task would expire at the wrong time. Use the deployment file this escrow was deployed with"
+    )]
+    WrongDepositTimeout { escrow: Address, on_chain: u64, configured: u64 },
     #[error(transparent)]
     Store(#[from] agentripe_store::StoreError),
     #[error(transparent)]
@@ -197,11 +202,20 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Running, Sta
 async fn check_contracts(config: &Config, provider: &DynProvider) -> Result<(), StartError> {
     let deployment = &config.deployment;
     let unreachable = |error: alloy::contract::Error| StartError::Chain(error.to_string());
-    let on_chain =
-        Agentripe::new(deployment.agentripe, provider).operator().call().await.map_err(unreachable)?;
+    let escrow = Agentripe::new(deployment.agentripe, provider);
+    let on_chain = escrow.operator().call().await.map_err(unreachable)?;
     let configured = config.operator_key.address();
     if on_chain != configured {
         return Err(StartError::WrongOperator { escrow: deployment.agentripe, on_chain, configured });
+    }
+    // Each task's expiry is taken as its record's block time plus this timeout.
+    let timeout = escrow.depositTimeout().call().await.map_err(unreachable)?;
+    if timeout != U256::from(deployment.deposit_timeout_seconds) {
+        return Err(StartError::WrongDepositTimeout {
+            escrow: deployment.agentripe,
+            on_chain: u64::try_from(timeout).unwrap_or(u64::MAX),
+            configured: deployment.deposit_timeout_seconds,
+        });
     }
     let separator =
         IERC3009::new(deployment.usdc, provider).DOMAIN_SEPARATOR().call().await.map_err(unreachable)?;

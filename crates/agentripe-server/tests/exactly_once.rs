@@ -171,6 +171,8 @@ on_both_engines!(a_deposit_recorded_behind_our_back_is_taken_as_it_is, |market| 
     let store = agentripe_store::Store::connect(&market.database_url).await.expect("store");
     assert_eq!(store.txs_for("record", "1").await.expect("txs"), vec![], "no record transaction of ours");
     assert_eq!(market.deposit(settled).await.status, 1);
+    let (stored, on_chain) = market.expiries(settled).await;
+    assert_eq!(stored, on_chain, "the task expires with the deposit as the interim operator recorded it");
     assert_eq!(market.usdc_balance(market.deployment.agentripe).await, U256::from(PRICE));
 });
 

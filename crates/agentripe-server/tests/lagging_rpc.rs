@@ -91,3 +91,34 @@ on_both_engines!(
         assert_eq!(market.usdc_balance(market.deployment.agentripe).await, U256::from(PRICE));
     }
 );
+
+on_both_engines!(a_deposits_expiry_comes_from_its_record_or_from_the_escrow, |market| async move {
+    use agentripe_chain::bindings::Agentripe;
+    use alloy::sol_types::SolCall;
+
+    let selector = |call: [u8; 4]| format!("eth_call 0x{}", alloy::primitives::hex::encode(call));
+    let asked_of_escrow =
+        [selector(Agentripe::getDepositCall::SELECTOR), selector(Agentripe::depositExpiresAtCall::SELECTOR)];
+    // A node that stamps logs with their block's time (as anvil does) tells the expiry through the
+    // record's own receipt: the escrow is not asked. One that does not is asked; the expiry is the same.
+    for (rpc, asks) in [
+        (LaggingRpc::start(market.anvil.endpoint(), Duration::ZERO).await, false),
+        (LaggingRpc::start_unstamped(market.anvil.endpoint(), Duration::ZERO).await, true),
+    ] {
+        let mut config = market.config();
+        config.rpc_url = rpc.url.clone();
+        let server = market.start_with(config).await;
+        let (_, task) = server.purchase(&market, &serde_json::json!({})).await;
+        let (stored, on_chain) = market.expiries(task.parse().expect("hash")).await;
+        assert_eq!(stored, on_chain, "the task expires with its deposit");
+        let calls = rpc.calls();
+        let asked: Vec<u64> =
+            asked_of_escrow.iter().map(|call| calls.get(call).copied().unwrap_or(0)).collect();
+        let expected = |count: u64| if asks { count > 0 } else { count == 0 };
+        assert!(
+            asked.iter().all(|&count| expected(count)),
+            "getDeposit, depositExpiresAt: {asked:?} of {calls:?}"
+        );
+        server.running.abort();
+    }
+});

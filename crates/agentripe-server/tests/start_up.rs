@@ -1,5 +1,6 @@
 //! The server refuses to start where it would charge buyers and then strand their money: an operator
-//! key that is not the escrow's, a token domain buyers cannot sign under, a deployment on another chain.
+//! key that is not the escrow's, a token domain buyers cannot sign under, a deployment file that is not
+//! the escrow's, a deployment on another chain.
 
 use agentripe_server::{
     Config, StartError,
@@ -31,6 +32,12 @@ async fn the_server_refuses_to_start_where_it_would_strand_money() {
     wrong_domain.token_name = "USD Coin".into();
     let error = start(wrong_domain).await.expect_err("buyers would sign under the wrong domain");
     assert!(matches!(error, StartError::TokenDomain { .. }), "{error}");
+
+    // A deployment file that is not this escrow's would give every task the wrong expiry.
+    let mut wrong_timeout = market.config();
+    wrong_timeout.deployment.deposit_timeout_seconds += 1;
+    let error = start(wrong_timeout).await.expect_err("tasks would expire at the wrong time");
+    assert!(matches!(error, StartError::WrongDepositTimeout { .. }), "{error}");
 
     let mut other_chain = market.config();
     other_chain.deployment.chain_id = 84532;

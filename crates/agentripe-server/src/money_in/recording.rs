@@ -9,6 +9,7 @@ use agentripe_chain::bindings::{
 use agentripe_store::{NewTask, Payment};
 use alloy::{
     primitives::{B256, Bytes, U256},
+    rpc::types::TransactionReceipt,
     sol_types::SolCall,
 };
 
@@ -23,15 +24,10 @@ use crate::{
 impl MoneyIn {
     /// Records the deposit on chain unless it is already there, then creates its task.
     pub(super) async fn record(&self, payment: &Payment, deposit: B256) -> Result<(), PipelineError> {
-        self.record_on_chain(payment, deposit).await?;
+        let expires_at = self.record_on_chain(payment, deposit).await?;
         let subject = || format!("payment {}", payment.id);
         let request: TaskRequest = serde_json::from_str(&payment.new.request)
             .map_err(|error| PipelineError::corrupt(subject(), error.to_string()))?;
-        let expires_at = Agentripe::new(self.deployment.agentripe, &self.provider)
-            .depositExpiresAt(deposit)
-            .call()
-            .await
-            .map_err(rpc("reading the deposit's expiry"))?;
         let task = NewTask {
             id: hex(deposit),
             agent_id: payment.new.agent_id.clone(),
@@ -49,15 +45,11 @@ impl MoneyIn {
         Ok(())
     }
 
-    async fn record_on_chain(&self, payment: &Payment, deposit: B256) -> Result<(), PipelineError> {
+    /// Has the deposit recorded with this payment's terms, unless it already is; returns when it expires
+    /// (unix seconds). Our own record's receipt says both when its node stamps logs with their block's
+    /// time; otherwise, or when someone else recorded it, the escrow is asked.
+    async fn record_on_chain(&self, payment: &Payment, deposit: B256) -> Result<u64, PipelineError> {
         let subject = payment.id.to_string();
-        // Not asked of the chain first: the write is idempotent there (a batch skips a recorded deposit,
-        // a lone recordDeposit would revert and is never signed), and the chain is asked after it.
-        if self.operator.resume(Record::PURPOSE, &subject).await?.is_some()
-            && self.recorded_on_chain(payment, deposit).await?
-        {
-            return Ok(());
-        }
         let number = |what: &str, text: &str| {
             text.parse::<U256>()
                 .map_err(|_| PipelineError::corrupt(format!("payment {subject}"), format!("{what} {text:?}")))
@@ -72,27 +64,65 @@ impl MoneyIn {
                 .map_err(|_| PipelineError::corrupt(format!("payment {subject}"), "payer"))?,
             amount: number("amount", &payment.new.amount)?,
         };
-        match self.records.write(subject, record).await {
-            Ok(_) => {}
+        // Not asked of the chain first: the write is idempotent there (a batch skips a recorded deposit,
+        // a lone recordDeposit would revert and is never signed), and the chain is asked after it.
+        if let Some(receipt) = self.operator.resume(Record::PURPOSE, &subject).await? {
+            if let Some(expires_at) = self.recorded_by(&receipt, &record) {
+                return Ok(expires_at);
+            }
+            if let Some(expires_at) = self.recorded_on_chain(payment, deposit).await? {
+                return Ok(expires_at);
+            }
+        }
+        match self.records.write(subject, record.clone()).await {
+            Ok(receipt) => {
+                if let Some(expires_at) = self.recorded_by(&receipt, &record) {
+                    return Ok(expires_at);
+                }
+            }
             // Reverts if someone recorded it meanwhile; the check below tells.
             Err(WriteError::WouldRevert(reason)) => {
                 tracing::warn!(payment = payment.id, %reason, "recordDeposit reverts")
             }
             Err(error) => return Err(error.into()),
         }
-        if self.recorded_on_chain(payment, deposit).await? {
-            Ok(())
-        } else {
-            Err(RpcError { context: "recording the deposit", message: "not recorded yet".into() }.into())
-        }
+        self.recorded_on_chain(payment, deposit).await?.ok_or_else(|| {
+            RpcError { context: "recording the deposit", message: "not recorded yet".into() }.into()
+        })
     }
 
-    /// Whether the deposit is on chain, and with exactly this payment's terms.
-    async fn recorded_on_chain(&self, payment: &Payment, deposit: B256) -> Result<bool, PipelineError> {
+    /// When the deposit expires, if `receipt` is of a transaction that recorded it with exactly `record`'s
+    /// terms and its node stamped the log with the block's time: the escrow sets the expiry to that time
+    /// plus its deposit timeout (checked against the chain at start-up).
+    fn recorded_by(&self, receipt: &TransactionReceipt, record: &DepositRecord) -> Option<u64> {
+        if !receipt.status() {
+            return None;
+        }
+        receipt
+            .logs()
+            .iter()
+            .filter(|log| log.address() == self.deployment.agentripe)
+            .filter_map(|log| Some((log.log_decode::<Agentripe::DepositRecorded>().ok()?.inner.data, log)))
+            .find(|(recorded, _)| recorded.depositId == record.depositId)
+            .filter(|(recorded, _)| {
+                (recorded.agentId, recorded.buyer, recorded.amount)
+                    == (record.agentId, record.buyer, record.amount)
+            })
+            .and_then(|(_, log)| log.block_timestamp)
+            .map(|recorded_at| recorded_at.saturating_add(self.deployment.deposit_timeout_seconds))
+    }
+
+    /// When the deposit expires, if it is on chain; errs if it is there with other terms than this
+    /// payment's.
+    async fn recorded_on_chain(
+        &self,
+        payment: &Payment,
+        deposit: B256,
+    ) -> Result<Option<u64>, PipelineError> {
         let escrow = Agentripe::new(self.deployment.agentripe, &self.provider);
         let on_chain = escrow.getDeposit(deposit).call().await.map_err(rpc("reading the deposit"))?;
         if DepositStatus::try_from(on_chain.status) == Ok(DepositStatus::None) {
-            return Ok(false);
+            return Ok(None);
         }
         let expected = (payment.new.agent_id.clone(), payment.new.payer.clone(), payment.new.amount.clone());
         let actual = (on_chain.agentId.to_string(), hex(on_chain.buyer), on_chain.amount.to_string());
@@ -103,7 +133,9 @@ impl MoneyIn {
                 detail: format!("expected (agent, buyer, amount) {expected:?}, found {actual:?}"),
             });
         }
-        Ok(true)
+        let expires_at =
+            escrow.depositExpiresAt(deposit).call().await.map_err(rpc("reading the deposit's expiry"))?;
+        Ok(Some(u64::try_from(expires_at).unwrap_or(u64::MAX)))
     }
 }
 

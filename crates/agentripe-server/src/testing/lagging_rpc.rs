@@ -1,7 +1,8 @@
 //! A JSON-RPC proxy in front of anvil that behaves like a load-balanced provider: state (nonces,
 //! balances, `authorizationState`) is current, but a transaction's receipt and logs only become
 //! readable `lag` after the proxy first sees them mined. It counts the calls by method, which is how
-//! the load run measures the RPC calls a purchase costs (with no lag).
+//! the load run measures the RPC calls a purchase costs (with no lag). It can also play a node that
+//! does not stamp logs with their block's time (`blockTimestamp`, which older nodes leave out).
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -18,6 +19,8 @@ pub struct LaggingRpc {
     pub url: String,
     upstream: String,
     lag: Duration,
+    /// Whether logs keep their `blockTimestamp`.
+    stamps_logs: bool,
     http: reqwest::Client,
     /// When each mined transaction was first seen through a receipt or a log.
     first_seen: Arc<Mutex<HashMap<String, Instant>>>,
@@ -28,12 +31,22 @@ pub struct LaggingRpc {
 impl LaggingRpc {
     /// Starts the proxy in front of `upstream` (anvil's endpoint).
     pub async fn start(upstream: String, lag: Duration) -> Self {
+        Self::launch(upstream, lag, true).await
+    }
+
+    /// Starts the proxy as [`Self::start`] does, answering logs without their block's time.
+    pub async fn start_unstamped(upstream: String, lag: Duration) -> Self {
+        Self::launch(upstream, lag, false).await
+    }
+
+    async fn launch(upstream: String, lag: Duration, stamps_logs: bool) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
         let url = format!("http://{}", listener.local_addr().expect("address"));
         let proxy = Self {
             url,
             upstream,
             lag,
+            stamps_logs,
             http: reqwest::Client::new(),
             first_seen: Arc::default(),
             calls: Arc::default(),
@@ -54,23 +67,37 @@ impl LaggingRpc {
         seen.entry(hash.to_ascii_lowercase()).or_insert_with(Instant::now).elapsed() >= self.lag
     }
 
-    /// Hides what a lagging node would not show yet.
+    /// Hides what a lagging node would not show yet, and what an older one would not show at all.
     fn lag_behind(&self, method: &str, mut result: Value) -> Value {
         match method {
             "eth_getTransactionReceipt" => {
                 let hash = result["transactionHash"].as_str().map(str::to_owned);
                 match hash {
                     Some(hash) if !self.visible(&hash) => Value::Null,
-                    _ => result,
+                    _ => {
+                        if let Some(logs) = result.get_mut("logs").and_then(Value::as_array_mut) {
+                            self.unstamp(logs);
+                        }
+                        result
+                    }
                 }
             }
             "eth_getLogs" => {
                 if let Some(logs) = result.as_array_mut() {
                     logs.retain(|log| log["transactionHash"].as_str().is_none_or(|hash| self.visible(hash)));
+                    self.unstamp(logs);
                 }
                 result
             }
             _ => result,
+        }
+    }
+
+    fn unstamp(&self, logs: &mut [Value]) {
+        if !self.stamps_logs {
+            for log in logs.iter_mut().filter_map(Value::as_object_mut) {
+                log.remove("blockTimestamp");
+            }
         }
     }
 }

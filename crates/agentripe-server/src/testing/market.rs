@@ -11,7 +11,10 @@ use agentripe_chain::{
     bindings::{Agentripe, IERC3009, IdentityRegistry, ReputationRegistry},
     fiat_token::{self, BaseUsdc, FiatToken},
 };
-use agentripe_store::testing::{Engine, fresh_database_url};
+use agentripe_store::{
+    Store,
+    testing::{Engine, fresh_database_url},
+};
 use agentripe_x402::{Authorization, ExactEvmPayload, Network, Offer, client, encode_header, v1, v2};
 use alloy::{
     node_bindings::{Anvil, AnvilInstance},
@@ -365,5 +368,18 @@ impl Market {
             .call()
             .await
             .expect("getDeposit")
+    }
+
+    /// When the task `id` expires as the server stored it, and when its deposit expires on chain, both in
+    /// unix milliseconds.
+    pub async fn expiries(&self, id: B256) -> (i64, i64) {
+        let store = Store::connect(&self.database_url).await.expect("store");
+        let task = store.task(&crate::util::hex(id)).await.expect("task").expect("a task");
+        let on_chain = Agentripe::new(self.deployment.agentripe, &self.provider)
+            .depositExpiresAt(id)
+            .call()
+            .await
+            .expect("depositExpiresAt");
+        (task.new.expires_at, i64::try_from(on_chain).expect("a timestamp") * 1000)
     }
 }
