@@ -6,10 +6,7 @@
 //! for something else (another program shares the key), it is marked dropped and the caller, whose
 //! every step is idempotent, checks the chain and signs anew.
 
-use std::{
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use agentripe_store::{ChainTx, ChainTxStatus, SignedTx, Store, StoreError};
 use alloy::{
@@ -24,7 +21,7 @@ use alloy::{
 
 use crate::{
     pipeline::{RpcError, rpc},
-    util::{hex, now_ms, to_i64},
+    util::{Recent, hex, now_ms, to_i64},
 };
 
 /// Why a chain write did not happen.
@@ -80,8 +77,9 @@ pub struct ChainWriter {
     chain_id: u64,
     confirmation: Confirmation,
     fees: FeePolicy,
-    /// The last fee estimate and when it was read.
-    recent_fees: Arc<Mutex<Option<(std::time::Instant, Eip1559Estimation)>>>,
+    /// The fee estimate, read at most once per [`FEE_ESTIMATE_TTL`]: under load, one read serves many
+    /// transactions (a fee that rose meanwhile is what fee bumping is for).
+    recent_fees: Arc<Recent<Eip1559Estimation>>,
 }
 
 /// How long a fee estimate is reused for new transactions: about a block on Base.
@@ -97,8 +95,8 @@ impl ChainWriter {
         confirmation: Confirmation,
         fees: FeePolicy,
     ) -> Result<Self, WriteError> {
-        let writer =
-            Self { signer, provider, store, chain_id, confirmation, fees, recent_fees: Arc::default() };
+        let recent_fees = Arc::new(Recent::new(FEE_ESTIMATE_TTL));
+        let writer = Self { signer, provider, store, chain_id, confirmation, fees, recent_fees };
         writer.sync_nonce().await?;
         Ok(writer)
     }
@@ -136,7 +134,11 @@ impl ChainWriter {
             Some(_) => WriteError::WouldRevert(error.to_string()),
             None => rpc("estimating gas")(error).into(),
         })?;
-        let fees = self.recent_fees().await?;
+        let fees = self
+            .recent_fees
+            .get(|| self.provider.estimate_eip1559_fees())
+            .await
+            .map_err(rpc("estimating fees"))?;
         let cap = self.fees.max_fee_per_gas;
         if fees.max_fee_per_gas > cap {
             tracing::warn!(
@@ -171,19 +173,6 @@ impl ChainWriter {
             .map_err(|message| RpcError { context: "signing", message })?;
         self.broadcast(&stored).await;
         Ok(stored)
-    }
-
-    /// The chain's fee estimate, read at most once per [`FEE_ESTIMATE_TTL`]: under load, one read serves
-    /// many transactions (a fee that rose meanwhile is what fee bumping is for).
-    async fn recent_fees(&self) -> Result<Eip1559Estimation, WriteError> {
-        if let Some((read_at, fees)) = *self.recent_fees.lock().expect("fee cache lock")
-            && read_at.elapsed() < FEE_ESTIMATE_TTL
-        {
-            return Ok(fees);
-        }
-        let fees = self.provider.estimate_eip1559_fees().await.map_err(rpc("estimating fees"))?;
-        *self.recent_fees.lock().expect("fee cache lock") = Some((std::time::Instant::now(), fees));
-        Ok(fees)
     }
 
     /// [`Self::send`] then [`Self::confirm`]; when another transaction took the nonce, simulates and

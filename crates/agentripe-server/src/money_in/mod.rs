@@ -31,7 +31,7 @@ use crate::{
     batching::Batcher,
     chain_writer::{ChainWriter, Confirmation},
     pipeline::{PipelineError, rpc},
-    util::{hex, now_ms, now_secs, to_i64},
+    util::{Recent, hex, now_ms, now_secs, to_i64},
 };
 pub use facilitator::Facilitator;
 
@@ -99,7 +99,13 @@ pub struct MoneyIn {
     search_horizon: Duration,
     /// How many blocks before a payment's arrival its settlement is searched from.
     lookback_blocks: u64,
+    /// The head, read at most once per [`HEAD_TTL`]: a search may start a block earlier than it must,
+    /// never later.
+    recent_head: Recent<u64>,
 }
+
+/// How long a head read is reused for arriving payments: about a block on Base.
+const HEAD_TTL: Duration = Duration::from_secs(1);
 
 impl MoneyIn {
     pub fn new(
@@ -121,6 +127,7 @@ impl MoneyIn {
             lease: config.payment_lease,
             search_horizon: config.settlement_search_horizon,
             lookback_blocks: config.settlement_lookback_blocks,
+            recent_head: Recent::new(HEAD_TTL),
         }
     }
 
@@ -165,12 +172,22 @@ impl MoneyIn {
             hex(authorization.nonce),
         );
         // A stranger's unfunded authorization takes no row: only a payment that could settle is stored.
-        if self.store.payment_by_authorization(chain_id, &asset, &payer, &nonce).await?.is_none()
-            && let Some(reason) = self.cannot_settle(purchase, &payer, &asset).await?
-        {
+        let known = self.store.payment_by_authorization(chain_id, &asset, &payer, &nonce).await?.is_some();
+        let (refusal, head) = tokio::try_join!(
+            async {
+                match known {
+                    true => Ok(None),
+                    false => self.cannot_settle(purchase, &payer, &asset).await,
+                }
+            },
+            async {
+                let head = self.recent_head.get(|| self.provider.get_block_number()).await;
+                head.map_err(|error| PipelineError::from(rpc("reading the head")(error)))
+            },
+        )?;
+        if let Some(reason) = refusal {
             return Ok(Claimed::Refused(reason));
         }
-        let head = self.provider.get_block_number().await.map_err(rpc("reading the head"))?;
         let claim = NewPayment {
             chain_id,
             asset,
@@ -213,16 +230,19 @@ impl MoneyIn {
     ) -> Result<Option<ErrorReason>, PipelineError> {
         let authorization = &purchase.verified.authorization;
         let token = IERC3009::new(purchase.offer.asset, &self.provider);
-        let used = token
-            .authorizationState(authorization.from, authorization.nonce)
-            .call()
-            .await
-            .map_err(rpc("reading the authorization state"))?;
+        // Asked together: one round trip, not two.
+        let (used, balance) = tokio::try_join!(
+            async {
+                let state = token.authorizationState(authorization.from, authorization.nonce).call().await;
+                state.map_err(rpc("reading the authorization state"))
+            },
+            async {
+                token.balanceOf(authorization.from).call().await.map_err(rpc("reading the payer's balance"))
+            },
+        )?;
         if used {
             return Ok(None);
         }
-        let balance =
-            token.balanceOf(authorization.from).call().await.map_err(rpc("reading the payer's balance"))?;
         let in_flight = self
             .store
             .amounts_not_yet_settled(payer, asset)
