@@ -11,7 +11,8 @@
 //! receipt is in. (x402-rs's facilitator takes two requests, /verify and /settle, and reads the chain
 //! before settling: this one is cheaper.) Then the full purchases: verify, settle, record, task,
 //! answer. The ratio of the two rates is what the escrow costs on top of settlement. Both runs report
-//! the CPU time per purchase of this process (server and clients) and of anvil.
+//! the CPU time per purchase of this process (server and clients), of anvil and of PostgreSQL, and how
+//! busy the machine's cores were.
 //!
 //! With `rpc-calls`, the server reaches anvil through a counting proxy on loopback (an extra hop, so its
 //! throughput is not comparable) and the run reports the RPC calls per purchase, by method.
@@ -70,8 +71,7 @@ async fn main() {
     run.report();
     if let Some((rate, cpu)) = settled {
         println!(
-            "  settlement alone, through a plain facilitator on the same chain: {rate:.1} /s, CPU {:.2} ms here + {:.2} ms anvil each",
-            cpu.ours, cpu.anvil
+            "  settlement alone, through a plain facilitator on the same chain: {rate:.1} /s, CPU {cpu}"
         );
         println!("  full purchases at {:.2} of that rate", run.rate() / rate);
     }
@@ -175,29 +175,89 @@ async fn settle(
     }
 }
 
-/// CPU time (user and system) so far of this process (the server and the load's clients) and of anvil.
+/// CPU time (user and system) so far of this process (the server and the load's clients), of anvil and
+/// of every PostgreSQL process on the machine (its cluster serves the run; with SQLite it idles), and
+/// the machine's busy and total time over all its cores.
 struct Cpu {
     ours: Duration,
     anvil: Duration,
+    postgres: Duration,
+    machine: (u64, u64),
 }
 
-/// CPU time per purchase, in milliseconds.
+/// CPU time per purchase, in milliseconds, and the share of the machine's cores that were busy.
 #[derive(Clone, Copy)]
 struct CpuPer {
     ours: f64,
     anvil: f64,
+    postgres: f64,
+    busy: f64,
+}
+
+impl std::fmt::Display for CpuPer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.2} ms here (server and clients) + {:.2} ms anvil + {:.2} ms PostgreSQL per purchase; cores {:.0}% busy",
+            self.ours,
+            self.anvil,
+            self.postgres,
+            self.busy * 100.0
+        )
+    }
 }
 
 impl Cpu {
     fn now(market: &Market) -> Self {
-        Self { ours: cpu_time("self"), anvil: cpu_time(&market.anvil.child().id().to_string()) }
+        Self {
+            ours: cpu_time("self"),
+            anvil: cpu_time(&market.anvil.child().id().to_string()),
+            postgres: postgres_cpu_time(),
+            machine: machine_ticks(),
+        }
     }
 
     fn per(&self, market: &Market, count: usize) -> CpuPer {
         let now = Self::now(market);
         let ms = |spent: Duration| spent.as_secs_f64() * 1_000.0 / count as f64;
-        CpuPer { ours: ms(now.ours - self.ours), anvil: ms(now.anvil - self.anvil) }
+        let (busy, total) = (now.machine.0 - self.machine.0, now.machine.1 - self.machine.1);
+        CpuPer {
+            ours: ms(now.ours - self.ours),
+            anvil: ms(now.anvil - self.anvil),
+            postgres: ms(now.postgres.saturating_sub(self.postgres)),
+            busy: busy as f64 / total.max(1) as f64,
+        }
     }
+}
+
+/// The CPU time of every process named `postgres` (the postmaster and its backends).
+fn postgres_cpu_time() -> Duration {
+    let Ok(processes) = std::fs::read_dir("/proc") else { return Duration::ZERO };
+    processes
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_name().to_string_lossy().bytes().all(|byte| byte.is_ascii_digit()))
+        .filter(|entry| {
+            std::fs::read_to_string(entry.path().join("comm")).is_ok_and(|name| name.trim() == "postgres")
+        })
+        .map(|entry| cpu_time(&entry.file_name().to_string_lossy()))
+        .sum()
+}
+
+/// The machine's busy and total CPU ticks over all cores, from the first line of `/proc/stat` (idle and
+/// iowait are the 4th and 5th numbers).
+fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let total: u64 = ticks.iter().sum();
+    let idle = ticks.iter().skip(3).take(2).sum::<u64>();
+    (total - idle, total)
 }
 
 /// A process's CPU time from `/proc/PID/stat` (utime and stime, in Linux's 100 ticks a second); zero
@@ -290,7 +350,7 @@ impl Run {
             latencies: Vec::new(),
             statuses: BTreeMap::new(),
             calls: None,
-            cpu: CpuPer { ours: 0.0, anvil: 0.0 },
+            cpu: CpuPer { ours: 0.0, anvil: 0.0, postgres: 0.0, busy: 0.0 },
         };
         for handle in handles {
             for (status, latency) in handle.await.expect("client") {
@@ -356,10 +416,7 @@ impl Run {
             percentile(1.0)
         );
         println!("  answers     {:?}", self.statuses);
-        println!(
-            "  CPU         {:.2} ms here (server and clients) + {:.2} ms anvil per purchase",
-            self.cpu.ours, self.cpu.anvil
-        );
+        println!("  CPU         {}", self.cpu);
         if let Some(calls) = &self.calls {
             let per_purchase = |count: u64| count as f64 / self.total() as f64;
             println!("  RPC calls   {:.2} per purchase", per_purchase(calls.values().sum()));
