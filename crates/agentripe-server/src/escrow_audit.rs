@@ -124,33 +124,33 @@ impl EscrowAudit {
         Ok(unrecorded)
     }
 
-    /// Gives back the unrecorded transfer `transaction`: records it as a deposit of its sender for agent
-    /// `agent_id` under its hash, then refunds it (sent back to its sender). Refused for a sender
-    /// with a payment of ours still in flight: that transfer may be its settlement, about to be recorded.
-    /// A give-back cut off between its record and its refund (a crash, a refund that reverted) is
-    /// finished by the next call.
+    /// Gives back the unrecorded transfer `transaction`: records it as a deposit of its sender under its
+    /// hash, for agent `agent` (by default the first indexed: the deposit is refunded at once, so which
+    /// agent does not matter, but the escrow records deposits for registered agents only), then refunds it
+    /// (sent back to its sender). A give-back cut off between its record and its refund (a crash, a refund
+    /// that reverted) is finished by the next call.
+    ///
+    /// Refused while a payment of ours accounts for the transfer, or may: the transfer may be its sender's
+    /// settlement, about to be recorded, and a purchase that presents the authorization it settled takes
+    /// the deposit as its own (and the vendor's to earn). That is checked again just before the refund.
     pub async fn refund(
         &self,
         operator: &ChainWriter,
         transaction: B256,
-        agent_id: U256,
+        agent: Option<U256>,
     ) -> Result<Unrecorded, RefundError> {
         let subject = hex(transaction);
+        if operator.succeeded(REFUND_UNRECORDED, &subject).await.map_err(PipelineError::from)? {
+            return Err(RefundError::AlreadyGivenBack(transaction));
+        }
         let unrecorded =
             self.unrecorded().await?.into_iter().find(|transfer| transfer.transaction == transaction);
         let transfer = match unrecorded {
             Some(transfer) => {
-                let in_flight = self
-                    .store
-                    .payments_in_flight(&hex(transfer.sender), 1)
-                    .await
-                    .map_err(PipelineError::from)?;
-                if !in_flight.is_empty() {
-                    return Err(RefundError::PaymentInFlight(transfer.sender));
-                }
+                self.ensure_no_payment_claims(&transfer).await?;
                 let record = Agentripe::recordDepositCall {
                     depositId: transaction,
-                    agentId: agent_id,
+                    agentId: self.agent_or_first_indexed(agent).await?,
                     buyer: transfer.sender,
                     amount: transfer.amount,
                 };
@@ -163,13 +163,41 @@ impl EscrowAudit {
                 .await?
                 .ok_or(RefundError::NotUnrecorded(transaction))?,
         };
+        self.ensure_no_payment_claims(&transfer).await?;
         let refund = Agentripe::refundToBuyerCall { depositId: transaction };
         write_once(operator, REFUND_UNRECORDED, &subject, self.escrow, refund.abi_encode().into()).await?;
         Ok(transfer)
     }
 
+    /// Errs if a payment of ours accounts for `transfer` (it settled one, or a task has its hash) or may
+    /// (its sender has a payment in flight).
+    async fn ensure_no_payment_claims(&self, transfer: &Unrecorded) -> Result<(), RefundError> {
+        let hash = hex(transfer.transaction);
+        let store = |error: agentripe_store::StoreError| RefundError::from(PipelineError::from(error));
+        if self.store.payment_settled_by(&hash).await.map_err(store)?
+            || self.store.task(&hash).await.map_err(store)?.is_some()
+        {
+            return Err(RefundError::ClaimedByPurchase(transfer.transaction));
+        }
+        if !self.store.payments_in_flight(&hex(transfer.sender), 1).await.map_err(store)?.is_empty() {
+            return Err(RefundError::PaymentInFlight(transfer.sender));
+        }
+        Ok(())
+    }
+
+    async fn agent_or_first_indexed(&self, agent: Option<U256>) -> Result<U256, RefundError> {
+        if let Some(agent) = agent {
+            return Ok(agent);
+        }
+        let (agents, _) = self.store.search_agents(&[], 1, 0).await.map_err(PipelineError::from)?;
+        let first = agents.first().ok_or(RefundError::NoAgent)?;
+        first.agent_id.parse().map_err(|_| {
+            PipelineError::corrupt(format!("agent {}", first.agent_id), "its id is not a number").into()
+        })
+    }
+
     /// The transfer `transaction` if an earlier give-back recorded it and its deposit is still open: only
-    /// a deposit our own `record_unrecorded` wrote, never a purchase's.
+    /// a deposit our own `record_unrecorded` wrote.
     async fn recorded_to_give_back(
         &self,
         operator: &ChainWriter,
@@ -192,8 +220,8 @@ impl EscrowAudit {
 }
 
 /// What the give-back's two transactions are stored for.
-const RECORD_UNRECORDED: &str = "record_unrecorded";
-const REFUND_UNRECORDED: &str = "refund_unrecorded";
+pub const RECORD_UNRECORDED: &str = "record_unrecorded";
+pub const REFUND_UNRECORDED: &str = "refund_unrecorded";
 
 /// Sends `input` for `purpose` on `subject` unless a transaction of ours already did it; errs if it
 /// reverted on chain.
@@ -227,6 +255,15 @@ pub enum RefundError {
         "{0} has a payment still in flight here: this transfer may be its settlement; let the reconciler finish it"
     )]
     PaymentInFlight(Address),
+    #[error("{0} was already given back to its sender")]
+    AlreadyGivenBack(B256),
+    #[error(
+        "a purchase here now accounts for {0} (its payer presented the authorization it settled): its deposit is that \
+         purchase's, so nothing was refunded"
+    )]
+    ClaimedByPurchase(B256),
+    #[error("no agent is indexed yet: name one with --agent")]
+    NoAgent,
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
 }
@@ -238,9 +275,7 @@ impl From<RpcError> for RefundError {
 }
 
 /// `agentripe refund-unrecorded`: with the server's configuration (its database and operator key),
-/// gives back the unrecorded transfer `transaction`, recorded for agent `agent` (by default the first
-/// indexed agent: the deposit is refunded at once, so which agent does not matter, but the escrow
-/// records deposits for registered agents only).
+/// gives back the unrecorded transfer `transaction` (see [`EscrowAudit::refund`]).
 pub async fn refund_unrecorded(
     config: &crate::Config,
     transaction: B256,
@@ -249,17 +284,6 @@ pub async fn refund_unrecorded(
     let provider = config.connect_chain()?;
     let store = Store::connect(&config.database_url).await.map_err(|error| error.to_string())?;
     let deployment = &config.deployment;
-    let agent = match agent {
-        Some(agent) => agent,
-        None => {
-            let (agents, _) = store.search_agents(&[], 1, 0).await.map_err(|error| error.to_string())?;
-            let first = agents.first().ok_or("no agent is indexed yet: name one with --agent")?;
-            first
-                .agent_id
-                .parse()
-                .map_err(|_| format!("indexed agent id {} is not a number", first.agent_id))?
-        }
-    };
     let operator = ChainWriter::new(
         config.operator_key.clone(),
         provider.clone(),

@@ -167,9 +167,45 @@ on_both_engines!(a_crash_between_approval_and_release_pays_once, |market| async 
     last.running.abort();
 });
 
-on_both_engines!(a_give_back_cut_off_after_its_record_is_finished_by_the_next_run, |market| async move {
-    use agentripe_server::{chain_writer::ChainWriter, escrow_audit::refund_unrecorded, util::hex};
+/// What a give-back run does first, and then dies: records the stray transfer `transfer` of `sender`
+/// under its hash, through the operator's key, as `agentripe refund-unrecorded` would.
+async fn record_for_give_back(
+    market: &Market,
+    store: &Store,
+    transfer: B256,
+    sender: alloy::primitives::Address,
+) {
+    use agentripe_server::{chain_writer::ChainWriter, escrow_audit::RECORD_UNRECORDED, util::hex};
     use alloy::sol_types::SolCall;
+
+    let config = market.config();
+    let operator = ChainWriter::new(
+        market.operator.clone(),
+        market.provider.clone(),
+        store.clone(),
+        market.deployment.chain_id,
+        config.confirmation(),
+        config.fees,
+    )
+    .await
+    .expect("writer");
+    let record = Agentripe::recordDepositCall {
+        depositId: transfer,
+        agentId: market.agent_id,
+        buyer: sender,
+        amount: U256::from(PRICE),
+    };
+    let input = record.abi_encode().into();
+    let recorded = operator
+        .send_and_confirm(RECORD_UNRECORDED, &hex(transfer), market.deployment.agentripe, input)
+        .await
+        .expect("recorded");
+    assert!(recorded.status());
+    assert_eq!(market.deposit(transfer).await.status, 1);
+}
+
+on_both_engines!(a_give_back_cut_off_after_its_record_is_finished_by_the_next_run, |market| async move {
+    use agentripe_server::{escrow_audit::refund_unrecorded, util::hex};
 
     let config = market.config();
     let server = market.start().await;
@@ -186,42 +222,50 @@ on_both_engines!(a_give_back_cut_off_after_its_record_is_finished_by_the_next_ru
     let stranger = market.buyer(PRICE).await;
     let transfer = market.transfer_to_escrow(&stranger, PRICE).await.transaction_hash;
     let store = Store::connect(&market.database_url).await.expect("store");
-    let operator = ChainWriter::new(
-        market.operator.clone(),
-        market.provider.clone(),
-        store.clone(),
-        market.deployment.chain_id,
-        config.confirmation(),
-        config.fees,
-    )
-    .await
-    .expect("writer");
-    let record = Agentripe::recordDepositCall {
-        depositId: transfer,
-        agentId: market.agent_id,
-        buyer: stranger.address(),
-        amount: U256::from(PRICE),
-    };
-    let recorded = operator
-        .send_and_confirm(
-            "record_unrecorded",
-            &hex(transfer),
-            market.deployment.agentripe,
-            record.abi_encode().into(),
-        )
-        .await
-        .expect("recorded");
-    assert!(recorded.status());
-    assert_eq!(market.deposit(transfer).await.status, 1);
+    record_for_give_back(&market, &store, transfer, stranger.address()).await;
 
-    // The next run finishes it: refunded to the stranger, once.
+    // The next run finishes it (no agent named, and none needed): refunded to the stranger, once.
     let refunded = refund_unrecorded(&config, transfer, None).await.expect("given back");
     assert_eq!((refunded.sender, refunded.amount), (stranger.address(), U256::from(PRICE)));
     assert_eq!(market.usdc_balance(stranger.address()).await, U256::from(PRICE), "its sender has it back");
     assert_eq!(market.deposit(transfer).await.status, 3, "refunded");
     let again = refund_unrecorded(&config, transfer, None).await;
-    assert!(again.as_ref().is_err_and(|error| error.contains("not an unrecorded transfer")), "{again:?}");
+    assert!(again.as_ref().is_err_and(|error| error.contains("already given back")), "{again:?}");
     let refunds = store.txs_for("refund_unrecorded", &hex(transfer)).await.expect("txs");
     assert_eq!(refunds.len(), 1, "one refund sent");
+    server.running.abort();
+});
+
+on_both_engines!(a_give_back_never_refunds_a_deposit_a_purchase_has_claimed, |market| async move {
+    use agentripe_server::escrow_audit::refund_unrecorded;
+    use agentripe_x402::PaymentPayload;
+
+    // A buyer settles its own authorization straight into the escrow: to the audit, a stray transfer.
+    let server = market.start().await;
+    let buyer = market.buyer(PRICE).await;
+    let header = market.pay_v2(&buyer);
+    let PaymentPayload::V2(payment) =
+        PaymentPayload::decode(agentripe_x402::Version::V2, &header).expect("decodes")
+    else {
+        panic!("a v2 payment")
+    };
+    let settlement = market.submit_payment(3, &payment.payload).await.transaction_hash;
+    // A give-back records it and dies before its refund; then the buyer presents that authorization
+    // as a purchase, which takes the deposit (its terms are the purchase's) and becomes a task.
+    let store = Store::connect(&market.database_url).await.expect("store");
+    record_for_give_back(&market, &store, settlement, buyer.address()).await;
+    let response = server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &header), "").await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["taskId"].as_str().and_then(|id| id.parse::<B256>().ok()), Some(settlement), "{body}");
+
+    // The operator's next run must not refund it from under the vendor.
+    let refused = refund_unrecorded(&market.config(), settlement, None).await;
+    assert!(
+        refused.as_ref().is_err_and(|error| error.contains("a purchase here now accounts for")),
+        "{refused:?}"
+    );
+    assert_eq!(market.deposit(settlement).await.status, 1, "still the vendor's to earn");
+    assert_eq!(market.usdc_balance(market.deployment.agentripe).await, U256::from(PRICE));
     server.running.abort();
 });
