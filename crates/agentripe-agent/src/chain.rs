@@ -63,16 +63,17 @@ pub async fn withdraw(
     let provider = ProviderBuilder::new()
         .wallet(EthereumWallet::from(key.clone()))
         .connect_client(rpc_client(rpc_url, DEFAULT_RPC_TIMEOUT)?);
-    let receipt = Agentripe::new(escrow, &provider)
+    let pending = Agentripe::new(escrow, &provider)
         .withdraw()
         .send()
         .await
-        .map_err(|error| format!("withdraw: {error}"))?
-        // A withdrawal the network dropped is reported, not waited on forever: its credit stays.
-        .with_timeout(Some(WITHDRAW_RECEIPT_TIMEOUT))
-        .get_receipt()
-        .await
         .map_err(|error| format!("withdraw: {error}"))?;
+    let hash = *pending.tx_hash();
+    // A withdrawal the network dropped is reported, not waited on forever; a slow one may still land, so
+    // the credit is to be checked before another is sent (which would revert, at the caller's gas).
+    let receipt = pending.with_timeout(Some(WITHDRAW_RECEIPT_TIMEOUT)).get_receipt().await.map_err(|error| {
+        format!("withdraw {hash:#x}: {error}; it may still be mined: check the credit before withdrawing again")
+    })?;
     if !receipt.status() {
         return Err(format!("withdraw reverted in {:#x}", receipt.transaction_hash));
     }

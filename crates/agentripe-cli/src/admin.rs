@@ -8,6 +8,7 @@ use agentripe_chain::{
     bindings::{Agentripe, IdentityRegistry, ReputationRegistry, TestUSDC},
 };
 use alloy::{
+    contract::RawCallBuilder,
     primitives::{Address, U256},
     providers::{Provider, ProviderBuilder},
     signers::local::PrivateKeySigner,
@@ -38,39 +39,33 @@ pub async fn deploy(
 ) -> Result<(), String> {
     let client = agentripe_chain::rpc::rpc_client(rpc_url, agentripe_chain::rpc::DEFAULT_RPC_TIMEOUT)?;
     let provider = ProviderBuilder::new().wallet(key.clone()).connect_client(client);
-    let fail = |what: &str| {
-        let what = what.to_owned();
-        move |error: alloy::contract::Error| format!("deploying {what}: {error}")
-    };
     let chain_id = provider.get_chain_id().await.map_err(|e| format!("cannot reach {rpc_url}: {e}"))?;
     let deployer = key.address();
     let test_token = reuse.usdc.is_none();
     let usdc = match reuse.usdc {
         Some(usdc) => usdc,
-        None => *TestUSDC::deploy(&provider, deployer).await.map_err(fail("TestUSDC"))?.address(),
+        None => deployed("TestUSDC", TestUSDC::deploy_builder(&provider, deployer)).await?,
     };
     let (identity, start_block) = match reuse.identity {
         Some(reused) => reused,
         None => {
             let start_block = provider.get_block_number().await.map_err(|e| e.to_string())?;
-            let registry = IdentityRegistry::deploy(&provider).await.map_err(fail("IdentityRegistry"))?;
-            (*registry.address(), start_block)
+            (deployed("IdentityRegistry", IdentityRegistry::deploy_builder(&provider)).await?, start_block)
         }
     };
     let reputation = match reuse.reputation {
         Some(reputation) => reputation,
-        None => *ReputationRegistry::deploy(&provider, identity)
-            .await
-            .map_err(fail("ReputationRegistry"))?
-            .address(),
+        None => {
+            deployed("ReputationRegistry", ReputationRegistry::deploy_builder(&provider, identity)).await?
+        }
     };
     let operator = operator.unwrap_or(deployer);
-    let escrow = Agentripe::deploy(&provider, usdc, identity, operator, deployer, U256::from(timeout))
-        .await
-        .map_err(fail("Agentripe"))?;
+    let escrow =
+        Agentripe::deploy_builder(&provider, usdc, identity, operator, deployer, U256::from(timeout));
+    let escrow = deployed("Agentripe", escrow).await?;
     let deployment = Deployment {
         chain_id,
-        agentripe: *escrow.address(),
+        agentripe: escrow,
         usdc,
         usdc_is_test_token: test_token,
         identity_registry: identity,
@@ -85,13 +80,33 @@ pub async fn deploy(
     out.show(&deployment, || {
         format!(
             "deployed on chain {chain_id}\n  escrow              {}\n  USDC                {}{}\n  IdentityRegistry    {identity}\n  ReputationRegistry  {reputation}\n  operator            {operator}\nwritten to {}",
-            escrow.address(),
+            escrow,
             usdc,
             if test_token { " (TestUSDC: local chains only)" } else { "" },
             path.display()
         )
     });
     Ok(())
+}
+
+/// How long a deployment's receipt is waited for: one the network dropped is reported, not waited on
+/// forever.
+const DEPLOY_RECEIPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Sends the deployment `builder` builds and waits for its contract's address.
+async fn deployed<P: Provider>(what: &str, builder: RawCallBuilder<P>) -> Result<Address, String> {
+    let fail = |error: &dyn std::fmt::Display| format!("deploying {what}: {error}");
+    let pending = builder.send().await.map_err(|error| fail(&error))?;
+    let hash = *pending.tx_hash();
+    let receipt = pending
+        .with_timeout(Some(DEPLOY_RECEIPT_TIMEOUT))
+        .get_receipt()
+        .await
+        .map_err(|error| fail(&format!("{error} (transaction {hash}: it may still be mined)")))?;
+    match receipt.contract_address {
+        Some(address) if receipt.status() => Ok(address),
+        _ => Err(fail(&format!("transaction {hash} reverted"))),
+    }
 }
 
 /// Registers an agent through the server: this key signs, the server mints and hands the agent over.
