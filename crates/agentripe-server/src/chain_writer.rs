@@ -21,7 +21,7 @@ use alloy::{
 
 use crate::{
     pipeline::{RpcError, rpc},
-    util::{Recent, hex, now_ms, to_i64},
+    util::{READING_TTL, Recent, hex, now_ms, to_i64},
 };
 
 /// Why a chain write did not happen.
@@ -77,13 +77,10 @@ pub struct ChainWriter {
     chain_id: u64,
     confirmation: Confirmation,
     fees: FeePolicy,
-    /// The fee estimate, read at most once per [`FEE_ESTIMATE_TTL`]: under load, one read serves many
+    /// The fee estimate, read at most once per [`READING_TTL`]: under load, one read serves many
     /// transactions (a fee that rose meanwhile is what fee bumping is for).
     recent_fees: Arc<Recent<Eip1559Estimation>>,
 }
-
-/// How long a fee estimate is reused for new transactions: about a block on Base.
-const FEE_ESTIMATE_TTL: Duration = Duration::from_secs(1);
 
 impl ChainWriter {
     /// A writer for `signer`; syncs its nonce counter with the chain.
@@ -95,7 +92,7 @@ impl ChainWriter {
         confirmation: Confirmation,
         fees: FeePolicy,
     ) -> Result<Self, WriteError> {
-        let recent_fees = Arc::new(Recent::new(FEE_ESTIMATE_TTL));
+        let recent_fees = Arc::new(Recent::new(READING_TTL));
         let writer = Self { signer, provider, store, chain_id, confirmation, fees, recent_fees };
         writer.sync_nonce().await?;
         Ok(writer)

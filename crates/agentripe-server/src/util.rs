@@ -21,29 +21,36 @@ pub fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-/// A reading from the chain reused for `ttl` (about a block): under load one read serves every caller
-/// within it, where each would otherwise ask the node for the same answer.
+/// How long a chain reading that many callers share (the fee estimate, the head) is reused: half of Base's
+/// 2 s block.
+pub const READING_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A reading from the chain reused for `ttl`: under load one read serves every caller within it, where
+/// each would otherwise ask the node for the same answer. One caller reads at a time, so when the reading
+/// goes stale the callers behind the one refreshing it take its answer instead of asking too.
 #[derive(Debug)]
 pub struct Recent<T> {
     ttl: std::time::Duration,
-    last: std::sync::Mutex<Option<(std::time::Instant, T)>>,
+    last: tokio::sync::Mutex<Option<(std::time::Instant, T)>>,
 }
 
 impl<T: Clone> Recent<T> {
     pub fn new(ttl: std::time::Duration) -> Self {
-        Self { ttl, last: std::sync::Mutex::new(None) }
+        Self { ttl, last: tokio::sync::Mutex::new(None) }
     }
 
     /// The last reading if it is younger than the ttl, else a fresh one from `read`.
     pub async fn get<E, F: Future<Output = Result<T, E>>>(&self, read: impl FnOnce() -> F) -> Result<T, E> {
-        if let Some((read_at, value)) = &*self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        let mut last = self.last.lock().await;
+        if let Some((read_at, value)) = &*last
             && read_at.elapsed() < self.ttl
         {
             return Ok(value.clone());
         }
+        // Aged from when it was asked for, so it is never older than the ttl says.
+        let asked_at = std::time::Instant::now();
         let value = read().await?;
-        *self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-            Some((std::time::Instant::now(), value.clone()));
+        *last = Some((asked_at, value.clone()));
         Ok(value)
     }
 }
@@ -70,5 +77,18 @@ mod tests {
         assert_eq!(failing.get(|| async { Err("down") }).await, Err("down"));
         assert_eq!(failing.get(|| async { Ok::<_, &str>(7) }).await, Ok(7), "a failed read is not kept");
         assert_eq!(reads.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn callers_that_arrive_while_it_is_read_take_that_reading() {
+        let reads = AtomicU32::new(0);
+        let recent = Recent::new(Duration::from_secs(60));
+        let slow_read = || async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok::<_, ()>(reads.fetch_add(1, Ordering::SeqCst))
+        };
+        let answers = futures_util::future::join_all((0..10).map(|_| recent.get(slow_read))).await;
+        assert!(answers.iter().all(|answer| *answer == Ok(0)), "{answers:?}");
+        assert_eq!(reads.load(Ordering::SeqCst), 1, "one read for ten callers");
     }
 }

@@ -31,7 +31,7 @@ use crate::{
     batching::Batcher,
     chain_writer::{ChainWriter, Confirmation},
     pipeline::{PipelineError, rpc},
-    util::{Recent, hex, now_ms, now_secs, to_i64},
+    util::{READING_TTL, Recent, hex, now_ms, now_secs, to_i64},
 };
 pub use facilitator::Facilitator;
 
@@ -99,13 +99,10 @@ pub struct MoneyIn {
     search_horizon: Duration,
     /// How many blocks before a payment's arrival its settlement is searched from.
     lookback_blocks: u64,
-    /// The head, read at most once per [`HEAD_TTL`]: a search may start a block earlier than it must,
-    /// never later.
+    /// The head, read at most once per [`READING_TTL`]: a search may start a block earlier than it
+    /// must, never later.
     recent_head: Recent<u64>,
 }
-
-/// How long a head read is reused for arriving payments: about a block on Base.
-const HEAD_TTL: Duration = Duration::from_secs(1);
 
 impl MoneyIn {
     pub fn new(
@@ -127,7 +124,7 @@ impl MoneyIn {
             lease: config.payment_lease,
             search_horizon: config.settlement_search_horizon,
             lookback_blocks: config.settlement_lookback_blocks,
-            recent_head: Recent::new(HEAD_TTL),
+            recent_head: Recent::new(READING_TTL),
         }
     }
 

@@ -70,7 +70,7 @@ impl MoneyIn {
             if let Some(expires_at) = self.recorded_by(&receipt, &record) {
                 return Ok(expires_at);
             }
-            if let Some(expires_at) = self.recorded_on_chain(payment, deposit).await? {
+            if let Some(expires_at) = self.recorded_on_chain(payment, &record).await? {
                 return Ok(expires_at);
             }
         }
@@ -86,7 +86,7 @@ impl MoneyIn {
             }
             Err(error) => return Err(error.into()),
         }
-        self.recorded_on_chain(payment, deposit).await?.ok_or_else(|| {
+        self.recorded_on_chain(payment, &record).await?.ok_or_else(|| {
             RpcError { context: "recording the deposit", message: "not recorded yet".into() }.into()
         })
     }
@@ -112,20 +112,20 @@ impl MoneyIn {
             .map(|recorded_at| recorded_at.saturating_add(self.deployment.deposit_timeout_seconds))
     }
 
-    /// When the deposit expires, if it is on chain; errs if it is there with other terms than this
-    /// payment's.
+    /// When the deposit expires, if it is on chain; errs if it is there with other terms than `record`'s.
     async fn recorded_on_chain(
         &self,
         payment: &Payment,
-        deposit: B256,
+        record: &DepositRecord,
     ) -> Result<Option<u64>, PipelineError> {
+        let deposit = record.depositId;
         let escrow = Agentripe::new(self.deployment.agentripe, &self.provider);
         let on_chain = escrow.getDeposit(deposit).call().await.map_err(rpc("reading the deposit"))?;
         if DepositStatus::try_from(on_chain.status) == Ok(DepositStatus::None) {
             return Ok(None);
         }
-        let expected = (payment.new.agent_id.clone(), payment.new.payer.clone(), payment.new.amount.clone());
-        let actual = (on_chain.agentId.to_string(), hex(on_chain.buyer), on_chain.amount.to_string());
+        let expected = (record.agentId, record.buyer, record.amount);
+        let actual = (on_chain.agentId, on_chain.buyer, on_chain.amount);
         if actual != expected {
             return Err(PipelineError::Mismatch {
                 subject: format!("payment {}", payment.id),
@@ -135,6 +135,14 @@ impl MoneyIn {
         }
         let expires_at =
             escrow.depositExpiresAt(deposit).call().await.map_err(rpc("reading the deposit's expiry"))?;
+        // A node behind the one that answered getDeposit (a load-balanced provider) says 0: not yet.
+        if expires_at.is_zero() {
+            return Err(RpcError {
+                context: "reading the deposit's expiry",
+                message: "not visible yet".into(),
+            }
+            .into());
+        }
         Ok(Some(u64::try_from(expires_at).unwrap_or(u64::MAX)))
     }
 }
