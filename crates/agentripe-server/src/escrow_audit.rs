@@ -2,7 +2,8 @@
 //! from a settlement not recorded yet (in doubt, being recorded) or from a transfer nobody will ever
 //! record (a stray transfer, a settlement by someone who never told us). Every reconciler pass measures
 //! it and `/health` shows it; each transfer into the escrow that explains it (no deposit under its hash,
-//! no payment of ours settled by it) is logged once with its sender and amount; and the operator gives
+//! no payment of ours settled by it, none of its sender's still settling) is logged once with its sender
+//! and amount; and the operator gives
 //! such a transfer back with `agentripe refund-unrecorded`: recorded for its sender, then refunded.
 
 use std::{collections::HashSet, sync::Mutex};
@@ -75,7 +76,7 @@ impl EscrowAudit {
         if surplus.is_zero() {
             return Ok(surplus);
         }
-        for transfer in self.unrecorded().await? {
+        for transfer in self.strays().await? {
             if self.reported.lock().expect("audit lock").insert(transfer.transaction) {
                 tracing::warn!(
                     tx = %transfer.transaction, sender = %transfer.sender, amount = %transfer.amount,
@@ -92,8 +93,18 @@ impl EscrowAudit {
         *self.surplus.lock().expect("audit lock")
     }
 
+    /// The unrecorded transfers worth an operator's attention: those whose sender has no payment here
+    /// that is still settling. A settlement is mined before we learn its hash; until then it would look
+    /// like a stray, and under load some payment always is in that window.
+    pub async fn strays(&self) -> Result<Vec<Unrecorded>, PipelineError> {
+        let unrecorded = self.unrecorded().await?;
+        let senders: Vec<String> = unrecorded.iter().map(|transfer| hex(transfer.sender)).collect();
+        let settling = self.store.payers_settling_among(&senders).await?;
+        Ok(unrecorded.into_iter().filter(|transfer| !settling.contains(&hex(transfer.sender))).collect())
+    }
+
     /// Transfers into the escrow in the last `lookback_blocks` that no deposit under their hash and no
-    /// payment of ours accounts for.
+    /// settlement of ours accounts for.
     pub async fn unrecorded(&self) -> Result<Vec<Unrecorded>, PipelineError> {
         let head = self.provider.get_block_number().await.map_err(rpc("reading the head"))?;
         let filter = Filter::new()
@@ -103,22 +114,25 @@ impl EscrowAudit {
             .from_block(head.saturating_sub(self.lookback_blocks))
             .to_block(head);
         let logs = self.provider.get_logs(&filter).await.map_err(rpc("reading transfers into the escrow"))?;
+        let transfers: Vec<(B256, IERC3009::Transfer)> = logs
+            .iter()
+            .filter_map(|log| {
+                Some((log.transaction_hash?, log.log_decode::<IERC3009::Transfer>().ok()?.inner.data))
+            })
+            .collect();
+        // Under load nearly every transfer in the look-back is a settlement of ours: one query for all.
+        let hashes: Vec<String> = transfers.iter().map(|(transaction, _)| hex(transaction)).collect();
+        let ours = self.store.settlements_among(&hashes).await?;
         let escrow = Agentripe::new(self.escrow, &self.provider);
         let mut unrecorded = Vec::new();
-        for log in logs {
-            let (Some(transaction), Ok(transfer)) =
-                (log.transaction_hash, log.log_decode::<IERC3009::Transfer>())
-            else {
-                continue;
-            };
-            if self.store.payment_settled_by(&hex(transaction)).await? {
+        for (transaction, transfer) in transfers {
+            if ours.contains(&hex(transaction)) {
                 continue;
             }
             let deposit = escrow.getDeposit(transaction).call().await.map_err(rpc("reading a deposit"))?;
             if DepositStatus::try_from(deposit.status) != Ok(DepositStatus::None) {
                 continue;
             }
-            let transfer = transfer.inner.data;
             unrecorded.push(Unrecorded { transaction, sender: transfer.from, amount: transfer.value });
         }
         Ok(unrecorded)
@@ -174,7 +188,7 @@ impl EscrowAudit {
     async fn ensure_no_payment_claims(&self, transfer: &Unrecorded) -> Result<(), RefundError> {
         let hash = hex(transfer.transaction);
         let store = |error: agentripe_store::StoreError| RefundError::from(PipelineError::from(error));
-        if self.store.payment_settled_by(&hash).await.map_err(store)?
+        if self.store.settlements_among(std::slice::from_ref(&hash)).await.map_err(store)?.contains(&hash)
             || self.store.task(&hash).await.map_err(store)?.is_some()
         {
             return Err(RefundError::ClaimedByPurchase(transfer.transaction));

@@ -352,3 +352,39 @@ on_both_engines!(a_balance_pays_once_however_many_authorizations_are_in_flight, 
     assert_eq!(follow(&server, &second).await.0, 404, "nothing stored for it");
     in_flight.abort();
 });
+
+on_both_engines!(a_settlement_mined_before_its_answer_is_no_stray, |market| async move {
+    use agentripe_server::escrow_audit::EscrowAudit;
+
+    // The facilitator has settled on chain but not answered yet: the tokens are in the escrow and we do
+    // not know the settlement's hash. To the audit it is a transfer without a deposit; it is not one to
+    // give back, and the operator is not told to.
+    let server = std::sync::Arc::new(server_with(&market, Script::Hangs).await);
+    let buyer = market.buyer(PRICE).await;
+    let header = market.pay_v2(&buyer);
+    let in_flight = tokio::spawn({
+        let (server, agent, header) = (server.clone(), market.agent_id, header.clone());
+        async move { server.buy(agent, ("PAYMENT-SIGNATURE", &header), "").await.status() }
+    });
+    let mut settling = false;
+    for _ in 0..100 {
+        let (status, payment) = follow(&server, &header).await;
+        if status == 200 && payment["status"] == "settling" {
+            settling = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(settling, "the payment is in flight");
+    let payment: v2::PaymentPayload = agentripe_x402::decode_header(&header).expect("a v2 payment");
+    let settlement = market.submit_payment(4, &payment.payload).await.transaction_hash;
+
+    let store = agentripe_store::Store::connect(&market.database_url).await.expect("store");
+    let audit = EscrowAudit::new(store, market.provider.clone(), &market.deployment, 1_000);
+    let unrecorded: Vec<_> = audit.unrecorded().await.expect("audit").iter().map(|t| t.transaction).collect();
+    assert_eq!(unrecorded, vec![settlement], "no deposit and no known settlement account for it yet");
+    assert_eq!(audit.strays().await.expect("audit"), vec![], "its payer's payment is settling: not a stray");
+    let refused = agentripe_server::escrow_audit::refund_unrecorded(&market.config(), settlement, None).await;
+    assert!(refused.as_ref().is_err_and(|error| error.contains("payment still in flight")), "{refused:?}");
+    in_flight.abort();
+});

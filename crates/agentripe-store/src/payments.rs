@@ -1,5 +1,7 @@
 //! Payments in: the exactly-once claim on a buyer's authorization, and its way to a recorded deposit.
 
+use std::collections::HashSet;
+
 use crate::{Context, Store, StoreError, tasks::NewTask};
 
 /// Where a payment is on its way into the escrow.
@@ -354,15 +356,47 @@ impl Store {
         .context("reading a payer's amounts in flight")
     }
 
-    /// Whether transaction `tx_hash` settled one of our payments.
-    pub async fn payment_settled_by(&self, tx_hash: &str) -> Result<bool, StoreError> {
-        let found: Option<i64> =
-            sqlx::query_scalar("SELECT id FROM payments WHERE settlement_tx = $1 LIMIT 1")
-                .bind(tx_hash)
-                .fetch_optional(self.pool())
-                .await
-                .context("looking for a payment by its settlement")?;
-        Ok(found.is_some())
+    /// Which of `tx_hashes` settled a payment of ours: the escrow audit asks of every transfer into the
+    /// escrow in its look-back at once.
+    pub async fn settlements_among(&self, tx_hashes: &[String]) -> Result<HashSet<String>, StoreError> {
+        self.among(
+            "SELECT settlement_tx FROM payments WHERE settlement_tx IN",
+            tx_hashes,
+            "looking for settlements",
+        )
+        .await
+    }
+
+    /// Which of `payers` have a payment verified and not yet known to be settled: a transfer of theirs
+    /// into the escrow may be its settlement, whose hash we learn once it is confirmed.
+    pub async fn payers_settling_among(&self, payers: &[String]) -> Result<HashSet<String>, StoreError> {
+        self.among(
+            "SELECT payer FROM payments WHERE status = 'verified' AND payer IN",
+            payers,
+            "looking for payers settling",
+        )
+        .await
+    }
+
+    /// The rows `select` (a query ending in `column IN`) finds among `values`, asked in chunks that stay
+    /// within every engine's limit on parameters.
+    async fn among(
+        &self,
+        select: &str,
+        values: &[String],
+        context: &'static str,
+    ) -> Result<HashSet<String>, StoreError> {
+        let mut found = HashSet::new();
+        for chunk in values.chunks(500) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
+            let sql = format!("{select} ({})", placeholders.join(", "));
+            let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+            for value in chunk {
+                query = query.bind(value);
+            }
+            found.extend(query.fetch_all(self.pool()).await.context(context)?);
+        }
+        Ok(found)
     }
 
     /// Forgets refused payments whose authorization expired before `valid_before` (UNIX seconds): nothing
