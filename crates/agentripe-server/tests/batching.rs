@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use agentripe_chain::bindings::Agentripe::DepositRecord;
 use agentripe_server::{
     batching::{BatchPolicy, Batcher},
-    chain_writer::{ChainWriter, WriteError},
+    chain_writer::WriteError,
     money_in::Record,
     on_both_engines,
     testing::{InBlock, Market, PRICE, Server, key, now, vendor_headers},
@@ -343,18 +343,8 @@ on_both_engines!(a_batch_stored_but_never_broadcast_is_sent_after_a_restart, |ma
 });
 
 on_both_engines!(an_entry_that_spoils_its_batch_is_written_alone, |market| async move {
-    let config = market.config();
     let store = Store::connect(&market.database_url).await.expect("store");
-    let writer = ChainWriter::new(
-        market.operator.clone(),
-        market.provider.clone(),
-        store.clone(),
-        market.deployment.chain_id,
-        config.confirmation(),
-        config.fees,
-    )
-    .await
-    .expect("writer");
+    let writer = market.operator_writer(&store).await;
     let records = Arc::new(Batcher::<Record>::start(writer, market.deployment.agentripe, batching(10, 300)));
     let write = |subject: &str, entry: &DepositRecord| {
         let (records, subject, entry) = (records.clone(), subject.to_owned(), entry.clone());

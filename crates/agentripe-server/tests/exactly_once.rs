@@ -8,7 +8,7 @@ use agentripe_server::{
     on_both_engines,
     testing::{PRICE, key},
 };
-use agentripe_x402::{PaymentPayload, decode_header};
+use agentripe_x402::decode_header;
 use alloy::primitives::{B256, U256};
 use serde_json::Value;
 
@@ -50,13 +50,8 @@ on_both_engines!(a_front_run_payment_is_recorded_under_the_front_runners_transac
     let server = market.start().await;
     let buyer = market.buyer(PRICE).await;
     let header = market.pay_v2(&buyer);
-    let PaymentPayload::V2(payment) =
-        PaymentPayload::decode(agentripe_x402::Version::V2, &header).expect("decodes")
-    else {
-        panic!()
-    };
     // Someone who saw the authorization submits it first, from their own account.
-    let receipt = market.submit_payment(3, &payment.payload).await;
+    let receipt = market.submit_header(3, &header).await;
     assert!(receipt.status());
 
     let task_id = task_id_of(server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &header), "").await).await;
@@ -74,13 +69,8 @@ on_both_engines!(a_payment_settled_blocks_before_it_arrives_is_found, |market| a
     let server = market.start().await;
     let buyer = market.buyer(PRICE).await;
     let header = market.pay_v2(&buyer);
-    let PaymentPayload::V2(payment) =
-        PaymentPayload::decode(agentripe_x402::Version::V2, &header).expect("decodes")
-    else {
-        panic!()
-    };
     // Settled by someone else, then twenty blocks pass before the buyer's request reaches us.
-    let receipt = market.submit_payment(3, &payment.payload).await;
+    let receipt = market.submit_header(3, &header).await;
     for _ in 0..20 {
         let _: serde_json::Value = market.provider.raw_request("evm_mine".into(), ()).await.expect("mine");
     }

@@ -8,7 +8,6 @@ use agentripe_server::{
     on_both_engines,
     testing::{LaggingRpc, Market, PRICE, Server},
 };
-use agentripe_x402::{PaymentPayload, Version};
 use alloy::primitives::{B256, U256};
 use serde_json::Value;
 
@@ -80,11 +79,7 @@ on_both_engines!(
         let header = market.pay_v2(&buyer);
         // Someone settles the authorization just before the request: the lagging RPC shows its nonce used
         // at once, and its AuthorizationUsed log only half a second later.
-        let PaymentPayload::V2(payment) = PaymentPayload::decode(Version::V2, &header).expect("decodes")
-        else {
-            panic!("a v2 payment")
-        };
-        let receipt = market.submit_payment(3, &payment.payload).await;
+        let receipt = market.submit_header(3, &header).await;
         let (task, in_doubt) = buy_until_recorded(&server, &market, &header).await;
         assert!(in_doubt > 0, "the first answer was in doubt, not a refusal");
         assert_eq!(task, receipt.transaction_hash, "recorded under the settlement that moved the money");

@@ -175,20 +175,10 @@ async fn record_for_give_back(
     transfer: B256,
     sender: alloy::primitives::Address,
 ) {
-    use agentripe_server::{chain_writer::ChainWriter, escrow_audit::RECORD_UNRECORDED, util::hex};
+    use agentripe_server::{escrow_audit::RECORD_UNRECORDED, util::hex};
     use alloy::sol_types::SolCall;
 
-    let config = market.config();
-    let operator = ChainWriter::new(
-        market.operator.clone(),
-        market.provider.clone(),
-        store.clone(),
-        market.deployment.chain_id,
-        config.confirmation(),
-        config.fees,
-    )
-    .await
-    .expect("writer");
+    let operator = market.operator_writer(store).await;
     let record = Agentripe::recordDepositCall {
         depositId: transfer,
         agentId: market.agent_id,
@@ -238,18 +228,12 @@ on_both_engines!(a_give_back_cut_off_after_its_record_is_finished_by_the_next_ru
 
 on_both_engines!(a_give_back_never_refunds_a_deposit_a_purchase_has_claimed, |market| async move {
     use agentripe_server::escrow_audit::refund_unrecorded;
-    use agentripe_x402::PaymentPayload;
 
     // A buyer settles its own authorization straight into the escrow: to the audit, a stray transfer.
     let server = market.start().await;
     let buyer = market.buyer(PRICE).await;
     let header = market.pay_v2(&buyer);
-    let PaymentPayload::V2(payment) =
-        PaymentPayload::decode(agentripe_x402::Version::V2, &header).expect("decodes")
-    else {
-        panic!("a v2 payment")
-    };
-    let settlement = market.submit_payment(3, &payment.payload).await.transaction_hash;
+    let settlement = market.submit_header(3, &header).await.transaction_hash;
     // A give-back records it and dies before its refund; then the buyer presents that authorization
     // as a purchase, which takes the deposit (its terms are the purchase's) and becomes a task.
     let store = Store::connect(&market.database_url).await.expect("store");

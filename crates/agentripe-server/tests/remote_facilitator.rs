@@ -250,6 +250,18 @@ async fn follow(server: &agentripe_server::testing::Server, header: &str) -> (u1
     (response.status().as_u16(), response.json().await.expect("json"))
 }
 
+/// Waits until the payment in `header` is in flight: claimed, its settlement not yet known.
+async fn until_settling(server: &agentripe_server::testing::Server, header: &str) {
+    for _ in 0..100 {
+        let (status, payment) = follow(server, header).await;
+        if status == 200 && payment["status"] == "settling" {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the payment never was in flight");
+}
+
 on_both_engines!(a_buyer_follows_an_in_doubt_payment_instead_of_paying_again, |market| async move {
     // Official x402 clients sign anew on every call: after a 503 the buyer follows the payment it made.
     let server = server_with(&market, Script::SettlesThenFails).await;
@@ -333,16 +345,7 @@ on_both_engines!(a_balance_pays_once_however_many_authorizations_are_in_flight, 
         let (server, agent, first) = (server.clone(), market.agent_id, first.clone());
         async move { server.buy(agent, ("PAYMENT-SIGNATURE", &first), "").await.status() }
     });
-    let mut settling = false;
-    for _ in 0..100 {
-        let (status, payment) = follow(&server, &first).await;
-        if status == 200 && payment["status"] == "settling" {
-            settling = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(settling, "the first payment is in flight");
+    until_settling(&server, &first).await;
 
     // A second authorization against the same balance is refused at once, and takes no row.
     let second = market.pay_v2(&buyer);
@@ -366,18 +369,8 @@ on_both_engines!(a_settlement_mined_before_its_answer_is_no_stray, |market| asyn
         let (server, agent, header) = (server.clone(), market.agent_id, header.clone());
         async move { server.buy(agent, ("PAYMENT-SIGNATURE", &header), "").await.status() }
     });
-    let mut settling = false;
-    for _ in 0..100 {
-        let (status, payment) = follow(&server, &header).await;
-        if status == 200 && payment["status"] == "settling" {
-            settling = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(settling, "the payment is in flight");
-    let payment: v2::PaymentPayload = agentripe_x402::decode_header(&header).expect("a v2 payment");
-    let settlement = market.submit_payment(4, &payment.payload).await.transaction_hash;
+    until_settling(&server, &header).await;
+    let settlement = market.submit_header(4, &header).await.transaction_hash;
 
     let store = agentripe_store::Store::connect(&market.database_url).await.expect("store");
     let audit = EscrowAudit::new(store, market.provider.clone(), &market.deployment, 1_000);

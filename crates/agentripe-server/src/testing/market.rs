@@ -304,6 +304,27 @@ impl Market {
             .expect("mined")
     }
 
+    /// Submits the x402 v2 payment in `header` on chain from anvil account `index`.
+    pub async fn submit_header(&self, index: usize, header: &str) -> TransactionReceipt {
+        let payment: v2::PaymentPayload = agentripe_x402::decode_header(header).expect("a v2 payment");
+        self.submit_payment(index, &payment.payload).await
+    }
+
+    /// A chain writer for the operator's key on `store`, configured as the server's.
+    pub async fn operator_writer(&self, store: &Store) -> crate::chain_writer::ChainWriter {
+        let config = self.config();
+        crate::chain_writer::ChainWriter::new(
+            self.operator.clone(),
+            self.provider.clone(),
+            store.clone(),
+            self.deployment.chain_id,
+            config.confirmation(),
+            config.fees,
+        )
+        .await
+        .expect("an operator writer")
+    }
+
     pub fn offer(&self) -> Offer {
         Offer {
             network: Network::new(self.deployment.chain_id),
