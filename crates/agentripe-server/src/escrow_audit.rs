@@ -184,7 +184,7 @@ impl EscrowAudit {
     }
 
     /// Errs if a payment of ours accounts for `transfer` (it settled one, or a task has its hash) or may
-    /// (its sender has a payment in flight).
+    /// (its sender has a payment settling, whose settlement we do not know yet).
     async fn ensure_no_payment_claims(&self, transfer: &Unrecorded) -> Result<(), RefundError> {
         let hash = hex(transfer.transaction);
         let store = |error: agentripe_store::StoreError| RefundError::from(PipelineError::from(error));
@@ -193,7 +193,14 @@ impl EscrowAudit {
         {
             return Err(RefundError::ClaimedByPurchase(transfer.transaction));
         }
-        if !self.store.payments_in_flight(&hex(transfer.sender), 1).await.map_err(store)?.is_empty() {
+        let sender = hex(transfer.sender);
+        if self
+            .store
+            .payers_settling_among(std::slice::from_ref(&sender))
+            .await
+            .map_err(store)?
+            .contains(&sender)
+        {
             return Err(RefundError::PaymentInFlight(transfer.sender));
         }
         Ok(())

@@ -226,30 +226,42 @@ on_both_engines!(a_give_back_cut_off_after_its_record_is_finished_by_the_next_ru
     server.running.abort();
 });
 
-on_both_engines!(a_give_back_never_refunds_a_deposit_a_purchase_has_claimed, |market| async move {
-    use agentripe_server::escrow_audit::refund_unrecorded;
+on_both_engines!(a_deposit_being_given_back_pays_for_no_purchase, |market| async move {
+    use agentripe_server::{escrow_audit::refund_unrecorded, util::hex};
 
     // A buyer settles its own authorization straight into the escrow: to the audit, a stray transfer.
     let server = market.start().await;
     let buyer = market.buyer(PRICE).await;
     let header = market.pay_v2(&buyer);
     let settlement = market.submit_header(3, &header).await.transaction_hash;
-    // A give-back records it and dies before its refund; then the buyer presents that authorization
-    // as a purchase, which takes the deposit (its terms are the purchase's) and becomes a task.
     let store = Store::connect(&market.database_url).await.expect("store");
-    record_for_give_back(&market, &store, settlement, buyer.address()).await;
-    let response = server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &header), "").await;
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.expect("json");
-    assert_eq!(body["taskId"].as_str().and_then(|id| id.parse::<B256>().ok()), Some(settlement), "{body}");
+    let purchase = async || {
+        let response = server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &header), "").await;
+        (response.status().as_u16(), response.json::<Value>().await.expect("json"))
+    };
 
-    // The operator's next run must not refund it from under the vendor.
-    let refused = refund_unrecorded(&market.config(), settlement, None).await;
-    assert!(
-        refused.as_ref().is_err_and(|error| error.contains("a purchase here now accounts for")),
-        "{refused:?}"
+    // A give-back records it and dies before its refund. The buyer then presents that authorization as
+    // a purchase: the deposit is being returned to it, so it buys nothing (had it been taken, the next
+    // run would refund it from under the vendor's task).
+    record_for_give_back(&market, &store, settlement, buyer.address()).await;
+    let (status, body) = purchase().await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (402, Some("invalid_exact_evm_payload_authorization_nonce_used")),
+        "{body}"
     );
-    assert_eq!(market.deposit(settlement).await.status, 1, "still the vendor's to earn");
-    assert_eq!(market.usdc_balance(market.deployment.agentripe).await, U256::from(PRICE));
+    assert!(
+        store.task(&hex(settlement)).await.expect("task").is_none(),
+        "no task on a deposit being given back"
+    );
+
+    // The operator's next run finishes the give-back; presenting the authorization again after it buys
+    // nothing either (a task on a refunded deposit would be work that can never be paid).
+    refund_unrecorded(&market.config(), settlement, None).await.expect("given back");
+    assert_eq!(market.usdc_balance(buyer.address()).await, U256::from(PRICE), "the buyer has it back");
+    let (status, body) = purchase().await;
+    assert_eq!(status, 402, "{body}");
+    assert!(store.task(&hex(settlement)).await.expect("task").is_none());
+    assert_eq!(market.usdc_balance(market.deployment.agentripe).await, U256::ZERO);
     server.running.abort();
 });

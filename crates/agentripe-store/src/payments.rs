@@ -298,6 +298,27 @@ impl Store {
         Ok(result.rows_affected() == 1)
     }
 
+    /// Fails a settled payment whose settlement a give-back (`agentripe refund-unrecorded`) took before the
+    /// payment reached us: the give-back returns its money to its payer, so it pays for nothing here.
+    pub async fn fail_given_back_payment(
+        &self,
+        id: i64,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE payments SET status = 'failed', failure = $1, lease_until = NULL, updated_at = $2 \
+             WHERE id = $3 AND status = 'settled'",
+        )
+        .bind(reason)
+        .bind(now_ms)
+        .bind(id)
+        .execute(self.pool())
+        .await
+        .context("failing a given-back payment")?;
+        Ok(result.rows_affected() == 1)
+    }
+
     /// Reopens a failed payment whose authorization is presented again (the buyer may have topped up).
     pub async fn reopen_payment(&self, id: i64, now_ms: i64) -> Result<bool, StoreError> {
         let result = sqlx::query(
@@ -356,15 +377,11 @@ impl Store {
         .context("reading a payer's amounts in flight")
     }
 
-    /// Which of `tx_hashes` settled a payment of ours: the escrow audit asks of every transfer into the
-    /// escrow in its look-back at once.
+    /// Which of `tx_hashes` settled a payment of ours that has not failed (one whose settlement was
+    /// given back did): the escrow audit asks of every transfer into the escrow in its look-back at once.
     pub async fn settlements_among(&self, tx_hashes: &[String]) -> Result<HashSet<String>, StoreError> {
-        self.among(
-            "SELECT settlement_tx FROM payments WHERE settlement_tx IN",
-            tx_hashes,
-            "looking for settlements",
-        )
-        .await
+        let select = "SELECT settlement_tx FROM payments WHERE status <> 'failed' AND settlement_tx IN";
+        self.among(select, tx_hashes, "looking for settlements").await
     }
 
     /// Which of `payers` have a payment verified and not yet known to be settled: a transfer of theirs

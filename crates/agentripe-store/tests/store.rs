@@ -436,8 +436,21 @@ on_both_engines!(the_audits_lookups_find_settlements_and_settling_payers_among_m
     // More values than one statement takes at a time (500), with the known ones past the first chunk.
     let mut hashes: Vec<String> = (0..1_200).map(|n| format!("0x{n:064x}")).collect();
     hashes.insert(700, "0xsettled".into());
+    // A third payment's settlement was given back: it failed, and its settlement is none of ours.
+    let mut given_back = payment("0x03");
+    given_back.payer = "0xdddd".into();
+    let Claim::New(given_back) = store.claim_payment(&given_back, NOW).await.expect("claim") else {
+        panic!()
+    };
+    assert!(
+        !store.fail_given_back_payment(given_back.id, "nonce_used", NOW).await.expect("fail"),
+        "not settled yet"
+    );
+    store.mark_payment_settled(given_back.id, "0xgiven", "0xgiven", NOW).await.expect("settle");
+    assert!(store.fail_given_back_payment(given_back.id, "nonce_used", NOW).await.expect("fail"));
+    hashes.insert(900, "0xgiven".into());
     let found = store.settlements_among(&hashes).await.expect("settlements");
-    assert_eq!(found, ["0xsettled".to_owned()].into(), "only the settlement of ours");
+    assert_eq!(found, ["0xsettled".to_owned()].into(), "only the settlement of ours that stands");
     assert!(store.settlements_among(&[]).await.expect("none").is_empty());
 
     let mut payers: Vec<String> = (0..1_200).map(|n| format!("0x{n:040x}")).collect();

@@ -324,10 +324,24 @@ impl MoneyIn {
         }
         if payment.status == PaymentStatus::Settled {
             let deposit = deposit_id(&payment)?;
+            if self.being_given_back(deposit).await? {
+                let reason = ErrorReason::InvalidExactEvmPayloadAuthorizationNonceUsed;
+                self.store.fail_given_back_payment(id, &reason.to_string(), now_ms()).await?;
+                tracing::warn!(payment = id, %deposit, "payment refused: the operator is giving its settlement back to its payer");
+                return Ok(Outcome::Failed(reason));
+            }
             self.record(&payment, deposit).await?;
             payment.status = PaymentStatus::Recorded;
         }
         outcome(&payment)
+    }
+
+    /// Whether a give-back (`agentripe refund-unrecorded`) has taken the transfer that settled a payment:
+    /// its payer settled the authorization into the escrow without us and the operator is returning the
+    /// money, so the deposit is not the payment's to take. Asked before recording, which closes the race
+    /// with the give-back: that refuses a transfer a payment of ours has claimed.
+    async fn being_given_back(&self, deposit: B256) -> Result<bool, PipelineError> {
+        Ok(!self.store.txs_for(crate::escrow_audit::RECORD_UNRECORDED, &hex(deposit)).await?.is_empty())
     }
 
     /// Advances every payment whose lease has run out (a crash, a timeout): at start-up and on a timer.
