@@ -2,8 +2,7 @@
 //! from a settlement not recorded yet (in doubt, being recorded) or from a transfer nobody will ever
 //! record (a stray transfer, a settlement by someone who never told us). Every reconciler pass measures
 //! it and `/health` shows it; each transfer into the escrow that explains it (no deposit under its hash,
-//! no payment of ours settled by it, none of its sender's still settling) is logged once with its sender
-//! and amount; and the operator gives
+//! no payment of ours settled by it, nor settling by it) is logged once with its sender and amount; and the operator gives
 //! such a transfer back with `agentripe refund-unrecorded`: recorded for its sender, then refunded.
 
 use std::{collections::HashSet, sync::Mutex};
@@ -12,7 +11,7 @@ use agentripe_chain::{
     Deployment,
     bindings::{Agentripe, DepositStatus, IERC3009},
 };
-use agentripe_store::Store;
+use agentripe_store::{PaymentStatus, Store};
 use alloy::{
     primitives::{Address, B256, Bytes, U256},
     providers::{DynProvider, Provider},
@@ -23,7 +22,7 @@ use alloy::{
 use crate::{
     chain_writer::ChainWriter,
     pipeline::{PipelineError, RpcError, rpc},
-    util::hex,
+    util::{hex, to_i64},
 };
 
 /// A transfer into the escrow that no deposit and no payment of ours accounts for.
@@ -40,6 +39,7 @@ pub struct EscrowAudit {
     provider: DynProvider,
     escrow: Address,
     token: Address,
+    chain_id: u64,
     /// How far back transfers are looked for.
     lookback_blocks: u64,
     surplus: Mutex<Option<U256>>,
@@ -53,6 +53,7 @@ impl EscrowAudit {
             provider,
             escrow: deployment.agentripe,
             token: deployment.usdc,
+            chain_id: deployment.chain_id,
             lookback_blocks,
             surplus: Mutex::new(None),
             reported: Mutex::new(HashSet::new()),
@@ -93,14 +94,48 @@ impl EscrowAudit {
         *self.surplus.lock().expect("audit lock")
     }
 
-    /// The unrecorded transfers worth an operator's attention: those whose sender has no payment here
-    /// that is still settling. A settlement is mined before we learn its hash; until then it would look
-    /// like a stray, and under load some payment always is in that window.
+    /// The unrecorded transfers worth an operator's attention: those that are not the settlement of a
+    /// payment here still settling. A settlement is mined before we learn its hash; until then it would
+    /// look like a stray, and under load some payment always is in that window.
     pub async fn strays(&self) -> Result<Vec<Unrecorded>, PipelineError> {
-        let unrecorded = self.unrecorded().await?;
-        let senders: Vec<String> = unrecorded.iter().map(|transfer| hex(transfer.sender)).collect();
-        let settling = self.store.payers_settling_among(&senders).await?;
-        Ok(unrecorded.into_iter().filter(|transfer| !settling.contains(&hex(transfer.sender))).collect())
+        let mut strays = Vec::new();
+        for transfer in self.unrecorded().await? {
+            if self.settling_payment_of(&transfer).await? == Some(false) {
+                strays.push(transfer);
+            }
+        }
+        Ok(strays)
+    }
+
+    /// Whether `transfer` settles a payment of ours still settling: its transaction spent
+    /// (`AuthorizationUsed`) an authorization of its sender's that a payment here claims and has not yet
+    /// seen settle. A plain transfer, or the settlement of an authorization never presented here, does
+    /// not. None while its receipt is not visible (a node behind the one that gave its log).
+    async fn settling_payment_of(&self, transfer: &Unrecorded) -> Result<Option<bool>, PipelineError> {
+        let receipt = self
+            .provider
+            .get_transaction_receipt(transfer.transaction)
+            .await
+            .map_err(rpc("reading a transfer's receipt"))?;
+        let Some(receipt) = receipt else { return Ok(None) };
+        let spent = receipt
+            .logs()
+            .iter()
+            .filter(|log| log.address() == self.token)
+            .filter_map(|log| log.log_decode::<IERC3009::AuthorizationUsed>().ok())
+            .map(|used| used.inner.data)
+            .filter(|used| used.authorizer == transfer.sender);
+        for used in spent {
+            let (chain_id, asset) = (to_i64(self.chain_id), hex(self.token));
+            let payment = self
+                .store
+                .payment_by_authorization(chain_id, &asset, &hex(used.authorizer), &hex(used.nonce))
+                .await?;
+            if payment.is_some_and(|payment| payment.status == PaymentStatus::Verified) {
+                return Ok(Some(true));
+            }
+        }
+        Ok(Some(false))
     }
 
     /// Transfers into the escrow in the last `lookback_blocks` that no deposit under their hash and no
@@ -184,7 +219,7 @@ impl EscrowAudit {
     }
 
     /// Errs if a payment of ours accounts for `transfer` (it settled one, or a task has its hash) or may
-    /// (its sender has a payment settling, whose settlement we do not know yet).
+    /// (it settles a payment still settling, whose settlement we do not know yet).
     async fn ensure_no_payment_claims(&self, transfer: &Unrecorded) -> Result<(), RefundError> {
         let hash = hex(transfer.transaction);
         let store = |error: agentripe_store::StoreError| RefundError::from(PipelineError::from(error));
@@ -193,15 +228,13 @@ impl EscrowAudit {
         {
             return Err(RefundError::ClaimedByPurchase(transfer.transaction));
         }
-        let sender = hex(transfer.sender);
-        if self
-            .store
-            .payers_settling_among(std::slice::from_ref(&sender))
-            .await
-            .map_err(store)?
-            .contains(&sender)
-        {
-            return Err(RefundError::PaymentInFlight(transfer.sender));
+        match self.settling_payment_of(transfer).await? {
+            Some(false) => {}
+            Some(true) => return Err(RefundError::PaymentInFlight(transfer.sender)),
+            None => {
+                let message = format!("the receipt of {} is not visible yet", transfer.transaction);
+                return Err(RpcError { context: "reading a transfer's receipt", message }.into());
+            }
         }
         Ok(())
     }
@@ -272,9 +305,7 @@ pub enum RefundError {
         "{0} is not an unrecorded transfer into the escrow within the look-back (SETTLEMENT_LOOKBACK_BLOCKS)"
     )]
     NotUnrecorded(B256),
-    #[error(
-        "{0} has a payment still in flight here: this transfer may be its settlement; let the reconciler finish it"
-    )]
+    #[error("this transfer settles a payment of {0}'s still settling here: let the reconciler finish it")]
     PaymentInFlight(Address),
     #[error("{0} was already given back to its sender")]
     AlreadyGivenBack(B256),

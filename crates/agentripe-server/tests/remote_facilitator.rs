@@ -361,9 +361,10 @@ on_both_engines!(a_settlement_mined_before_its_answer_is_no_stray, |market| asyn
 
     // The facilitator has settled on chain but not answered yet: the tokens are in the escrow and we do
     // not know the settlement's hash. To the audit it is a transfer without a deposit; it is not one to
-    // give back, and the operator is not told to.
+    // give back, and the operator is not told to. The same buyer's plain transfer meanwhile is a stray:
+    // a payment settling hides its own settlement, nothing else of its payer's.
     let server = std::sync::Arc::new(server_with(&market, Script::Hangs).await);
-    let buyer = market.buyer(PRICE).await;
+    let buyer = market.buyer(2 * PRICE).await;
     let header = market.pay_v2(&buyer);
     let in_flight = tokio::spawn({
         let (server, agent, header) = (server.clone(), market.agent_id, header.clone());
@@ -371,13 +372,19 @@ on_both_engines!(a_settlement_mined_before_its_answer_is_no_stray, |market| asyn
     });
     until_settling(&server, &header).await;
     let settlement = market.submit_header(4, &header).await.transaction_hash;
+    let plain = market.transfer_to_escrow(&buyer, PRICE).await.transaction_hash;
 
     let store = agentripe_store::Store::connect(&market.database_url).await.expect("store");
     let audit = EscrowAudit::new(store, market.provider.clone(), &market.deployment, 1_000);
     let unrecorded: Vec<_> = audit.unrecorded().await.expect("audit").iter().map(|t| t.transaction).collect();
-    assert_eq!(unrecorded, vec![settlement], "no deposit and no known settlement account for it yet");
-    assert_eq!(audit.strays().await.expect("audit"), vec![], "its payer's payment is settling: not a stray");
+    assert_eq!(
+        unrecorded,
+        vec![settlement, plain],
+        "no deposit and no known settlement account for them yet"
+    );
+    let strays: Vec<_> = audit.strays().await.expect("audit").iter().map(|t| t.transaction).collect();
+    assert_eq!(strays, vec![plain], "the settling payment's own settlement is no stray");
     let refused = agentripe_server::escrow_audit::refund_unrecorded(&market.config(), settlement, None).await;
-    assert!(refused.as_ref().is_err_and(|error| error.contains("payment still in flight")), "{refused:?}");
+    assert!(refused.as_ref().is_err_and(|error| error.contains("still settling here")), "{refused:?}");
     in_flight.abort();
 });

@@ -384,17 +384,6 @@ impl Store {
         self.among(select, tx_hashes, "looking for settlements").await
     }
 
-    /// Which of `payers` have a payment verified and not yet known to be settled: a transfer of theirs
-    /// into the escrow may be its settlement, whose hash we learn once it is confirmed.
-    pub async fn payers_settling_among(&self, payers: &[String]) -> Result<HashSet<String>, StoreError> {
-        self.among(
-            "SELECT payer FROM payments WHERE status = 'verified' AND payer IN",
-            payers,
-            "looking for payers settling",
-        )
-        .await
-    }
-
     /// The rows `select` (a query ending in `column IN`) finds among `values`, asked in chunks that stay
     /// within every engine's limit on parameters.
     async fn among(
