@@ -2,8 +2,9 @@
 //! from a settlement not recorded yet (in doubt, being recorded) or from a transfer nobody will ever
 //! record (a stray transfer, a settlement by someone who never told us). Every reconciler pass measures
 //! it and `/health` shows it; each transfer into the escrow that explains it (no deposit under its hash,
-//! no payment of ours settled by it, nor settling by it) is logged once with its sender and amount; and the operator gives
-//! such a transfer back with `agentripe refund-unrecorded`: recorded for its sender, then refunded.
+//! no payment of ours settled or settling by it) is logged once with its sender and amount; and the
+//! operator gives such a transfer back with `agentripe refund-unrecorded`: recorded for its sender, then
+//! refunded.
 
 use std::{collections::HashSet, sync::Mutex};
 
@@ -179,9 +180,10 @@ impl EscrowAudit {
     /// (sent back to its sender). A give-back cut off between its record and its refund (a crash, a refund
     /// that reverted) is finished by the next call.
     ///
-    /// Refused while a payment of ours accounts for the transfer, or may: the transfer may be its sender's
-    /// settlement, about to be recorded, and a purchase that presents the authorization it settled takes
-    /// the deposit as its own (and the vendor's to earn). That is checked again just before the refund.
+    /// Refused while a payment of ours accounts for the transfer: one it settled, one it is settling (about
+    /// to be recorded), a task under its hash. Checked again just before the refund, since its sender may
+    /// present the authorization it settled as a purchase meanwhile; once the record is stored, such a
+    /// purchase is refused instead (`MoneyIn`'s `being_given_back`): first come, first served.
     pub async fn refund(
         &self,
         operator: &ChainWriter,
