@@ -103,8 +103,12 @@ on_both_engines!(a_deposits_expiry_comes_from_its_record_or_from_the_escrow, |ma
         let mut config = market.config();
         config.rpc_url = rpc.url.clone();
         let server = market.start_with(config).await;
-        let (_, task) = server.purchase(&market, &serde_json::json!({})).await;
-        let (stored, on_chain) = market.expiries(task.parse().expect("hash")).await;
+        // Asked, a node behind the one that found the deposit says it expires at 0: that is no expiry
+        // (a task stored with it would never expire), and it is asked again.
+        rpc.answer_zero_expiries(1);
+        let buyer = market.buyer(PRICE).await;
+        let (task, _) = buy_until_recorded(&server, &market, &market.pay_v2(&buyer)).await;
+        let (stored, on_chain) = market.expiries(task).await;
         assert_eq!(stored, on_chain, "the task expires with its deposit");
         let calls = rpc.calls();
         let asked: Vec<u64> =

@@ -2,14 +2,20 @@
 //! balances, `authorizationState`) is current, but a transaction's receipt and logs only become
 //! readable `lag` after the proxy first sees them mined. It counts the calls by method, which is how
 //! the load run measures the RPC calls a purchase costs (with no lag). It can also play a node that
-//! does not stamp logs with their block's time (`blockTimestamp`, which older nodes leave out).
+//! does not stamp logs with their block's time (`blockTimestamp`, which older nodes leave out), and a
+//! node behind the others that still answers a deposit's expiry with 0.
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, Ordering},
+    },
     time::{Duration, Instant},
 };
 
+use agentripe_chain::bindings::Agentripe;
+use alloy::sol_types::SolCall;
 use axum::{Json, extract::State, routing::post};
 use serde_json::{Value, json};
 
@@ -26,6 +32,8 @@ pub struct LaggingRpc {
     first_seen: Arc<Mutex<HashMap<String, Instant>>>,
     /// Calls forwarded, by method.
     calls: Arc<Mutex<BTreeMap<String, u64>>>,
+    /// How many `depositExpiresAt` calls are still to be answered with 0.
+    zero_expiries: Arc<AtomicU32>,
 }
 
 impl LaggingRpc {
@@ -50,10 +58,23 @@ impl LaggingRpc {
             http: reqwest::Client::new(),
             first_seen: Arc::default(),
             calls: Arc::default(),
+            zero_expiries: Arc::default(),
         };
         let app = axum::Router::new().route("/", post(forward)).with_state(proxy.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
         proxy
+    }
+
+    /// Answers the next `count` `depositExpiresAt` calls with 0, as a node that has not seen the deposit.
+    pub fn answer_zero_expiries(&self, count: u32) {
+        self.zero_expiries.store(count, Ordering::SeqCst);
+    }
+
+    /// Takes one of the zero answers left, if any.
+    fn take_zero_expiry(&self) -> bool {
+        self.zero_expiries
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| left.checked_sub(1))
+            .is_ok()
     }
 
     /// The calls forwarded so far, by method.
@@ -112,6 +133,13 @@ async fn forward(State(proxy): State<LaggingRpc>, Json(request): Json<Value>) ->
         ("eth_call", Some(input)) => format!("eth_call {}", input.get(..10).unwrap_or(input)),
         _ => method.clone(),
     };
+    let expiry =
+        format!("eth_call 0x{}", alloy::primitives::hex::encode(Agentripe::depositExpiresAtCall::SELECTOR));
+    if counted == expiry && proxy.take_zero_expiry() {
+        return Json(
+            json!({ "jsonrpc": "2.0", "id": request["id"], "result": format!("0x{}", "00".repeat(32)) }),
+        );
+    }
     *proxy.calls.lock().expect("lock").entry(counted).or_default() += 1;
     let answer: Value = match proxy.http.post(&proxy.upstream).json(&request).send().await {
         Ok(response) => response.json().await.unwrap_or(Value::Null),
