@@ -283,19 +283,9 @@ impl Store {
     }
 
     /// Marks a payment that was never settled as failed. A settled payment cannot fail: its money is in
-    /// the escrow and it goes on to be recorded.
+    /// the escrow and it goes on to be recorded (unless a give-back took it, below).
     pub async fn fail_payment(&self, id: i64, reason: &str, now_ms: i64) -> Result<bool, StoreError> {
-        let result = sqlx::query(
-            "UPDATE payments SET status = 'failed', failure = $1, lease_until = NULL, updated_at = $2 \
-             WHERE id = $3 AND status = 'verified'",
-        )
-        .bind(reason)
-        .bind(now_ms)
-        .bind(id)
-        .execute(self.pool())
-        .await
-        .context("failing a payment")?;
-        Ok(result.rows_affected() == 1)
+        self.fail_from(PaymentStatus::Verified, id, reason, now_ms).await
     }
 
     /// Fails a settled payment whose settlement a give-back (`agentripe refund-unrecorded`) took before the
@@ -306,16 +296,28 @@ impl Store {
         reason: &str,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
+        self.fail_from(PaymentStatus::Settled, id, reason, now_ms).await
+    }
+
+    /// Fails payment `id` if it is `from`; whether it was.
+    async fn fail_from(
+        &self,
+        from: PaymentStatus,
+        id: i64,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
         let result = sqlx::query(
             "UPDATE payments SET status = 'failed', failure = $1, lease_until = NULL, updated_at = $2 \
-             WHERE id = $3 AND status = 'settled'",
+             WHERE id = $3 AND status = $4",
         )
         .bind(reason)
         .bind(now_ms)
         .bind(id)
+        .bind(from.as_str())
         .execute(self.pool())
         .await
-        .context("failing a given-back payment")?;
+        .context("failing a payment")?;
         Ok(result.rows_affected() == 1)
     }
 
@@ -378,29 +380,21 @@ impl Store {
     }
 
     /// Which of `tx_hashes` settled a payment of ours that has not failed (one whose settlement was
-    /// given back did): the escrow audit asks of every transfer into the escrow in its look-back at once.
+    /// given back did): the escrow audit asks of every transfer into the escrow in its look-back at once,
+    /// in chunks that stay within every engine's limit on parameters.
     pub async fn settlements_among(&self, tx_hashes: &[String]) -> Result<HashSet<String>, StoreError> {
-        let select = "SELECT settlement_tx FROM payments WHERE status <> 'failed' AND settlement_tx IN";
-        self.among(select, tx_hashes, "looking for settlements").await
-    }
-
-    /// The rows `select` (a query ending in `column IN`) finds among `values`, asked in chunks that stay
-    /// within every engine's limit on parameters.
-    async fn among(
-        &self,
-        select: &str,
-        values: &[String],
-        context: &'static str,
-    ) -> Result<HashSet<String>, StoreError> {
         let mut found = HashSet::new();
-        for chunk in values.chunks(500) {
+        for chunk in tx_hashes.chunks(500) {
             let placeholders: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
-            let sql = format!("{select} ({})", placeholders.join(", "));
+            let sql = format!(
+                "SELECT settlement_tx FROM payments WHERE status <> 'failed' AND settlement_tx IN ({})",
+                placeholders.join(", ")
+            );
             let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
-            for value in chunk {
-                query = query.bind(value);
+            for hash in chunk {
+                query = query.bind(hash);
             }
-            found.extend(query.fetch_all(self.pool()).await.context(context)?);
+            found.extend(query.fetch_all(self.pool()).await.context("looking for settlements")?);
         }
         Ok(found)
     }
