@@ -12,7 +12,7 @@ use agentripe_chain::{
     Deployment,
     bindings::{Agentripe, DepositStatus, IERC3009},
 };
-use agentripe_store::{PaymentStatus, Store};
+use agentripe_store::{PaymentStatus, Store, TransferHolder};
 use alloy::{
     primitives::{Address, B256, Bytes, U256},
     providers::{DynProvider, Provider},
@@ -23,7 +23,7 @@ use alloy::{
 use crate::{
     chain_writer::ChainWriter,
     pipeline::{PipelineError, RpcError, rpc},
-    util::{hex, to_i64},
+    util::{hex, now_ms, to_i64},
 };
 
 /// A transfer into the escrow that no deposit and no payment of ours accounts for.
@@ -181,9 +181,9 @@ impl EscrowAudit {
     /// that reverted) is finished by the next call.
     ///
     /// Refused while a payment of ours accounts for the transfer: one it settled, one it is settling (about
-    /// to be recorded), a task under its hash. Checked again just before the refund, since its sender may
-    /// present the authorization it settled as a purchase meanwhile; once the record is stored, such a
-    /// purchase is refused instead (`MoneyIn`'s `being_given_back`): first come, first served.
+    /// to be recorded), a task under its hash. Its sender may also present the authorization it settled
+    /// as a purchase at any moment: the give-back and that purchase both claim the transfer in the
+    /// database before acting on it, and whichever claims second is refused (first come, first served).
     pub async fn refund(
         &self,
         operator: &ChainWriter,
@@ -199,6 +199,7 @@ impl EscrowAudit {
         let transfer = match unrecorded {
             Some(transfer) => {
                 self.ensure_no_payment_claims(&transfer).await?;
+                self.hold_for_give_back(&transfer).await?;
                 let record = Agentripe::recordDepositCall {
                     depositId: transaction,
                     agentId: self.agent_or_first_indexed(agent).await?,
@@ -214,7 +215,6 @@ impl EscrowAudit {
                 .await?
                 .ok_or(RefundError::NotUnrecorded(transaction))?,
         };
-        self.ensure_no_payment_claims(&transfer).await?;
         let refund = Agentripe::refundToBuyerCall { depositId: transaction };
         write_once(operator, REFUND_UNRECORDED, &subject, self.escrow, refund.abi_encode().into()).await?;
         Ok(transfer)
@@ -239,6 +239,20 @@ impl EscrowAudit {
             }
         }
         Ok(())
+    }
+
+    /// Claims `transfer` for the give-back, before its record is sent: a purchase presenting the
+    /// authorization it settled claims it too (`MoneyIn`'s `hold`), and only the first claim stands.
+    async fn hold_for_give_back(&self, transfer: &Unrecorded) -> Result<(), RefundError> {
+        let holder = self
+            .store
+            .claim_transfer(&hex(transfer.transaction), TransferHolder::GiveBack, now_ms())
+            .await
+            .map_err(PipelineError::from)?;
+        match holder {
+            TransferHolder::GiveBack => Ok(()),
+            TransferHolder::Payment(_) => Err(RefundError::ClaimedByPurchase(transfer.transaction)),
+        }
     }
 
     async fn agent_or_first_indexed(&self, agent: Option<U256>) -> Result<U256, RefundError> {

@@ -167,8 +167,8 @@ on_both_engines!(a_crash_between_approval_and_release_pays_once, |market| async 
     last.running.abort();
 });
 
-/// What a give-back run does first, and then dies: records the stray transfer `transfer` of `sender`
-/// under its hash, through the operator's key, as `agentripe refund-unrecorded` would.
+/// What a give-back run does first, and then dies: claims the stray transfer `transfer` of `sender` and
+/// records it under its hash, through the operator's key, as `agentripe refund-unrecorded` would.
 async fn record_for_give_back(
     market: &Market,
     store: &Store,
@@ -176,8 +176,11 @@ async fn record_for_give_back(
     sender: alloy::primitives::Address,
 ) {
     use agentripe_server::{escrow_audit::RECORD_UNRECORDED, util::hex};
+    use agentripe_store::TransferHolder;
     use alloy::sol_types::SolCall;
 
+    let claimed = store.claim_transfer(&hex(transfer), TransferHolder::GiveBack, 0).await.expect("claim");
+    assert_eq!(claimed, TransferHolder::GiveBack);
     let operator = market.operator_writer(store).await;
     let record = Agentripe::recordDepositCall {
         depositId: transfer,

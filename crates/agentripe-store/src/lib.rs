@@ -40,6 +40,7 @@ mod reviews;
 mod tasks;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+mod transfer_claims;
 
 pub use agents::{AgentResource, IndexedAgent, MAX_QUERY_WORDS};
 pub use chain_txs::{ChainTx, ChainTxStatus, SignedTx};
@@ -47,6 +48,7 @@ pub use payments::{Claim, NewPayment, Payment, PaymentStatus};
 pub use registrations::{Registration, RegistrationStatus};
 pub use reviews::ReviewRecord;
 pub use tasks::{EscrowStatus, NewTask, Outcome, Task, TaskStatus, Verdict};
+pub use transfer_claims::TransferHolder;
 
 use sqlx::{
     AnyPool,

@@ -206,26 +206,28 @@ impl Store {
     }
 
     /// Takes the exclusive right to advance an open payment until `until_ms` for `holder`, unless
-    /// someone else holds it. Whoever holds the lease is the only one settling or recording this payment.
+    /// someone else holds it; the payment as leased, or none. Whoever holds the lease is the only one
+    /// settling or recording this payment.
     pub async fn lease_payment(
         &self,
         id: i64,
         holder: &str,
         now_ms: i64,
         until_ms: i64,
-    ) -> Result<bool, StoreError> {
-        let result = sqlx::query(
+    ) -> Result<Option<Payment>, StoreError> {
+        let row: Option<Row> = sqlx::query_as(concat!(
             "UPDATE payments SET lease_until = $1, lease_holder = $2, updated_at = $3 WHERE id = $4 \
-             AND status IN ('verified', 'settled') AND (lease_until IS NULL OR lease_until < $3)",
-        )
+             AND status IN ('verified', 'settled') AND (lease_until IS NULL OR lease_until < $3) RETURNING ",
+            columns!()
+        ))
         .bind(until_ms)
         .bind(holder)
         .bind(now_ms)
         .bind(id)
-        .execute(self.pool())
+        .fetch_optional(self.pool())
         .await
         .context("leasing a payment")?;
-        Ok(result.rows_affected() == 1)
+        row.map(Payment::try_from).transpose()
     }
 
     /// Extends `holder`'s lease to `until_ms`; `false` if it is no longer `holder`'s (it ran out and
@@ -282,39 +284,16 @@ impl Store {
         Ok(())
     }
 
-    /// Marks a payment that was never settled as failed. A settled payment cannot fail: its money is in
-    /// the escrow and it goes on to be recorded (unless a give-back took it, below).
+    /// Marks a payment that was never settled as failed; whether it was. A settled payment cannot fail:
+    /// its money is in the escrow and it goes on to be recorded.
     pub async fn fail_payment(&self, id: i64, reason: &str, now_ms: i64) -> Result<bool, StoreError> {
-        self.fail_from(PaymentStatus::Verified, id, reason, now_ms).await
-    }
-
-    /// Fails a settled payment whose settlement a give-back (`agentripe refund-unrecorded`) took before the
-    /// payment reached us: the give-back returns its money to its payer, so it pays for nothing here.
-    pub async fn fail_given_back_payment(
-        &self,
-        id: i64,
-        reason: &str,
-        now_ms: i64,
-    ) -> Result<bool, StoreError> {
-        self.fail_from(PaymentStatus::Settled, id, reason, now_ms).await
-    }
-
-    /// Fails payment `id` if it is `from`; whether it was.
-    async fn fail_from(
-        &self,
-        from: PaymentStatus,
-        id: i64,
-        reason: &str,
-        now_ms: i64,
-    ) -> Result<bool, StoreError> {
         let result = sqlx::query(
             "UPDATE payments SET status = 'failed', failure = $1, lease_until = NULL, updated_at = $2 \
-             WHERE id = $3 AND status = $4",
+             WHERE id = $3 AND status = 'verified'",
         )
         .bind(reason)
         .bind(now_ms)
         .bind(id)
-        .bind(from.as_str())
         .execute(self.pool())
         .await
         .context("failing a payment")?;
@@ -379,8 +358,8 @@ impl Store {
         .context("reading a payer's amounts in flight")
     }
 
-    /// Which of `tx_hashes` settled a payment of ours that has not failed (one whose settlement was
-    /// given back did): the escrow audit asks of every transfer into the escrow in its look-back at once,
+    /// Which of `tx_hashes` settled a payment of ours that has not failed (before transfer claims, a payment
+    /// whose settlement a give-back took failed after settling): the escrow audit asks of every transfer into the escrow in its look-back at once,
     /// in chunks that stay within every engine's limit on parameters.
     pub async fn settlements_among(&self, tx_hashes: &[String]) -> Result<HashSet<String>, StoreError> {
         let mut found = HashSet::new();

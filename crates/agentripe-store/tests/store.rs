@@ -88,18 +88,27 @@ on_both_engines!(fifty_concurrent_claims_make_one_new, |store| async move {
 
 on_both_engines!(a_lease_is_exclusive_until_it_runs_out, |store| async move {
     let Claim::New(p) = store.claim_payment(&payment("0x01"), NOW).await.expect("claim") else { panic!() };
-    assert!(store.lease_payment(p.id, "a", NOW, NOW + 30_000).await.expect("lease"));
-    assert!(!store.lease_payment(p.id, "b", NOW + 1_000, NOW + 31_000).await.expect("lease held"));
+    let leased = store.lease_payment(p.id, "a", NOW, NOW + 30_000).await.expect("lease");
+    assert_eq!(leased, Some(p.clone()), "the payment as leased");
+    assert!(store.lease_payment(p.id, "b", NOW + 1_000, NOW + 31_000).await.expect("lease held").is_none());
     assert!(store.renew_payment_lease(p.id, "a", NOW + 30_000).await.expect("renewed by its holder"));
     assert!(!store.renew_payment_lease(p.id, "b", NOW + 30_000).await.expect("not by another"));
     store.unlease_payment(p.id, "b").await.expect("another's unlease");
-    assert!(!store.lease_payment(p.id, "b", NOW + 2_000, NOW + 31_000).await.expect("still a's"));
+    assert!(store.lease_payment(p.id, "b", NOW + 2_000, NOW + 31_000).await.expect("still a's").is_none());
     assert_eq!(store.stalled_payments(NOW + 1_000, 10).await.expect("stalled"), Vec::<i64>::new());
     assert_eq!(store.stalled_payments(NOW + 30_001, 10).await.expect("stalled"), vec![p.id]);
-    assert!(store.lease_payment(p.id, "b", NOW + 30_001, NOW + 60_000).await.expect("lease expired"));
+    assert!(
+        store.lease_payment(p.id, "b", NOW + 30_001, NOW + 60_000).await.expect("lease expired").is_some()
+    );
     assert!(!store.renew_payment_lease(p.id, "a", NOW + 90_000).await.expect("a lost it"));
     store.unlease_payment(p.id, "b").await.expect("unlease");
-    assert!(store.lease_payment(p.id, "c", NOW + 30_002, NOW + 60_000).await.expect("lease after unlease"));
+    assert!(
+        store
+            .lease_payment(p.id, "c", NOW + 30_002, NOW + 60_000)
+            .await
+            .expect("lease after unlease")
+            .is_some()
+    );
 });
 
 on_both_engines!(only_an_unsettled_payment_can_fail, |store| async move {
@@ -423,7 +432,7 @@ on_both_engines!(agents_are_found_by_the_start_of_any_of_their_words, |store| as
     assert_eq!((past_the_end.len(), total), (0, 2), "a page past the end still counts");
 });
 
-on_both_engines!(the_audits_lookup_finds_our_standing_settlements_among_many, |store| async move {
+on_both_engines!(the_audits_lookup_finds_our_settlements_among_many, |store| async move {
     // One payment settled by 0xsettled, one still settling.
     let Claim::New(settled) = store.claim_payment(&payment("0x01"), NOW).await.expect("claim") else {
         panic!()
@@ -434,20 +443,35 @@ on_both_engines!(the_audits_lookup_finds_our_standing_settlements_among_many, |s
     // More values than one statement takes at a time (500), with the known ones past the first chunk.
     let mut hashes: Vec<String> = (0..1_200).map(|n| format!("0x{n:064x}")).collect();
     hashes.insert(700, "0xsettled".into());
-    // A third payment's settlement was given back: it failed, and its settlement is none of ours.
-    let mut given_back = payment("0x03");
-    given_back.payer = "0xdddd".into();
-    let Claim::New(given_back) = store.claim_payment(&given_back, NOW).await.expect("claim") else {
-        panic!()
-    };
-    assert!(
-        !store.fail_given_back_payment(given_back.id, "nonce_used", NOW).await.expect("fail"),
-        "not settled yet"
-    );
-    store.mark_payment_settled(given_back.id, "0xgiven", "0xgiven", NOW).await.expect("settle");
-    assert!(store.fail_given_back_payment(given_back.id, "nonce_used", NOW).await.expect("fail"));
-    hashes.insert(900, "0xgiven".into());
     let found = store.settlements_among(&hashes).await.expect("settlements");
-    assert_eq!(found, ["0xsettled".to_owned()].into(), "only the settlement of ours that stands");
+    assert_eq!(found, ["0xsettled".to_owned()].into(), "only the settlement of ours");
     assert!(store.settlements_among(&[]).await.expect("none").is_empty());
+});
+
+on_both_engines!(a_transfer_is_held_by_whoever_claims_it_first, |store| async move {
+    use agentripe_store::TransferHolder::{GiveBack, Payment};
+
+    // A give-back and a purchase race for each of twenty transfers: exactly one of them holds each, and
+    // every later claim, by either, is told who.
+    futures_join_all((0..20).map(|round| {
+        let store = store.clone();
+        async move {
+            let transfer = format!("0x{round:064x}");
+            let (give_back, purchase) = tokio::join!(
+                store.claim_transfer(&transfer, GiveBack, NOW),
+                store.claim_transfer(&transfer, Payment(round), NOW)
+            );
+            let (give_back, purchase) = (give_back.expect("claim"), purchase.expect("claim"));
+            assert_eq!(give_back, purchase, "both see the same holder of {transfer}");
+            assert!([GiveBack, Payment(round)].contains(&give_back));
+            let later = store.claim_transfer(&transfer, Payment(round + 100), NOW).await.expect("claim");
+            assert_eq!(later, give_back, "the first claim stands");
+        }
+    }))
+    .await;
+    // Holders are told apart: a payment's id round-trips.
+    assert_eq!(
+        store.claim_transfer("0xother", Payment(i64::MAX), NOW).await.expect("claim"),
+        Payment(i64::MAX)
+    );
 });

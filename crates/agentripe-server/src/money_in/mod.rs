@@ -256,9 +256,11 @@ impl MoneyIn {
     pub async fn advance(&self, id: i64) -> Result<Outcome, PipelineError> {
         let holder = hex(B256::random());
         let lease_ms = i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX);
-        if !self.store.lease_payment(id, &holder, now_ms(), now_ms().saturating_add(lease_ms)).await? {
+        let leased =
+            self.store.lease_payment(id, &holder, now_ms(), now_ms().saturating_add(lease_ms)).await?;
+        let Some(payment) = leased else {
             return self.current(id).await;
-        }
+        };
         let renewing = async {
             loop {
                 tokio::time::sleep(self.lease / 3).await;
@@ -270,13 +272,18 @@ impl MoneyIn {
         // Every step is idempotent and stored before it is taken: stopping one half-way (a lost lease)
         // leaves nothing the next holder cannot finish.
         let result = tokio::select! {
-            advanced = self.advance_leased(id) => advanced,
+            advanced = self.advance_leased(payment) => advanced,
             lost = renewing => lost,
         };
-        if let Err(error) = &result {
-            tracing::warn!(payment = id, %error, "payment not advanced; the reconciler will retry");
+        match &result {
+            // Recording or failing the payment released its lease.
+            Ok(Outcome::Recorded { .. } | Outcome::Failed(_)) => {}
+            Ok(Outcome::InProgress { .. }) => self.store.unlease_payment(id, &holder).await?,
+            Err(error) => {
+                tracing::warn!(payment = id, %error, "payment not advanced; the reconciler will retry");
+                self.store.unlease_payment(id, &holder).await?;
+            }
         }
-        self.store.unlease_payment(id, &holder).await?;
         result
     }
 
@@ -293,19 +300,15 @@ impl MoneyIn {
     }
 
     async fn current(&self, id: i64) -> Result<Outcome, PipelineError> {
-        outcome(&self.load(id).await?)
-    }
-
-    async fn load(&self, id: i64) -> Result<Payment, PipelineError> {
-        self.store
-            .payment(id)
-            .await?
-            .ok_or_else(|| PipelineError::corrupt(format!("payment {id}"), "no such payment"))
+        let payment = self.store.payment(id).await?;
+        outcome(&payment.ok_or_else(|| PipelineError::corrupt(format!("payment {id}"), "no such payment"))?)
     }
 
     /// Settles, then records: each step reads the payment it was handed and says what became of it.
-    async fn advance_leased(&self, id: i64) -> Result<Outcome, PipelineError> {
-        let mut payment = self.load(id).await?;
+    async fn advance_leased(&self, mut payment: Payment) -> Result<Outcome, PipelineError> {
+        let id = payment.id;
+        // A record is sent only for a settled payment, by its lease holder: one this call settles has none.
+        let may_have_a_record = payment.status == PaymentStatus::Settled;
         if payment.status == PaymentStatus::Verified {
             match self.settle(&payment).await? {
                 Ok(settlement) => {
@@ -323,25 +326,10 @@ impl MoneyIn {
             }
         }
         if payment.status == PaymentStatus::Settled {
-            let deposit = deposit_id(&payment)?;
-            if self.being_given_back(deposit).await? {
-                let reason = ErrorReason::InvalidExactEvmPayloadAuthorizationNonceUsed;
-                self.store.fail_given_back_payment(id, &reason.to_string(), now_ms()).await?;
-                tracing::warn!(payment = id, %deposit, "payment refused: the operator is giving its settlement back to its payer");
-                return Ok(Outcome::Failed(reason));
-            }
-            self.record(&payment, deposit).await?;
+            self.record(&payment, deposit_id(&payment)?, may_have_a_record).await?;
             payment.status = PaymentStatus::Recorded;
         }
         outcome(&payment)
-    }
-
-    /// Whether a give-back (`agentripe refund-unrecorded`) has taken the transfer that settled a payment:
-    /// its payer settled the authorization into the escrow without us and the operator is returning the
-    /// money, so the deposit is not the payment's to take. Asked before recording, which closes the race
-    /// with the give-back: that refuses a transfer a payment of ours has claimed.
-    async fn being_given_back(&self, deposit: B256) -> Result<bool, PipelineError> {
-        Ok(!self.store.txs_for(crate::escrow_audit::RECORD_UNRECORDED, &hex(deposit)).await?.is_empty())
     }
 
     /// Advances every payment whose lease has run out (a crash, a timeout): at start-up and on a timer.

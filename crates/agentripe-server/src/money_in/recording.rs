@@ -22,9 +22,15 @@ use crate::{
 };
 
 impl MoneyIn {
-    /// Records the deposit on chain unless it is already there, then creates its task.
-    pub(super) async fn record(&self, payment: &Payment, deposit: B256) -> Result<(), PipelineError> {
-        let expires_at = self.record_on_chain(payment, deposit).await?;
+    /// Records the deposit on chain unless it is already there, then creates its task. Without
+    /// `may_have_a_record` (the payment was settled by this lease holder) no record of ours is looked for.
+    pub(super) async fn record(
+        &self,
+        payment: &Payment,
+        deposit: B256,
+        may_have_a_record: bool,
+    ) -> Result<(), PipelineError> {
+        let expires_at = self.record_on_chain(payment, deposit, may_have_a_record).await?;
         let subject = || format!("payment {}", payment.id);
         let request: TaskRequest = serde_json::from_str(&payment.new.request)
             .map_err(|error| PipelineError::corrupt(subject(), error.to_string()))?;
@@ -48,7 +54,12 @@ impl MoneyIn {
     /// Has the deposit recorded with this payment's terms, unless it already is; returns when it expires
     /// (unix seconds). Our own record's receipt says both when its node stamps logs with their block's
     /// time; otherwise, or when someone else recorded it, the escrow is asked.
-    async fn record_on_chain(&self, payment: &Payment, deposit: B256) -> Result<u64, PipelineError> {
+    async fn record_on_chain(
+        &self,
+        payment: &Payment,
+        deposit: B256,
+        may_have_a_record: bool,
+    ) -> Result<u64, PipelineError> {
         let subject = payment.id.to_string();
         let number = |what: &str, text: &str| {
             text.parse::<U256>()
@@ -66,7 +77,7 @@ impl MoneyIn {
         };
         // Not asked of the chain first: the write is idempotent there (a batch skips a recorded deposit,
         // a lone recordDeposit would revert and is never signed), and the chain is asked after it.
-        if let Some(receipt) = self.operator.resume(Record::PURPOSE, &subject).await? {
+        if may_have_a_record && let Some(receipt) = self.operator.resume(Record::PURPOSE, &subject).await? {
             if let Some(expires_at) = self.recorded_by(&receipt, &record) {
                 return Ok(expires_at);
             }

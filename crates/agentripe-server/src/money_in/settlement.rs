@@ -4,7 +4,7 @@
 //! whose receipt must show the token `Transfer` from the payer into the escrow.
 
 use agentripe_chain::bindings::IERC3009;
-use agentripe_store::Payment;
+use agentripe_store::{Payment, TransferHolder};
 use agentripe_x402::{Authorization, ErrorReason, FacilitatorRequest, exact::MIN_SETTLEMENT_WINDOW_SECONDS};
 use alloy::{
     primitives::{Address, B256, U256, keccak256},
@@ -17,7 +17,7 @@ use super::{MoneyIn, facilitator::Attempt};
 use crate::{
     chain_writer::Patiently,
     pipeline::{PipelineError, rpc},
-    util::now_secs,
+    util::{hex, now_ms, now_secs},
 };
 
 /// A payment's tokens in the escrow: the transaction that moved them and the deposit id to record.
@@ -76,17 +76,20 @@ impl MoneyIn {
         // funds alike), which spares the happy path two reads.
         if U256::from(now_secs() + MIN_SETTLEMENT_WINDOW_SECONDS) >= authorization.valid_before {
             let found = self.on_chain(authorization, asset, from_block).await?;
-            return self.conclude(
-                found,
-                authorization,
-                ErrorReason::InvalidExactEvmPayloadAuthorizationValidBefore,
-            );
+            return self
+                .conclude(
+                    payment,
+                    found,
+                    authorization,
+                    ErrorReason::InvalidExactEvmPayloadAuthorizationValidBefore,
+                )
+                .await;
         }
 
-        let receipt = match self.facilitator.settle(payment.id, &request, asset).await? {
-            Attempt::Mined(receipt) => *receipt,
+        let (receipt, sent_by_us) = match self.facilitator.settle(payment.id, &request, asset).await? {
+            Attempt::Mined(receipt) => (*receipt, true),
             Attempt::Submitted(hash) => {
-                self.confirmation.wait_for_receipt(&self.provider, Patiently(hash)).await?
+                (self.confirmation.wait_for_receipt(&self.provider, Patiently(hash)).await?, false)
             }
             Attempt::Refused(reason) => {
                 // A refusal may be a race lost to someone who settled the same authorization, or a payer
@@ -98,15 +101,33 @@ impl MoneyIn {
                     }
                     _ => reason,
                 };
-                return self.conclude(found, authorization, reason);
+                return self.conclude(payment, found, authorization, reason).await;
             }
             Attempt::Unknown(detail) => return Err(PipelineError::SettlementUnknown(detail)),
         };
         if let Some(settlement) = self.transfer_into_escrow(&receipt, authorization, asset) {
-            return Ok(Ok(settlement));
+            return match sent_by_us {
+                true => Ok(Ok(settlement)),
+                false => self.hold(payment, settlement).await,
+            };
         }
         let found = self.on_chain(authorization, asset, from_block).await?;
-        self.conclude(found, authorization, ErrorReason::InvalidTransactionState)
+        self.conclude(payment, found, authorization, ErrorReason::InvalidTransactionState).await
+    }
+
+    /// Takes a settlement that our key did not send for this payment (found on chain, or a remote
+    /// facilitator's) unless the operator is giving it back: its transfer may be one that reached the
+    /// escrow before the payment reached us, and the operator is returning those to their senders
+    /// (`agentripe refund-unrecorded`). Whoever claims the transfer first has it; a payment that comes
+    /// second pays for nothing, as if its nonce had been spent elsewhere.
+    async fn hold(&self, payment: &Payment, settlement: Settlement) -> Result<Settled, PipelineError> {
+        let claimant = TransferHolder::Payment(payment.id);
+        let holder = self.store.claim_transfer(&hex(settlement.transaction), claimant, now_ms()).await?;
+        if holder == TransferHolder::GiveBack {
+            tracing::warn!(payment = payment.id, tx = %settlement.transaction, "payment refused: the operator is giving its settlement back to its payer");
+            return Ok(Err(ErrorReason::InvalidExactEvmPayloadAuthorizationNonceUsed));
+        }
+        Ok(Ok(settlement))
     }
 
     /// Whether the payer holds less than the authorization moves.
@@ -175,15 +196,16 @@ impl MoneyIn {
     /// Turns what the chain says into where the money is; `otherwise` is the reason when the nonce is
     /// still unused. A payment in doubt is never refused before the search horizon has passed: its
     /// buyer may have been charged.
-    fn conclude(
+    async fn conclude(
         &self,
+        payment: &Payment,
         found: OnChain,
         authorization: &Authorization,
         otherwise: ErrorReason,
     ) -> Result<Settled, PipelineError> {
         match found {
             OnChain::Unused => Ok(Err(otherwise)),
-            OnChain::Settled(settlement) => Ok(Ok(settlement)),
+            OnChain::Settled(settlement) => self.hold(payment, settlement).await,
             OnChain::SpentElsewhere => Ok(Err(ErrorReason::InvalidExactEvmPayloadAuthorizationNonceUsed)),
             OnChain::InDoubt => {
                 let horizon = U256::from(self.search_horizon.as_secs());
