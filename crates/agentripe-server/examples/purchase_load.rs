@@ -12,7 +12,8 @@
 //! before settling: this one is cheaper.) Then the full purchases: verify, settle, record, task,
 //! answer. The ratio of the two rates is what the escrow costs on top of settlement. Both runs report
 //! the CPU time per purchase of this process (server and clients), of anvil and of PostgreSQL, and how
-//! busy the machine's cores were.
+//! busy the machine's cores were. On PostgreSQL the full run also reports the database transactions per
+//! purchase as PostgreSQL counts them (`pg_stat_database`, read once its counts are published).
 //!
 //! With `rpc-calls`, the server reaches anvil through a counting proxy on loopback (an extra hop, so its
 //! throughput is not comparable) and the run reports the RPC calls per purchase, by method.
@@ -34,7 +35,10 @@ use agentripe_server::{
     testing::{LaggingRpc, Market, PRICE, key, now},
     util::now_ms,
 };
-use agentripe_store::{Claim, NewPayment, NewTask, SignedTx, Store, testing::Engine};
+use agentripe_store::{
+    Claim, NewPayment, NewTask, SignedTx, Store,
+    testing::{Engine, postgres_transactions},
+};
 use agentripe_x402::{Offer, PaymentPayload, Version, client, encode_header, v2};
 use alloy::{
     primitives::{Address, B256, U256},
@@ -45,6 +49,8 @@ use alloy::{
 use axum::extract::State;
 
 const CLIENTS: usize = 32;
+/// How long PostgreSQL may take to publish a connection's statistics (an idle one's within 10 s).
+const STATISTICS_PUBLISHED: Duration = Duration::from_secs(11);
 const GROWTH_SAMPLE: usize = 1_000;
 /// The anvil account that settles in the plain run: no key of the server's.
 const SETTLER: usize = 8;
@@ -284,6 +290,8 @@ struct Run {
     statuses: BTreeMap<u16, usize>,
     /// RPC calls by method, when counted.
     calls: Option<BTreeMap<String, u64>>,
+    /// PostgreSQL transactions (statements outside one count as one) per purchase, on PostgreSQL.
+    transactions: Option<f64>,
     cpu: CpuPer,
 }
 
@@ -324,6 +332,18 @@ impl Run {
         let offer = v2::PaymentRequirements::for_offer(&market.offer());
 
         let calls_before = counter.as_ref().map(LaggingRpc::calls).unwrap_or_default();
+        // PostgreSQL publishes a connection's counts once it is idle, within ten seconds.
+        let postgres = match engine {
+            Engine::Postgres => Some(Store::connect(&market.database_url).await.expect("database")),
+            Engine::Sqlite => None,
+        };
+        let transactions_before = match &postgres {
+            Some(store) => {
+                tokio::time::sleep(STATISTICS_PUBLISHED).await;
+                postgres_transactions(store).await
+            }
+            None => 0,
+        };
         let cpu = Cpu::now(market);
         let started = Instant::now();
         let handles: Vec<_> = buyers
@@ -350,6 +370,7 @@ impl Run {
             latencies: Vec::new(),
             statuses: BTreeMap::new(),
             calls: None,
+            transactions: None,
             cpu: CpuPer { ours: 0.0, anvil: 0.0, postgres: 0.0, busy: 0.0 },
         };
         for handle in handles {
@@ -362,6 +383,11 @@ impl Run {
         }
         run.elapsed = started.elapsed();
         run.cpu = cpu.per(market, run.total());
+        if let Some(store) = &postgres {
+            tokio::time::sleep(STATISTICS_PUBLISHED).await;
+            let transactions = postgres_transactions(store).await - transactions_before;
+            run.transactions = Some(transactions as f64 / run.total() as f64);
+        }
         server.running.abort();
         run.latencies.sort();
         run.calls = counter.map(|counter| {
@@ -417,6 +443,11 @@ impl Run {
         );
         println!("  answers     {:?}", self.statuses);
         println!("  CPU         {}", self.cpu);
+        if let Some(transactions) = self.transactions {
+            println!(
+                "  PostgreSQL  {transactions:.1} transactions per purchase (a statement outside one counts as one)"
+            );
+        }
         if let Some(calls) = &self.calls {
             let per_purchase = |count: u64| count as f64 / self.total() as f64;
             println!("  RPC calls   {:.2} per purchase", per_purchase(calls.values().sum()));

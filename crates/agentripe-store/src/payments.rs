@@ -57,6 +57,8 @@ pub struct Payment {
     pub settlement_tx: Option<String>,
     /// Why it failed.
     pub failure: Option<String>,
+    /// How many holders have leased it (see `lease_payment`): 1 for the first.
+    pub leases: i64,
 }
 
 /// The outcome of claiming a payment.
@@ -87,6 +89,7 @@ struct Row {
     deposit_id: Option<String>,
     settlement_tx: Option<String>,
     failure: Option<String>,
+    leases: i64,
 }
 
 impl TryFrom<Row> for Payment {
@@ -117,6 +120,7 @@ impl TryFrom<Row> for Payment {
             deposit_id: row.deposit_id,
             settlement_tx: row.settlement_tx,
             failure: row.failure,
+            leases: row.leases,
         })
     }
 }
@@ -124,7 +128,7 @@ impl TryFrom<Row> for Payment {
 macro_rules! columns {
     () => {
         "id, chain_id, asset, payer, nonce, amount, agent_id, service_path, x402_version, payment, valid_before, \
-         request, search_from_block, status, deposit_id, settlement_tx, failure"
+         request, search_from_block, status, deposit_id, settlement_tx, failure, leases"
     };
 }
 
@@ -133,12 +137,13 @@ impl Store {
     /// claimed before, in which case the earlier claim is returned. Concurrent claims of one
     /// authorization yield exactly one `New`.
     pub async fn claim_payment(&self, new: &NewPayment, now_ms: i64) -> Result<Claim, StoreError> {
-        let inserted: Option<i64> = sqlx::query_scalar(
+        let inserted: Option<Row> = sqlx::query_as(concat!(
             "INSERT INTO payments (chain_id, asset, payer, nonce, amount, agent_id, service_path, x402_version, \
-             payment, valid_before, request, search_from_block, status, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'verified', $13, $13) \
-             ON CONFLICT (chain_id, asset, payer, nonce) DO NOTHING RETURNING id",
-        )
+             payment, valid_before, request, search_from_block, status, leases, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'verified', 0, $13, $13) \
+             ON CONFLICT (chain_id, asset, payer, nonce) DO NOTHING RETURNING ",
+            columns!()
+        ))
         .bind(new.chain_id)
         .bind(&new.asset)
         .bind(&new.payer)
@@ -155,8 +160,8 @@ impl Store {
         .fetch_optional(self.pool())
         .await
         .context("claiming a payment")?;
-        if let Some(id) = inserted {
-            return Ok(Claim::New(self.require_payment(id).await?));
+        if let Some(row) = inserted {
+            return Ok(Claim::New(Payment::try_from(row)?));
         }
         let earlier = self.payment_by_authorization(new.chain_id, &new.asset, &new.payer, &new.nonce).await?;
         Ok(Claim::Existing(earlier.ok_or(StoreError::Corrupt {
@@ -198,16 +203,9 @@ impl Store {
         row.map(Payment::try_from).transpose()
     }
 
-    async fn require_payment(&self, id: i64) -> Result<Payment, StoreError> {
-        self.payment(id).await?.ok_or(StoreError::Corrupt {
-            context: "reading a payment",
-            detail: format!("payment {id} vanished"),
-        })
-    }
-
     /// Takes the exclusive right to advance an open payment until `until_ms` for `holder`, unless
-    /// someone else holds it; the payment as leased, or none. Whoever holds the lease is the only one
-    /// settling or recording this payment.
+    /// someone else holds it; the payment as leased (its `leases` counting this one), or none. Whoever
+    /// holds the lease is the only one settling or recording this payment.
     pub async fn lease_payment(
         &self,
         id: i64,
@@ -216,7 +214,7 @@ impl Store {
         until_ms: i64,
     ) -> Result<Option<Payment>, StoreError> {
         let row: Option<Row> = sqlx::query_as(concat!(
-            "UPDATE payments SET lease_until = $1, lease_holder = $2, updated_at = $3 WHERE id = $4 \
+            "UPDATE payments SET lease_until = $1, lease_holder = $2, leases = leases + 1, updated_at = $3 WHERE id = $4 \
              AND status IN ('verified', 'settled') AND (lease_until IS NULL OR lease_until < $3) RETURNING ",
             columns!()
         ))

@@ -74,3 +74,13 @@ pub async fn fresh_store(engine: Engine, label: &str) -> Option<Store> {
 pub async fn execute(store: &Store, sql: &'static str) {
     sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(store.pool()).await.expect("test SQL");
 }
+
+/// Transactions committed so far in a PostgreSQL store's database: each statement outside an explicit
+/// transaction is one. A connection publishes its counts once idle, within ten seconds: wait that long
+/// after the work to be counted.
+pub async fn postgres_transactions(store: &Store) -> i64 {
+    sqlx::query_scalar("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+        .fetch_one(store.pool())
+        .await
+        .expect("PostgreSQL's statistics")
+}

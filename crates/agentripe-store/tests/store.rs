@@ -88,8 +88,9 @@ on_both_engines!(fifty_concurrent_claims_make_one_new, |store| async move {
 
 on_both_engines!(a_lease_is_exclusive_until_it_runs_out, |store| async move {
     let Claim::New(p) = store.claim_payment(&payment("0x01"), NOW).await.expect("claim") else { panic!() };
-    let leased = store.lease_payment(p.id, "a", NOW, NOW + 30_000).await.expect("lease");
-    assert_eq!(leased, Some(p.clone()), "the payment as leased");
+    assert_eq!(p.leases, 0, "claimed, not leased");
+    let leased = store.lease_payment(p.id, "a", NOW, NOW + 30_000).await.expect("lease").expect("leased");
+    assert_eq!((leased.id, leased.leases), (p.id, 1), "the payment as leased, by its first holder");
     assert!(store.lease_payment(p.id, "b", NOW + 1_000, NOW + 31_000).await.expect("lease held").is_none());
     assert!(store.renew_payment_lease(p.id, "a", NOW + 30_000).await.expect("renewed by its holder"));
     assert!(!store.renew_payment_lease(p.id, "b", NOW + 30_000).await.expect("not by another"));
@@ -97,9 +98,8 @@ on_both_engines!(a_lease_is_exclusive_until_it_runs_out, |store| async move {
     assert!(store.lease_payment(p.id, "b", NOW + 2_000, NOW + 31_000).await.expect("still a's").is_none());
     assert_eq!(store.stalled_payments(NOW + 1_000, 10).await.expect("stalled"), Vec::<i64>::new());
     assert_eq!(store.stalled_payments(NOW + 30_001, 10).await.expect("stalled"), vec![p.id]);
-    assert!(
-        store.lease_payment(p.id, "b", NOW + 30_001, NOW + 60_000).await.expect("lease expired").is_some()
-    );
+    let taken_over = store.lease_payment(p.id, "b", NOW + 30_001, NOW + 60_000).await.expect("lease expired");
+    assert_eq!(taken_over.map(|payment| payment.leases), Some(2), "its second holder");
     assert!(!store.renew_payment_lease(p.id, "a", NOW + 90_000).await.expect("a lost it"));
     store.unlease_payment(p.id, "b").await.expect("unlease");
     assert!(

@@ -64,8 +64,9 @@ impl MoneyIn {
             payment.new.asset.parse().map_err(|_| PipelineError::corrupt(subject(), "asset"))?;
         let from_block = u64::try_from(payment.new.search_from_block).unwrap_or_default();
 
-        // An attempt of ours that a crash left in flight.
-        if let Some(writer) = self.facilitator.writer()
+        // An attempt of ours that a crash left in flight: only a payment leased before can have one.
+        if payment.leases > 1
+            && let Some(writer) = self.facilitator.writer()
             && let Some(receipt) = writer.resume("settle", &payment.id.to_string()).await?
             && let Some(settlement) = self.transfer_into_escrow(&receipt, authorization, asset)
         {
