@@ -388,7 +388,7 @@ impl Run {
             let transactions = postgres_transactions(store).await - transactions_before;
             run.transactions = Some(transactions as f64 / run.total() as f64);
         }
-        server.running.abort();
+        server.crash();
         run.latencies.sort();
         run.calls = counter.map(|counter| {
             let mut calls = counter.calls();

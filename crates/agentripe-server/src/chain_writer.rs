@@ -263,7 +263,8 @@ impl ChainWriter {
             .await
             .map_err(rpc("reading the signer's nonce"))?;
         let mut redone = 0;
-        for tx in self.store.mined_txs_from(&hex(self.address()), to_i64(chain_nonce)).await? {
+        let signer = hex(self.address());
+        for tx in self.store.txs_from(&signer, ChainTxStatus::Mined, to_i64(chain_nonce)).await? {
             // A receipt the node still has (its nonce read lagged) means nothing vanished.
             let hash = stored_hash(&tx)?;
             if self.provider.get_transaction_receipt(hash).await.map_err(rpc("reading a receipt"))?.is_some()
@@ -292,6 +293,26 @@ impl ChainWriter {
             });
         }
         Ok(redone)
+    }
+
+    /// Broadcasts again, in nonce order, every transaction of ours still pending past the chain's nonce.
+    /// At start-up nobody waits on them, and each is otherwise sent again only when its own step is
+    /// resumed, one payment or payout at a time: a node that forgot them (restarted, or dropped its
+    /// pool) would hold every later nonce back until the step of each earlier one came round. Returns
+    /// how many were sent.
+    pub async fn rebroadcast_pending(&self) -> Result<usize, WriteError> {
+        let chain_nonce = self
+            .provider
+            .get_transaction_count(self.address())
+            .latest()
+            .await
+            .map_err(rpc("reading the signer's nonce"))?;
+        let signer = hex(self.address());
+        let pending = self.store.txs_from(&signer, ChainTxStatus::Pending, to_i64(chain_nonce)).await?;
+        for tx in &pending {
+            self.broadcast(tx).await;
+        }
+        Ok(pending.len())
     }
 
     /// `tx` and its replacements: the transactions of its nonce for the same purpose and subject.

@@ -72,8 +72,8 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stops serving, reconciling and indexing at once, as a crash would (nothing is flushed that was not
-    /// durable).
+    /// Stops serving, reconciling and indexing at once. Work they spawned (a payment being advanced, a
+    /// batch being written) runs on: only ending the runtime stops that, as tests' `Server::crash` does.
     pub fn abort(&self) {
         self.http.abort();
         self.reconciler.abort();
@@ -243,6 +243,17 @@ struct Reconciler {
 impl Reconciler {
     fn spawn(self, interval: Duration) -> JoinHandle<()> {
         tokio::spawn(async move {
+            for writer in &self.writers {
+                match writer.rebroadcast_pending().await {
+                    Ok(0) => {}
+                    Ok(sent) => {
+                        tracing::info!(sent, signer = %writer.address(), "pending transactions of an earlier run sent again")
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, signer = %writer.address(), "could not send pending transactions again")
+                    }
+                }
+            }
             loop {
                 self.pass().await;
                 tokio::time::sleep(interval).await;

@@ -70,17 +70,6 @@ fn batching(max_size: usize, max_wait_ms: u64) -> BatchPolicy {
     BatchPolicy { max_size, max_wait: Duration::from_millis(max_wait_ms) }
 }
 
-/// Stops mining: transactions wait in the node's pool until [`mine`].
-async fn hold_blocks(market: &Market) {
-    let _: () = market.provider.raw_request("evm_setAutomine".into(), (false,)).await.expect("automine off");
-}
-
-/// Mines what waits, and every transaction at once from now on.
-async fn mine(market: &Market) {
-    let _: () = market.provider.raw_request("evm_setAutomine".into(), (true,)).await.expect("automine on");
-    let _: Value = market.provider.raw_request("evm_mine".into(), ()).await.expect("mine");
-}
-
 /// Waits until a transaction is stored for `purpose` on each of `subjects`.
 async fn until_stored(store: &Store, purpose: &str, subjects: &[String]) {
     for _ in 0..400 {
@@ -112,7 +101,7 @@ on_both_engines!(records_that_arrive_while_one_is_in_flight_go_together, |market
     }
     // Seven settlements land in one block; the first record goes out alone at once and stays in the
     // pool, the six behind it gather: five (the bound) and then one.
-    hold_blocks(&market).await;
+    market.hold_blocks().await;
     let purchases: Vec<_> = buyers
         .iter()
         .map(|buyer| {
@@ -124,7 +113,7 @@ on_both_engines!(records_that_arrive_while_one_is_in_flight_go_together, |market
     until_stored(&store, "settle", &payments).await;
     let _: Value = market.provider.raw_request("evm_mine".into(), ()).await.expect("mine");
     until_stored(&store, "record", &payments).await;
-    mine(&market).await;
+    market.resume_mining().await;
     for purchase in purchases {
         assert_eq!(purchase.await.expect("join"), 200);
     }
@@ -157,7 +146,7 @@ on_both_engines!(payouts_decided_together_go_out_together, |market| async move {
     }
     // Three tasks completed (released to the vendor) and three failed (refunded), all at once, while no
     // block is mined: of each kind, the first goes alone and the two behind it together.
-    hold_blocks(&market).await;
+    market.hold_blocks().await;
     let decisions: Vec<_> = tasks
         .iter()
         .enumerate()
@@ -169,7 +158,7 @@ on_both_engines!(payouts_decided_together_go_out_together, |market| async move {
     let ids: Vec<String> = tasks.iter().map(|(_, task)| task.clone()).collect();
     until_stored(&store, "release", &ids[..3]).await;
     until_stored(&store, "refund", &ids[3..]).await;
-    mine(&market).await;
+    market.resume_mining().await;
     for decision in decisions {
         let (status, body) = decision.await.expect("join");
         assert_eq!(status, 200, "{body}");
@@ -202,7 +191,7 @@ on_both_engines!(payouts_that_revert_on_chain_are_sent_again, |market| async mov
     // Three approvals at once while no block is mined: the first release goes alone, the two behind it
     // together. Each passes its estimate; then the owner rotates the operator key away ahead of them in
     // their block, so all of them revert on chain.
-    hold_blocks(&market).await;
+    market.hold_blocks().await;
     let decisions: Vec<_> = tasks
         .iter()
         .map(|(_, task)| start_and(&server, task, "complete", json!({ "result": "done" })))
@@ -216,7 +205,7 @@ on_both_engines!(payouts_that_revert_on_chain_are_sent_again, |market| async mov
     for hash in batches(&reverted).keys() {
         assert!(!succeeded(&market, hash).await, "{hash} reverted on chain");
     }
-    mine(&market).await;
+    market.resume_mining().await;
     market.appoint_operator(market.operator.address()).await;
     for decision in decisions {
         let (status, body) = decision.await.expect("join");
@@ -245,7 +234,7 @@ on_both_engines!(a_payout_that_keeps_reverting_is_not_sent_forever, |market| asy
     assert_eq!(status, 200);
     // Each time the release is sent, it passes its estimate and then reverts in its block: the owner
     // rotates the operator key away ahead of it, and back after it.
-    hold_blocks(&market).await;
+    market.hold_blocks().await;
     let completing = {
         let (server, task) = (server.clone(), task.clone());
         tokio::spawn(async move { as_vendor(&server, &task, "complete", json!({ "result": "done" })).await })
@@ -264,7 +253,7 @@ on_both_engines!(a_payout_that_keeps_reverting_is_not_sent_forever, |market| asy
         market.appoint_operator_in_pool(market.operator.address(), InBlock::Last).await;
         let _: Value = market.provider.raw_request("evm_mine".into(), ()).await.expect("mine");
     }
-    mine(&market).await;
+    market.resume_mining().await;
     let (status, body) = completing.await.expect("join");
     assert_eq!(status, 200, "{body}");
 
@@ -294,7 +283,7 @@ on_both_engines!(a_batch_stored_but_never_broadcast_is_sent_after_a_restart, |ma
     for _ in 0..3 {
         buyers.push(market.buyer(PRICE).await);
     }
-    hold_blocks(&market).await;
+    market.hold_blocks().await;
     let requests: Vec<_> = buyers
         .iter()
         .map(|buyer| {
@@ -306,7 +295,7 @@ on_both_engines!(a_batch_stored_but_never_broadcast_is_sent_after_a_restart, |ma
     until_stored(&store, "settle", &payments).await;
     let _: Value = market.provider.raw_request("evm_mine".into(), ()).await.expect("mine");
     until_stored(&store, "record", &payments).await;
-    first.running.abort();
+    first.crash();
     for request in requests {
         request.abort();
     }
@@ -314,7 +303,7 @@ on_both_engines!(a_batch_stored_but_never_broadcast_is_sent_after_a_restart, |ma
     assert!(records.iter().all(|txs| txs.len() == 1), "{records:?}");
     assert!(batches(&records).values().any(|members| *members == 2), "a batch among them: {records:?}");
     let _: Value = market.provider.raw_request("anvil_dropAllTransactions".into(), ()).await.expect("drop");
-    mine(&market).await;
+    market.resume_mining().await;
 
     // Second life, same database: the reconciler finds each payment's stored transaction, the batch
     // included, and sends the same signed bytes; nothing new is signed for them.
@@ -339,7 +328,7 @@ on_both_engines!(a_batch_stored_but_never_broadcast_is_sent_after_a_restart, |ma
         assert_eq!(tx.status().expect("status"), ChainTxStatus::Mined);
     }
     assert_eq!(market.usdc_balance(market.deployment.agentripe).await, U256::from(3 * PRICE));
-    second.running.abort();
+    second.crash();
 });
 
 on_both_engines!(an_entry_that_spoils_its_batch_is_written_alone, |market| async move {
@@ -364,13 +353,13 @@ on_both_engines!(an_entry_that_spoils_its_batch_is_written_alone, |market| async
 
     // The first write goes alone and waits in the pool; the rest gather behind it (one asked twice),
     // and their batch would revert.
-    hold_blocks(&market).await;
+    market.hold_blocks().await;
     let written_first = write("first", &first);
     until_stored(&store, "record", &["first".to_owned()]).await;
     let behind =
         [write("other", &other), write("other", &other), write("spoiler", &spoiler), write("last", &last)];
     until_stored(&store, "record", &["other".to_owned(), "last".to_owned()]).await;
-    mine(&market).await;
+    market.resume_mining().await;
 
     assert!(written_first.await.expect("join").is_ok());
     let [other_once, other_twice, spoiled, written_last] = behind;

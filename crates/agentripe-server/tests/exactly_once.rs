@@ -1,5 +1,5 @@
-//! Each paid authorization ends up recorded exactly once: under duplicates, a front-runner, and a
-//! crash between settlement and recording.
+//! Each paid authorization ends up recorded exactly once: under duplicates, a front-runner, a crash with
+//! its settlement in flight, and a crash between settlement and recording.
 
 use std::collections::BTreeSet;
 
@@ -92,7 +92,7 @@ on_both_engines!(a_crash_between_settlement_and_recording_is_finished_after_rest
     let response = first.buy(market.agent_id, ("PAYMENT-SIGNATURE", &header), "").await;
     assert_eq!(response.status(), 503, "settled but not recorded: the buyer is told to retry");
     assert!(response.headers().contains_key("retry-after"));
-    first.running.abort();
+    first.crash();
     assert_eq!(
         market.usdc_balance(market.deployment.agentripe).await,
         U256::from(PRICE),
@@ -138,7 +138,7 @@ on_both_engines!(a_deposit_recorded_behind_our_back_is_taken_as_it_is, |market| 
     market.appoint_operator(interim.address()).await;
     let response = first.buy(market.agent_id, ("PAYMENT-SIGNATURE", &header), "").await;
     assert_eq!(response.status(), 503);
-    first.running.abort();
+    first.crash();
 
     // The interim operator records the deposit itself, with the payment's terms; then our key is back.
     let settled = find_settlement(&market, &header).await;
@@ -192,7 +192,6 @@ on_both_engines!(one_authorization_cannot_pay_for_two_purchases, |market| async 
 });
 
 on_both_engines!(a_live_holder_keeps_its_short_lease_and_a_dead_ones_runs_out, |market| async move {
-    use alloy::providers::Provider;
     let lease = std::time::Duration::from_secs(1);
     let mut config = market.config();
     config.payment_lease = lease;
@@ -204,7 +203,7 @@ on_both_engines!(a_live_holder_keeps_its_short_lease_and_a_dead_ones_runs_out, |
     // payment: it renews its lease, so no other instance's reconciler may take it.
     let server = market.start_with(config.clone()).await;
     let buyer = market.buyer(2 * PRICE).await;
-    let _: () = market.provider.raw_request("evm_setAutomine".into(), (false,)).await.expect("automine off");
+    market.hold_blocks().await;
     let buying = {
         let url = server.purchase_url(market.agent_id);
         let header = market.pay_v2(&buyer);
@@ -219,10 +218,9 @@ on_both_engines!(a_live_holder_keeps_its_short_lease_and_a_dead_ones_runs_out, |
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         assert_eq!(stalled().await, Vec::<i64>::new(), "a live holder's lease never runs out");
     }
-    let _: () = market.provider.raw_request("evm_setAutomine".into(), (true,)).await.expect("automine on");
-    let _: serde_json::Value = market.provider.raw_request("evm_mine".into(), ()).await.expect("mine");
+    market.resume_mining().await;
     assert_eq!(buying.await.expect("join").expect("answer").status(), 200);
-    server.running.abort();
+    server.crash();
 
     // A process killed right after leasing a payment never renews nor returns its lease: the payment
     // waits one short lease, then another instance finishes it without any request.
@@ -230,7 +228,7 @@ on_both_engines!(a_live_holder_keeps_its_short_lease_and_a_dead_ones_runs_out, |
     let first = market.start_with(config.clone()).await;
     market.appoint_operator(key(&market.anvil, 5).address()).await;
     assert_eq!(first.buy(market.agent_id, ("PAYMENT-SIGNATURE", &header), "").await.status(), 503);
-    first.running.abort();
+    first.crash();
     market.appoint_operator(market.operator.address()).await;
     let now = agentripe_server::util::now_ms();
     let held = stalled().await;
@@ -254,6 +252,60 @@ on_both_engines!(a_live_holder_keeps_its_short_lease_and_a_dead_ones_runs_out, |
         U256::from(2 * PRICE),
         "charged once each"
     );
+});
+
+on_both_engines!(a_settlement_in_flight_at_a_crash_is_taken_up, |market| async move {
+    use agentripe_store::PaymentStatus;
+    use std::time::Duration;
+    let mut config = market.config();
+    config.payment_lease = Duration::from_secs(1);
+    let store = agentripe_store::Store::connect(&market.database_url).await.expect("store");
+    let buyer = market.buyer(PRICE).await;
+    let header = market.pay_v2(&buyer);
+    let settlements = async || store.txs_for("settle", "1").await.expect("txs");
+
+    // The settlement is signed, stored and broadcast, and waits in the node's pool when the process dies.
+    let first = market.start_with(config.clone()).await;
+    market.hold_blocks().await;
+    let buying = tokio::spawn({
+        let (url, header) = (first.purchase_url(market.agent_id), header.clone());
+        async move { reqwest::Client::new().post(url).header("PAYMENT-SIGNATURE", header).send().await }
+    });
+    while settlements().await.is_empty() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.crash();
+    assert!(buying.await.expect("join").is_err(), "the buyer's connection died with the server");
+
+    // Another instance takes the payment over once the dead holder's lease runs out, and waits for
+    // that settlement. Settling afresh would go wrong either way: a node that simulates against its
+    // pool refuses the authorization as spent, while the chain says it is unused, and the payment
+    // would be failed with its money on the way; one that simulates against the last block would pass
+    // a second settlement, which reverts once mined, at the operator's expense.
+    let second = market.start_with(config).await;
+    let payment = async || store.payment(1).await.expect("read").expect("payment");
+    for _ in 0..100 {
+        if payment().await.leases >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let waiting = payment().await;
+    assert_eq!((waiting.leases, waiting.status), (2, PaymentStatus::Verified), "taken over, still settling");
+    market.resume_mining().await;
+    let settled = find_settlement(&market, &header).await;
+    for _ in 0..100 {
+        if payment().await.status == PaymentStatus::Recorded {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(payment().await.status, PaymentStatus::Recorded, "recorded without any request");
+    assert_eq!(settlements().await.len(), 1, "one settlement was ever signed");
+    let task = task_id_of(second.buy(market.agent_id, ("PAYMENT-SIGNATURE", &header), "").await).await;
+    assert_eq!(task, settled, "the buyer's retry gets the task");
+    assert_eq!(market.usdc_balance(market.deployment.agentripe).await, U256::from(PRICE), "charged once");
 });
 
 alloy::sol!(

@@ -118,6 +118,6 @@ on_both_engines!(a_deposits_expiry_comes_from_its_record_or_from_the_escrow, |ma
             asked.iter().all(|&count| expected(count)),
             "getDeposit, depositExpiresAt: {asked:?} of {calls:?}"
         );
-        server.running.abort();
+        server.crash();
     }
 });

@@ -57,11 +57,11 @@ async fn expiry_and_reclaim() {
 
         // With the server down, the deposit is reclaimed on chain (anyone may, for the buyer); back
         // up, the server notices and follows the chain.
-        server.running.abort();
+        server.crash();
         let restarted = market.start().await;
         restarted.running.reconciler.abort();
         let (buyer, reclaimed) = restarted.purchase(&market, &json!({})).await;
-        restarted.running.abort();
+        restarted.crash();
         wait_until_expired(&market, &reclaimed).await;
         let as_buyer =
             ProviderBuilder::new().wallet(key(&market.anvil, 8)).connect_http(market.anvil.endpoint_url());
@@ -83,7 +83,7 @@ async fn expiry_and_reclaim() {
         // first: ours moves nothing, so the task names no transaction of ours.
         let (buyer, raced) = back.purchase(&market, &json!({})).await;
         let store = Store::connect(&market.database_url).await.expect("store");
-        let _: () = market.provider.raw_request("evm_setAutomine".into(), (false,)).await.expect("hold");
+        market.hold_blocks().await;
         wait_until_expired(&market, &raced).await;
         let mut ours = Vec::new();
         for _ in 0..400 {
@@ -104,8 +104,7 @@ async fn expiry_and_reclaim() {
             .await
             .expect("reclaim")
             .tx_hash();
-        let _: () = market.provider.raw_request("evm_setAutomine".into(), (true,)).await.expect("mine");
-        let _: Value = market.provider.raw_request("evm_mine".into(), ()).await.expect("mine");
+        market.resume_mining().await;
         let body = back.escrow_status_eventually(&raced, "refunded").await;
         let provider = &market.provider;
         let receipt = async |hash: B256| {
@@ -130,7 +129,7 @@ on_both_engines!(a_crash_between_approval_and_release_pays_once, |market| async 
         .await
         .expect("start");
     assert_eq!(start.status(), 200);
-    healthy.running.abort();
+    healthy.crash();
 
     // A life that approves and stores the decision, but whose release cannot reach the chain (the
     // escrow's owner rotated the operator key away under it), and that dies before any reconciler pass.
@@ -151,7 +150,7 @@ on_both_engines!(a_crash_between_approval_and_release_pays_once, |market| async 
         .await
         .expect("json");
     assert_eq!(done["escrowAction"], "releasing", "decided, not yet on chain: {done}");
-    crashing.running.abort();
+    crashing.crash();
     assert_eq!(market.deposit(task.parse().expect("hash")).await.status, 1);
     market.appoint_operator(market.operator.address()).await;
 
@@ -160,11 +159,11 @@ on_both_engines!(a_crash_between_approval_and_release_pays_once, |market| async 
     next.escrow_status_eventually(&task, "released").await;
     assert_eq!(market.deposit(task.parse().expect("hash")).await.status, 2);
     assert_eq!(market.usdc_balance(market.vendor.address()).await, U256::from(PRICE));
-    next.running.abort();
+    next.crash();
     let last = market.start().await;
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
     assert_eq!(market.usdc_balance(market.vendor.address()).await, U256::from(PRICE), "paid exactly once");
-    last.running.abort();
+    last.crash();
 });
 
 /// What a give-back run does first, and then dies: claims the stray transfer `transfer` of `sender` and
@@ -226,7 +225,7 @@ on_both_engines!(a_give_back_cut_off_after_its_record_is_finished_by_the_next_ru
     assert!(again.as_ref().is_err_and(|error| error.contains("already given back")), "{again:?}");
     let refunds = store.txs_for("refund_unrecorded", &hex(transfer)).await.expect("txs");
     assert_eq!(refunds.len(), 1, "one refund sent");
-    server.running.abort();
+    server.crash();
 });
 
 on_both_engines!(a_deposit_being_given_back_pays_for_no_purchase, |market| async move {
@@ -266,5 +265,5 @@ on_both_engines!(a_deposit_being_given_back_pays_for_no_purchase, |market| async
     assert_eq!(status, 402, "{body}");
     assert!(store.task(&hex(settlement)).await.expect("task").is_none());
     assert_eq!(market.usdc_balance(market.deployment.agentripe).await, U256::ZERO);
-    server.running.abort();
+    server.crash();
 });

@@ -335,7 +335,7 @@ on_both_engines!(
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         assert_eq!(feedback_count().await, 1, "feedback posted");
-        server.running.abort();
+        server.crash();
 
         // As after a receipt that lagged past our patience: the mined feedback is stored as dropped, and
         // the task as still awaiting feedback. The next life asks the chain before posting again.
@@ -356,6 +356,6 @@ on_both_engines!(
         assert!(store.tasks_awaiting_feedback(10).await.expect("awaiting").is_empty(), "feedback settled");
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         assert_eq!(feedback_count().await, 1, "posted once, not twice");
-        next.running.abort();
+        next.crash();
     }
 );

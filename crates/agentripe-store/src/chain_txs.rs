@@ -194,14 +194,21 @@ impl Store {
         .context("listing a nonce's transactions")
     }
 
-    /// `signer`'s transactions marked mined with a nonce of `nonce` or more, in nonce order: when the
-    /// chain's nonce for `signer` is `nonce`, these are no longer on chain.
-    pub async fn mined_txs_from(&self, signer: &str, nonce: i64) -> Result<Vec<ChainTx>, StoreError> {
+    /// `signer`'s transactions marked `status` with a nonce of `nonce` or more, in nonce order (a nonce's
+    /// replacements after it). When the chain's nonce for `signer` is `nonce`, those marked mined are no
+    /// longer on chain, and those pending are all that may still land.
+    pub async fn txs_from(
+        &self,
+        signer: &str,
+        status: ChainTxStatus,
+        nonce: i64,
+    ) -> Result<Vec<ChainTx>, StoreError> {
         sqlx::query_as(concat!(
             "SELECT ",
             columns!(),
-            " FROM chain_txs WHERE status = 'mined' AND signer = $1 AND nonce >= $2 ORDER BY nonce, id"
+            " FROM chain_txs WHERE status = $1 AND signer = $2 AND nonce >= $3 ORDER BY nonce, id"
         ))
+        .bind(status.as_str())
         .bind(signer)
         .bind(nonce)
         .fetch_all(self.pool())

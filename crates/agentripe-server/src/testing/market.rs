@@ -160,12 +160,39 @@ impl Market {
         self.start_with(self.config()).await
     }
 
+    /// Starts a server on a runtime of its own, so that [`Server::crash`] stops every task it started, as
+    /// the death of its process would.
     pub async fn start_with(&self, mut config: Config) -> Server {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        listener.set_nonblocking(true).expect("a non-blocking listener");
         let base = format!("http://{}", listener.local_addr().expect("address"));
         config.public_url = base.clone();
-        let running = crate::start(config, listener).await.expect("server starts");
-        Server { running, base, http: reqwest::Client::new(), vendor: (self.vendor.clone(), self.agent_id) }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("the server's runtime");
+        let running = runtime
+            .spawn(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                crate::start(config, listener).await
+            })
+            .await
+            .expect("starting did not panic")
+            .expect("server starts");
+        Server::new(running, runtime, base, (self.vendor.clone(), self.agent_id))
+    }
+
+    /// Stops mining: transactions wait in the node's pool until [`Self::resume_mining`].
+    pub async fn hold_blocks(&self) {
+        let _: () =
+            self.provider.raw_request("evm_setAutomine".into(), (false,)).await.expect("automine off");
+    }
+
+    /// Mines what waits, and every transaction at once from now on.
+    pub async fn resume_mining(&self) {
+        let _: () = self.provider.raw_request("evm_setAutomine".into(), (true,)).await.expect("automine on");
+        let _: serde_json::Value = self.provider.raw_request("evm_mine".into(), ()).await.expect("mine");
     }
 
     /// A new buyer holding `amount` USDC (and no gas: x402 buyers need none).

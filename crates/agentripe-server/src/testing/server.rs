@@ -1,8 +1,9 @@
 //! A client of the server under test: purchases, vendor calls and task reads over real HTTP.
 
-use std::time::Duration;
+use std::{sync::Mutex, time::Duration};
 
 use alloy::{primitives::U256, signers::local::PrivateKeySigner};
+use tokio::runtime::Runtime;
 
 use super::{Market, PRICE, now};
 use crate::Running;
@@ -14,9 +15,30 @@ pub struct Server {
     pub http: reqwest::Client,
     /// The market's vendor and its agent: who reads tasks in full.
     pub vendor: (PrivateKeySigner, U256),
+    /// Runs the server and every task it starts; shut down by [`Self::crash`] or when dropped.
+    runtime: Mutex<Option<Runtime>>,
 }
 
 impl Server {
+    pub(super) fn new(
+        running: Running,
+        runtime: Runtime,
+        base: String,
+        vendor: (PrivateKeySigner, U256),
+    ) -> Self {
+        Self { running, base, http: reqwest::Client::new(), vendor, runtime: Mutex::new(Some(runtime)) }
+    }
+
+    /// Stops the server as the death of its process would: every task it started (requests being
+    /// handled, payments being advanced, batches being written, its loops) stops where it is, and only
+    /// what it stored and sent remains.
+    pub fn crash(&self) {
+        let runtime = self.runtime.lock().expect("the runtime's lock").take();
+        if let Some(runtime) = runtime {
+            runtime.shutdown_background();
+        }
+    }
+
     /// Buys the translation with `body` as a new funded buyer; returns the buyer and the task id.
     pub async fn purchase(&self, market: &Market, body: &serde_json::Value) -> (PrivateKeySigner, String) {
         let buyer = market.buyer(PRICE).await;
@@ -105,6 +127,13 @@ impl Server {
             .send()
             .await
             .expect("request")
+    }
+}
+
+impl Drop for Server {
+    /// A runtime cannot be dropped where blocking is not allowed (a test's own runtime).
+    fn drop(&mut self) {
+        self.crash();
     }
 }
 
