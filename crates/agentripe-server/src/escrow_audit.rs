@@ -199,13 +199,15 @@ impl EscrowAudit {
         let transfer = match unrecorded {
             Some(transfer) => {
                 self.ensure_no_payment_claims(&transfer).await?;
-                self.hold_for_give_back(&transfer).await?;
                 let record = Agentripe::recordDepositCall {
                     depositId: transaction,
                     agentId: self.agent_or_first_indexed(agent).await?,
                     buyer: transfer.sender,
                     amount: transfer.amount,
                 };
+                // Last before the record: a run that stops before this leaves no claim to refuse a
+                // purchase with.
+                self.hold_for_give_back(&transfer).await?;
                 write_once(operator, RECORD_UNRECORDED, &subject, self.escrow, record.abi_encode().into())
                     .await?;
                 transfer

@@ -353,6 +353,12 @@ on_both_engines!(two_payments_settled_in_one_transaction_get_a_deposit_each, |ma
         .await
         .expect("mined");
     assert!(receipt.status());
+    // The operator has started giving back a transfer of that transaction (`refund-unrecorded` takes it
+    // for a stray, under the transaction's hash): that claims no payment's deposit.
+    let store = agentripe_store::Store::connect(&market.database_url).await.expect("store");
+    let give_back = agentripe_store::TransferHolder::GiveBack;
+    let transaction = format!("{:#x}", receipt.transaction_hash);
+    assert_eq!(store.claim_transfer(&transaction, give_back, 0).await.expect("claim"), give_back);
 
     // Each payment becomes a task of its own, keyed keccak256(abi.encode(txHash, payer, nonce)), and
     // each buyer is told the transaction that moved its money.

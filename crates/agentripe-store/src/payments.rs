@@ -57,7 +57,8 @@ pub struct Payment {
     pub settlement_tx: Option<String>,
     /// Why it failed.
     pub failure: Option<String>,
-    /// How many holders have leased it (see `lease_payment`): 1 for the first.
+    /// How many holders have leased it (see `lease_payment`): 1 for the first only. A holder of a version
+    /// that did not count (before migration 0022) still makes the next one at least the second.
     pub leases: i64,
 }
 
@@ -214,7 +215,8 @@ impl Store {
         until_ms: i64,
     ) -> Result<Option<Payment>, StoreError> {
         let row: Option<Row> = sqlx::query_as(concat!(
-            "UPDATE payments SET lease_until = $1, lease_holder = $2, leases = leases + 1, updated_at = $3 WHERE id = $4 \
+            "UPDATE payments SET lease_until = $1, lease_holder = $2, updated_at = $3, \
+             leases = CASE WHEN lease_holder IS NULL OR leases > 0 THEN leases + 1 ELSE 2 END WHERE id = $4 \
              AND status IN ('verified', 'settled') AND (lease_until IS NULL OR lease_until < $3) RETURNING ",
             columns!()
         ))

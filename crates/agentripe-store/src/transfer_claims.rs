@@ -1,4 +1,6 @@
 //! Transfers into the escrow that no payment of ours sent, and who may act on each: the first to claim it.
+//! A transfer is named by the deposit it would become: its transaction's hash, unless that transaction
+//! spent several authorizations (then each payment's deposit id is its own).
 
 use crate::{Context, Store, StoreError};
 
@@ -31,21 +33,21 @@ impl TransferHolder {
 }
 
 impl Store {
-    /// Claims the transfer made by `transaction` for `claimant`, unless it is held already; returns its
-    /// holder, which is `claimant` only if it claimed first (or before). One statement, so two claimants
-    /// racing cannot both win.
+    /// Claims the transfer that would become deposit `deposit_id` for `claimant`, unless it is held
+    /// already; returns its holder, which is `claimant` only if it claimed first (or before). One
+    /// statement, so two claimants racing cannot both win.
     pub async fn claim_transfer(
         &self,
-        transaction: &str,
+        deposit_id: &str,
         claimant: TransferHolder,
         now_ms: i64,
     ) -> Result<TransferHolder, StoreError> {
         // The no-op update makes the statement return the row it found, on both engines.
         let holder: String = sqlx::query_scalar(
-            "INSERT INTO transfer_claims (transaction_hash, holder, claimed_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (transaction_hash) DO UPDATE SET holder = transfer_claims.holder RETURNING holder",
+            "INSERT INTO transfer_claims (deposit_id, holder, claimed_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (deposit_id) DO UPDATE SET holder = transfer_claims.holder RETURNING holder",
         )
-        .bind(transaction)
+        .bind(deposit_id)
         .bind(claimant.to_text())
         .bind(now_ms)
         .fetch_one(self.pool())

@@ -475,3 +475,13 @@ on_both_engines!(a_transfer_is_held_by_whoever_claims_it_first, |store| async mo
         Payment(i64::MAX)
     );
 });
+
+on_both_engines!(a_lease_after_a_holder_that_did_not_count_is_not_the_first, |store| async move {
+    // An instance from before leases were counted leases a payment and dies: the next holder must look
+    // for what it may have sent, so it is not the first.
+    let Claim::New(p) = store.claim_payment(&payment("0x01"), NOW).await.expect("claim") else { panic!() };
+    agentripe_store::testing::execute(&store, "UPDATE payments SET lease_holder = 'old', lease_until = 1")
+        .await;
+    let leased = store.lease_payment(p.id, "new", NOW, NOW + 30_000).await.expect("lease").expect("leased");
+    assert_eq!(leased.leases, 2);
+});

@@ -123,7 +123,7 @@ impl MoneyIn {
     /// second pays for nothing, as if its nonce had been spent elsewhere.
     async fn hold(&self, payment: &Payment, settlement: Settlement) -> Result<Settled, PipelineError> {
         let claimant = TransferHolder::Payment(payment.id);
-        let holder = self.store.claim_transfer(&hex(settlement.transaction), claimant, now_ms()).await?;
+        let holder = self.store.claim_transfer(&hex(settlement.deposit_id), claimant, now_ms()).await?;
         if holder == TransferHolder::GiveBack {
             tracing::warn!(payment = payment.id, tx = %settlement.transaction, "payment refused: the operator is giving its settlement back to its payer");
             return Ok(Err(ErrorReason::InvalidExactEvmPayloadAuthorizationNonceUsed));
