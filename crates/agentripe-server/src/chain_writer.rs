@@ -256,15 +256,8 @@ impl ChainWriter {
     /// nonce gap that would hold every later transaction back; it is then confirmed in the background,
     /// and one that now reverts is logged as an error for the operator. Returns how many were redone.
     pub async fn redo_vanished(&self) -> Result<usize, WriteError> {
-        let chain_nonce = self
-            .provider
-            .get_transaction_count(self.address())
-            .latest()
-            .await
-            .map_err(rpc("reading the signer's nonce"))?;
         let mut redone = 0;
-        let signer = hex(self.address());
-        for tx in self.store.txs_from(&signer, ChainTxStatus::Mined, to_i64(chain_nonce)).await? {
+        for tx in self.stored_past_mined_nonce(ChainTxStatus::Mined).await? {
             // A receipt the node still has (its nonce read lagged) means nothing vanished.
             let hash = stored_hash(&tx)?;
             if self.provider.get_transaction_receipt(hash).await.map_err(rpc("reading a receipt"))?.is_some()
@@ -301,18 +294,24 @@ impl ChainWriter {
     /// pool) would hold every later nonce back until the step of each earlier one came round. Returns
     /// how many were sent.
     pub async fn rebroadcast_pending(&self) -> Result<usize, WriteError> {
-        let chain_nonce = self
-            .provider
-            .get_transaction_count(self.address())
-            .latest()
-            .await
-            .map_err(rpc("reading the signer's nonce"))?;
-        let signer = hex(self.address());
-        let pending = self.store.txs_from(&signer, ChainTxStatus::Pending, to_i64(chain_nonce)).await?;
+        let pending = self.stored_past_mined_nonce(ChainTxStatus::Pending).await?;
         for tx in &pending {
             self.broadcast(tx).await;
         }
         Ok(pending.len())
+    }
+
+    /// Our transactions stored as `status` whose nonces the chain's last block has not reached, in nonce
+    /// order.
+    async fn stored_past_mined_nonce(&self, status: ChainTxStatus) -> Result<Vec<ChainTx>, WriteError> {
+        let mined = self.mined_nonce().await?;
+        Ok(self.store.txs_from(&hex(self.address()), status, to_i64(mined)).await?)
+    }
+
+    /// The nonce after our last transaction in the chain's last block.
+    async fn mined_nonce(&self) -> Result<u64, WriteError> {
+        let nonce = self.provider.get_transaction_count(self.address()).latest().await;
+        Ok(nonce.map_err(rpc("reading the signer's nonce"))?)
     }
 
     /// `tx` and its replacements: the transactions of its nonce for the same purpose and subject.
@@ -363,12 +362,7 @@ impl ChainWriter {
 
     /// The chain's mined nonce passed ours, yet none of `awaited` has a receipt: another one took it.
     async fn nonce_taken_by_another(&self, nonce: i64, awaited: &[B256]) -> Result<bool, WriteError> {
-        let mined = self
-            .provider
-            .get_transaction_count(self.address())
-            .latest()
-            .await
-            .map_err(rpc("reading the signer's nonce"))?;
+        let mined = self.mined_nonce().await?;
         if to_i64(mined) <= nonce {
             return Ok(false);
         }
