@@ -36,6 +36,9 @@ enum Script {
     AnswersAnotherHash,
     /// Never answers a settlement: the payment stays in flight.
     Hangs,
+    /// Answers once its transaction is in the node's pool, not mined; one it cannot submit (the node
+    /// refuses a nonce its pool has spent) it refuses as spent.
+    AnswersBeforeMined,
 }
 
 struct Facilitator {
@@ -102,14 +105,18 @@ async fn settle(
         .into_response();
     }
     let authorization = &payment.payload.authorization;
-    let receipt = IERC3009::new(facilitator.usdc, &facilitator.provider)
-        .call_builder(&settlement_call(&payment.payload))
-        .send()
-        .await
-        .expect("submit")
-        .get_receipt()
-        .await
-        .expect("mined");
+    let token = IERC3009::new(facilitator.usdc, &facilitator.provider);
+    let call = token.call_builder(&settlement_call(&payment.payload));
+    if facilitator.script == Script::AnswersBeforeMined {
+        let (success, error_reason, transaction) = match call.send().await {
+            Ok(pending) => (true, None, format!("{:#x}", pending.tx_hash())),
+            Err(_) => (false, Some(ErrorReason::InvalidExactEvmPayloadAuthorizationNonceUsed), String::new()),
+        };
+        let network = requirements.network;
+        let payer = Some(authorization.from);
+        return Json(SettleResponse { success, error_reason, payer, transaction, network }).into_response();
+    }
+    let receipt = call.send().await.expect("submit").get_receipt().await.expect("mined");
     if facilitator.script == Script::SettlesThenFails {
         return (StatusCode::INTERNAL_SERVER_ERROR, "upstream timeout").into_response();
     }
@@ -387,4 +394,42 @@ on_both_engines!(a_settlement_mined_before_its_answer_is_no_stray, |market| asyn
     let refused = agentripe_server::escrow_audit::refund_unrecorded(&market.config(), settlement, None).await;
     assert!(refused.as_ref().is_err_and(|error| error.contains("still settling here")), "{refused:?}");
     in_flight.abort();
+});
+
+on_both_engines!(a_facilitators_settlement_still_in_the_pool_is_waited_for, |market| async move {
+    use agentripe_store::{PaymentStatus, Store};
+    use std::time::Duration;
+    let mut config = market.config();
+    config.facilitator =
+        FacilitatorConfig::Remote(start_facilitator(&market, Script::AnswersBeforeMined).await);
+    config.chain_timeout = Duration::from_secs(1);
+    config.payment_lease = Duration::from_secs(1);
+    let server = market.start_with(config).await;
+    let store = Store::connect(&market.database_url).await.expect("store");
+    let buyer = market.buyer(PRICE).await;
+    let header = market.pay_v2(&buyer);
+
+    // The facilitator's settlement waits in the node's pool longer than the server waits for it: the
+    // buyer is told to follow its payment. Attempts go on in the background, a lease after another;
+    // asking the facilitator again would get the nonce refused as spent while the chain says unused.
+    market.hold_blocks().await;
+    let first = server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &header), "").await;
+    assert_eq!(first.status(), 503);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let waiting = store.payment(1).await.expect("read").expect("payment");
+    assert!(waiting.leases >= 2, "attempted again: {}", waiting.leases);
+    assert_eq!(waiting.status, PaymentStatus::Verified, "still settling, never refused");
+
+    // Once mined it is recorded without any request, and the buyer's retry gets the task.
+    market.resume_mining().await;
+    for _ in 0..100 {
+        if store.payment(1).await.expect("read").expect("payment").status == PaymentStatus::Recorded {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let response = server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &header), "").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(market.usdc_balance(buyer.address()).await, U256::ZERO, "charged once");
+    assert_eq!(market.usdc_balance(market.deployment.agentripe).await, U256::from(PRICE));
 });

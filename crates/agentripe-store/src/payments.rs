@@ -57,6 +57,8 @@ pub struct Payment {
     pub settlement_tx: Option<String>,
     /// Why it failed.
     pub failure: Option<String>,
+    /// The transaction a remote facilitator said it submitted, while not yet settled.
+    pub submitted_tx: Option<String>,
     /// How many holders have leased it (see `lease_payment`): 1 for the first only. A holder of a version
     /// that did not count (before migration 0022) still makes the next one at least the second.
     pub leases: i64,
@@ -90,6 +92,7 @@ struct Row {
     deposit_id: Option<String>,
     settlement_tx: Option<String>,
     failure: Option<String>,
+    submitted_tx: Option<String>,
     leases: i64,
 }
 
@@ -121,6 +124,7 @@ impl TryFrom<Row> for Payment {
             deposit_id: row.deposit_id,
             settlement_tx: row.settlement_tx,
             failure: row.failure,
+            submitted_tx: row.submitted_tx,
             leases: row.leases,
         })
     }
@@ -129,7 +133,7 @@ impl TryFrom<Row> for Payment {
 macro_rules! columns {
     () => {
         "id, chain_id, asset, payer, nonce, amount, agent_id, service_path, x402_version, payment, valid_before, \
-         request, search_from_block, status, deposit_id, settlement_tx, failure, leases"
+         request, search_from_block, status, deposit_id, settlement_tx, failure, submitted_tx, leases"
     };
 }
 
@@ -258,6 +262,25 @@ impl Store {
             .execute(self.pool())
             .await
             .context("unleasing a payment")?;
+        Ok(())
+    }
+
+    /// Notes that a remote facilitator submitted transaction `submitted_tx` to settle payment `id`.
+    pub async fn note_submitted_settlement(
+        &self,
+        id: i64,
+        submitted_tx: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE payments SET submitted_tx = $1, updated_at = $2 WHERE id = $3 AND status = 'verified'",
+        )
+        .bind(submitted_tx)
+        .bind(now_ms)
+        .bind(id)
+        .execute(self.pool())
+        .await
+        .context("noting a submitted settlement")?;
         Ok(())
     }
 

@@ -72,6 +72,18 @@ impl MoneyIn {
         {
             return Ok(Ok(settlement));
         }
+        // A remote facilitator's settlement an earlier attempt stopped waiting for may still land while the
+        // authorization is valid: it is waited for, never asked for again (the facilitator would refuse
+        // the nonce as spent while the chain still says unused, and the payment would fail with its money
+        // on the way).
+        if let Some(submitted) = payment.submitted_tx.as_deref().and_then(|tx| tx.parse::<B256>().ok())
+            && U256::from(now_secs()) < authorization.valid_before
+        {
+            let receipt = self.confirmation.wait_for_receipt(&self.provider, Patiently(submitted)).await?;
+            if let Some(settlement) = self.transfer_into_escrow(&receipt, authorization, asset) {
+                return self.hold(payment, settlement).await;
+            }
+        }
         // Too late to submit: the chain says whether anyone settled it meanwhile. Otherwise the chain is
         // asked only when the settlement is refused (its simulation reverts for a used nonce or missing
         // funds alike), which spares the happy path two reads.
@@ -90,6 +102,7 @@ impl MoneyIn {
         let (receipt, sent_by_us) = match self.facilitator.settle(payment.id, &request, asset).await? {
             Attempt::Mined(receipt) => (*receipt, true),
             Attempt::Submitted(hash) => {
+                self.store.note_submitted_settlement(payment.id, &hex(hash), now_ms()).await?;
                 (self.confirmation.wait_for_receipt(&self.provider, Patiently(hash)).await?, false)
             }
             Attempt::Refused(reason) => {
