@@ -126,8 +126,8 @@ impl EscrowAudit {
             .filter_map(|log| log.log_decode::<IERC3009::AuthorizationUsed>().ok())
             .map(|used| used.inner.data)
             .filter(|used| used.authorizer == transfer.sender);
+        let (chain_id, asset) = (to_i64(self.chain_id), hex(self.token));
         for used in spent {
-            let (chain_id, asset) = (to_i64(self.chain_id), hex(self.token));
             let payment = self
                 .store
                 .payment_by_authorization(chain_id, &asset, &hex(used.authorizer), &hex(used.nonce))

@@ -381,9 +381,10 @@ impl Store {
         .context("reading a payer's amounts in flight")
     }
 
-    /// Which of `tx_hashes` settled a payment of ours that has not failed (before transfer claims, a payment
-    /// whose settlement a give-back took failed after settling): the escrow audit asks of every transfer into the escrow in its look-back at once,
-    /// in chunks that stay within every engine's limit on parameters.
+    /// Which of `tx_hashes` settled a payment of ours that has not failed (before transfer claims, a
+    /// payment whose settlement a give-back took failed after settling): the escrow audit asks of every
+    /// transfer into the escrow in its look-back at once, in chunks that stay within every engine's limit
+    /// on parameters.
     pub async fn settlements_among(&self, tx_hashes: &[String]) -> Result<HashSet<String>, StoreError> {
         let mut found = HashSet::new();
         for chunk in tx_hashes.chunks(500) {

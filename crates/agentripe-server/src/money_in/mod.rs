@@ -275,14 +275,12 @@ impl MoneyIn {
             advanced = self.advance_leased(payment) => advanced,
             lost = renewing => lost,
         };
-        match &result {
-            // Recording or failing the payment released its lease.
-            Ok(Outcome::Recorded { .. } | Outcome::Failed(_)) => {}
-            Ok(Outcome::InProgress { .. }) => self.store.unlease_payment(id, &holder).await?,
-            Err(error) => {
-                tracing::warn!(payment = id, %error, "payment not advanced; the reconciler will retry");
-                self.store.unlease_payment(id, &holder).await?;
-            }
+        if let Err(error) = &result {
+            tracing::warn!(payment = id, %error, "payment not advanced; the reconciler will retry");
+        }
+        // Recording or failing the payment released its lease.
+        if !matches!(result, Ok(Outcome::Recorded { .. } | Outcome::Failed(_))) {
+            self.store.unlease_payment(id, &holder).await?;
         }
         result
     }
