@@ -195,7 +195,8 @@ impl ChainWriter {
         let mut attempts = 0;
         loop {
             let tx = self.send(purpose, subjects, to, input.clone()).await?;
-            match self.confirm(&tx).await {
+            // A nonce just taken has no replacements yet: there is nothing to read back.
+            match self.await_mined(vec![stored_hash(&tx)?], tx.clone()).await {
                 Err(WriteError::Dropped(hash)) if attempts < 3 => {
                     attempts += 1;
                     tracing::warn!(%hash, purpose, subject = %tx.subject, "nonce taken by another transaction; signing again");
@@ -224,28 +225,36 @@ impl ChainWriter {
     /// Returns the receipt (which may show a revert).
     pub async fn confirm(&self, tx: &ChainTx) -> Result<TransactionReceipt, WriteError> {
         let twins = self.twins(tx).await?;
+        let awaited = twins.iter().map(stored_hash).collect::<Result<_, _>>()?;
+        self.await_mined(awaited, twins.last().cloned().unwrap_or_else(|| tx.clone())).await
+    }
+
+    /// [`Self::confirm`] of the transactions `awaited`, all of one nonce, `latest` the one to broadcast.
+    async fn await_mined(
+        &self,
+        awaited: Vec<B256>,
+        latest: ChainTx,
+    ) -> Result<TransactionReceipt, WriteError> {
         let now = tokio::time::Instant::now();
         // Whoever hands a transaction to confirm has just broadcast it (send, resume, redo_vanished).
-        let rebroadcasting = Rebroadcasting {
+        let mut rebroadcasting = Rebroadcasting {
             writer: self,
-            awaited: twins.iter().map(stored_hash).collect::<Result<_, _>>()?,
-            latest: twins.last().cloned().unwrap_or_else(|| tx.clone()),
+            awaited,
+            latest,
             next_at: now + REBROADCAST_EVERY,
             bump_at: now + self.fees.bump_after,
             nonce_check_at: now + NONCE_CHECK_EVERY,
             nonce_passed_at: None,
         };
-        let receipt = self.confirmation.wait_for_receipt(&self.provider, rebroadcasting).await?;
-        // One of a nonce's twins is mined; the others never will be.
-        for twin in self.twins(tx).await? {
-            let status = if stored_hash(&twin)? == receipt.transaction_hash {
-                ChainTxStatus::Mined
-            } else {
-                ChainTxStatus::Dropped
+        let receipt = self.confirmation.wait_for_receipt(&self.provider, &mut rebroadcasting).await?;
+        // One of a nonce's twins is mined; the others never will be. The wait knows every one of them: those
+        // it was handed and the replacements it made.
+        for &twin in &rebroadcasting.awaited {
+            let status = match twin == receipt.transaction_hash {
+                true => ChainTxStatus::Mined,
+                false => ChainTxStatus::Dropped,
             };
-            if twin.status()? != status {
-                self.store.mark_tx(&twin.tx_hash, status, now_ms()).await?;
-            }
+            self.store.mark_tx(&hex(twin), status, now_ms()).await?;
         }
         Ok(receipt)
     }
@@ -539,7 +548,7 @@ impl Confirmation {
     pub async fn wait_for_receipt(
         &self,
         provider: &DynProvider,
-        mut while_missing: impl WhileMissing,
+        while_missing: &mut impl WhileMissing,
     ) -> Result<TransactionReceipt, WriteError> {
         let deadline = tokio::time::Instant::now() + self.timeout;
         loop {

@@ -79,7 +79,8 @@ impl MoneyIn {
         if let Some(submitted) = payment.submitted_tx.as_deref().and_then(|tx| tx.parse::<B256>().ok())
             && U256::from(now_secs()) < authorization.valid_before
         {
-            let receipt = self.confirmation.wait_for_receipt(&self.provider, Patiently(submitted)).await?;
+            let receipt =
+                self.confirmation.wait_for_receipt(&self.provider, &mut Patiently(submitted)).await?;
             if let Some(settlement) = self.transfer_into_escrow(&receipt, authorization, asset) {
                 return self.hold(payment, settlement).await;
             }
@@ -103,7 +104,7 @@ impl MoneyIn {
             Attempt::Mined(receipt) => (*receipt, true),
             Attempt::Submitted(hash) => {
                 self.store.note_submitted_settlement(payment.id, &hex(hash), now_ms()).await?;
-                (self.confirmation.wait_for_receipt(&self.provider, Patiently(hash)).await?, false)
+                (self.confirmation.wait_for_receipt(&self.provider, &mut Patiently(hash)).await?, false)
             }
             Attempt::Refused(reason) => {
                 // A refusal may be a race lost to someone who settled the same authorization, or a payer
@@ -190,7 +191,7 @@ impl MoneyIn {
             .map_err(rpc("searching for the settlement"))?;
         for log in &settlements {
             let Some(hash) = log.transaction_hash else { continue };
-            let receipt = self.confirmation.wait_for_receipt(&self.provider, Patiently(hash)).await?;
+            let receipt = self.confirmation.wait_for_receipt(&self.provider, &mut Patiently(hash)).await?;
             if let Some(settlement) = self.transfer_into_escrow(&receipt, authorization, asset) {
                 tracing::info!(tx = %settlement.transaction, payer = %authorization.from, "found the settlement on chain");
                 return Ok(OnChain::Settled(settlement));
