@@ -383,12 +383,14 @@ impl Run {
         }
         run.elapsed = started.elapsed();
         run.cpu = cpu.per(market, run.total());
+        // Stopped before the wait for PostgreSQL's counts, so that its idle reconciler passes meanwhile
+        // are not counted as the purchases'.
+        server.crash();
         if let Some(store) = &postgres {
             tokio::time::sleep(STATISTICS_PUBLISHED).await;
             let transactions = postgres_transactions(store).await - transactions_before;
             run.transactions = Some(transactions as f64 / run.total() as f64);
         }
-        server.crash();
         run.latencies.sort();
         run.calls = counter.map(|counter| {
             let mut calls = counter.calls();
