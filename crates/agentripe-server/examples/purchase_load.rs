@@ -484,7 +484,7 @@ async fn write_earlier_purchases(store: &Store, market: &Market, count: usize) {
             request: "{}".into(),
             search_from_block: i as i64,
         };
-        let Claim::New(payment) = store.claim_payment(&new, now_ms()).await.expect("claim") else {
+        let Claim::New(payment) = store.claim_payment(&new, None, now_ms()).await.expect("claim") else {
             panic!("a random authorization was claimed before")
         };
         for (purpose, subject) in [("settle", payment.id.to_string()), ("record", payment.id.to_string())] {

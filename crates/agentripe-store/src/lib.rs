@@ -44,7 +44,7 @@ mod transfer_claims;
 
 pub use agents::{AgentResource, IndexedAgent, MAX_QUERY_WORDS};
 pub use chain_txs::{ChainTx, ChainTxStatus, SignedTx};
-pub use payments::{Claim, NewPayment, Payment, PaymentStatus};
+pub use payments::{Claim, NewPayment, PayerOutlook, Payment, PaymentStatus};
 pub use registrations::{Registration, RegistrationStatus};
 pub use reviews::ReviewRecord;
 pub use tasks::{EscrowStatus, NewTask, Outcome, Task, TaskStatus, Verdict};

@@ -73,6 +73,15 @@ pub enum Claim {
     Existing(Payment),
 }
 
+/// A payer's standing when a new authorization of its arrives: see [`Store::payer_outlook`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PayerOutlook {
+    /// Whether the authorization is a payment already (a retry, a duplicate).
+    pub known: bool,
+    /// The amounts of the payer's other payments not yet settled, as stored (decimal strings).
+    pub not_yet_settled: Vec<String>,
+}
+
 #[derive(sqlx::FromRow)]
 struct Row {
     id: i64,
@@ -140,12 +149,20 @@ macro_rules! columns {
 impl Store {
     /// Claims an authorization: inserts it as `verified` unless the same (chain, token, payer, nonce) was
     /// claimed before, in which case the earlier claim is returned. Concurrent claims of one
-    /// authorization yield exactly one `New`.
-    pub async fn claim_payment(&self, new: &NewPayment, now_ms: i64) -> Result<Claim, StoreError> {
+    /// authorization yield exactly one `New`. With `lease` (holder, until), a new payment is leased to
+    /// its claimant as it is stored, as [`Store::lease_payment`] would lease it to a first holder, so
+    /// that the claimant goes on without another write.
+    pub async fn claim_payment(
+        &self,
+        new: &NewPayment,
+        lease: Option<(&str, i64)>,
+        now_ms: i64,
+    ) -> Result<Claim, StoreError> {
         let inserted: Option<Row> = sqlx::query_as(concat!(
             "INSERT INTO payments (chain_id, asset, payer, nonce, amount, agent_id, service_path, x402_version, \
-             payment, valid_before, request, search_from_block, status, leases, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'verified', 0, $13, $13) \
+             payment, valid_before, request, search_from_block, status, lease_holder, lease_until, leases, \
+             created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'verified', $13, $14, $15, $16, $16) \
              ON CONFLICT (chain_id, asset, payer, nonce) DO NOTHING RETURNING ",
             columns!()
         ))
@@ -161,6 +178,9 @@ impl Store {
         .bind(new.valid_before)
         .bind(&new.request)
         .bind(new.search_from_block)
+        .bind(lease.map(|(holder, _)| holder))
+        .bind(lease.map(|(_, until_ms)| until_ms))
+        .bind(i64::from(lease.is_some()))
         .bind(now_ms)
         .fetch_optional(self.pool())
         .await
@@ -368,17 +388,35 @@ impl Store {
         rows.into_iter().map(Payment::try_from).collect()
     }
 
-    /// The amounts a payer has authorized to us that have not moved yet (verified, not yet settled), in
-    /// `asset`: what its balance must cover besides a new payment.
-    pub async fn amounts_not_yet_settled(&self, payer: &str, asset: &str) -> Result<Vec<String>, StoreError> {
-        sqlx::query_scalar(
-            "SELECT amount FROM payments WHERE payer = $1 AND status = 'verified' AND asset = $2",
+    /// What claiming a new authorization needs to know, in one read: whether (chain, token, payer, nonce)
+    /// is a payment already, and the amounts the payer has authorized to us in `asset` that have not
+    /// moved yet (verified, not yet settled), which its balance must cover besides the new one.
+    pub async fn payer_outlook(
+        &self,
+        chain_id: i64,
+        asset: &str,
+        payer: &str,
+        nonce: &str,
+    ) -> Result<PayerOutlook, StoreError> {
+        // Each half reads its own index; one round trip for both. The halves are told apart by a text tag,
+        // which decodes alike on every engine.
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT 'known', amount FROM payments WHERE chain_id = $1 AND asset = $2 AND payer = $3 AND nonce = $4 \
+             UNION ALL \
+             SELECT 'not yet settled', amount FROM payments WHERE payer = $3 AND status = 'verified' AND asset = $2",
         )
-        .bind(payer)
+        .bind(chain_id)
         .bind(asset)
+        .bind(payer)
+        .bind(nonce)
         .fetch_all(self.pool())
         .await
-        .context("reading a payer's amounts in flight")
+        .context("reading a payer's payments in flight")?;
+        let (known, not_yet_settled): (Vec<_>, Vec<_>) =
+            rows.into_iter().partition(|(half, _)| half == "known");
+        let (known, not_yet_settled) =
+            (!known.is_empty(), not_yet_settled.into_iter().map(|(_, amount)| amount).collect());
+        Ok(PayerOutlook { known, not_yet_settled })
     }
 
     /// Which of `tx_hashes` settled a payment of ours that has not failed (before transfer claims, a

@@ -57,22 +57,22 @@ fn task(id: &str) -> NewTask {
 }
 
 on_both_engines!(a_payment_is_claimed_once, |store| async move {
-    let first = store.claim_payment(&payment("0x01"), NOW).await.expect("claim");
+    let first = store.claim_payment(&payment("0x01"), None, NOW).await.expect("claim");
     let Claim::New(claimed) = first else { panic!("first claim must be new: {first:?}") };
     assert_eq!(claimed.status, PaymentStatus::Verified);
     assert_eq!(claimed.new, payment("0x01"));
 
-    let again = store.claim_payment(&payment("0x01"), NOW + 1).await.expect("claim again");
+    let again = store.claim_payment(&payment("0x01"), None, NOW + 1).await.expect("claim again");
     assert_eq!(again, Claim::Existing(claimed.clone()));
 
-    let other = store.claim_payment(&payment("0x02"), NOW).await.expect("another nonce");
+    let other = store.claim_payment(&payment("0x02"), None, NOW).await.expect("another nonce");
     assert!(matches!(other, Claim::New(ref p) if p.id != claimed.id));
 });
 
 on_both_engines!(fifty_concurrent_claims_make_one_new, |store| async move {
     let claims = futures_join_all((0..50).map(|_| {
         let store = store.clone();
-        async move { store.claim_payment(&payment("0xc0ffee"), NOW).await.expect("claim") }
+        async move { store.claim_payment(&payment("0xc0ffee"), None, NOW).await.expect("claim") }
     }))
     .await;
     let new: Vec<_> = claims.iter().filter(|claim| matches!(claim, Claim::New(_))).collect();
@@ -87,7 +87,9 @@ on_both_engines!(fifty_concurrent_claims_make_one_new, |store| async move {
 });
 
 on_both_engines!(a_lease_is_exclusive_until_it_runs_out, |store| async move {
-    let Claim::New(p) = store.claim_payment(&payment("0x01"), NOW).await.expect("claim") else { panic!() };
+    let Claim::New(p) = store.claim_payment(&payment("0x01"), None, NOW).await.expect("claim") else {
+        panic!()
+    };
     assert_eq!(p.leases, 0, "claimed, not leased");
     let leased = store.lease_payment(p.id, "a", NOW, NOW + 30_000).await.expect("lease").expect("leased");
     assert_eq!((leased.id, leased.leases), (p.id, 1), "the payment as leased, by its first holder");
@@ -111,8 +113,24 @@ on_both_engines!(a_lease_is_exclusive_until_it_runs_out, |store| async move {
     );
 });
 
+on_both_engines!(a_payment_claimed_with_a_lease_is_its_claimants, |store| async move {
+    let claim = store.claim_payment(&payment("0x01"), Some(("a", NOW + 30_000)), NOW).await.expect("claim");
+    let Claim::New(p) = claim else { panic!("new") };
+    assert_eq!(p.leases, 1, "its claimant is its first holder");
+    assert!(store.lease_payment(p.id, "b", NOW + 1_000, NOW + 31_000).await.expect("lease held").is_none());
+    assert_eq!(store.stalled_payments(NOW + 1_000, 10).await.expect("stalled"), Vec::<i64>::new());
+    assert!(store.renew_payment_lease(p.id, "a", NOW + 40_000).await.expect("renewed by its claimant"));
+    let again = store.claim_payment(&payment("0x01"), Some(("c", NOW + 60_000)), NOW + 2_000).await;
+    assert_eq!(again.expect("claim again"), Claim::Existing(p.clone()), "a retry leases nothing");
+    assert!(store.lease_payment(p.id, "c", NOW + 39_999, NOW + 60_000).await.expect("still a's").is_none());
+    let taken_over = store.lease_payment(p.id, "b", NOW + 40_001, NOW + 70_000).await.expect("lease expired");
+    assert_eq!(taken_over.map(|payment| payment.leases), Some(2), "its second holder");
+});
+
 on_both_engines!(only_an_unsettled_payment_can_fail, |store| async move {
-    let Claim::New(p) = store.claim_payment(&payment("0x01"), NOW).await.expect("claim") else { panic!() };
+    let Claim::New(p) = store.claim_payment(&payment("0x01"), None, NOW).await.expect("claim") else {
+        panic!()
+    };
     assert!(store.fail_payment(p.id, "insufficient_funds", NOW).await.expect("fail"));
     let failed = store.payment(p.id).await.expect("read").expect("exists");
     assert_eq!(failed.status, PaymentStatus::Failed);
@@ -131,7 +149,9 @@ on_both_engines!(only_an_unsettled_payment_can_fail, |store| async move {
 });
 
 on_both_engines!(recording_creates_the_task_once, |store| async move {
-    let Claim::New(p) = store.claim_payment(&payment("0x01"), NOW).await.expect("claim") else { panic!() };
+    let Claim::New(p) = store.claim_payment(&payment("0x01"), None, NOW).await.expect("claim") else {
+        panic!()
+    };
     assert_eq!(store.task("0xdeposit").await.expect("read"), None, "no task before the deposit is recorded");
     store.mark_payment_settled(p.id, "0xdeposit", "0xdeposit", NOW).await.expect("settle");
     store.record_payment(p.id, &task("0xdeposit"), NOW + 5).await.expect("record");
@@ -244,7 +264,9 @@ where
 }
 
 async fn recorded_task(store: &Store, id: &str, nonce: &str) {
-    let Claim::New(p) = store.claim_payment(&payment(nonce), NOW).await.expect("claim") else { panic!() };
+    let Claim::New(p) = store.claim_payment(&payment(nonce), None, NOW).await.expect("claim") else {
+        panic!()
+    };
     store.mark_payment_settled(p.id, id, id, NOW).await.expect("settle");
     store.record_payment(p.id, &task(id), NOW).await.expect("record");
 }
@@ -374,7 +396,7 @@ on_both_engines!(refused_payments_are_forgotten_once_expired_and_nothing_else_is
         let store = store.clone();
         async move {
             let new = NewPayment { valid_before, ..payment(nonce) };
-            match store.claim_payment(&new, NOW).await.expect("claim") {
+            match store.claim_payment(&new, None, NOW).await.expect("claim") {
                 Claim::New(payment) => payment.id,
                 Claim::Existing(_) => panic!("new"),
             }
@@ -397,12 +419,25 @@ on_both_engines!(refused_payments_are_forgotten_once_expired_and_nothing_else_is
         "a payment in flight is never pruned"
     );
 
-    // What a payer has authorized and not yet settled: the payment in flight, not the refusals.
-    assert_eq!(
-        store.amounts_not_yet_settled("0xbbbb", "0xaaaa").await.expect("amounts"),
-        vec!["100000".to_owned()]
+    // What a payer has authorized and not yet settled: the payment in flight, not the refusals; and
+    // whether the authorization at hand is a payment already, refused or not.
+    let outlook = |chain_id: i64, asset: &'static str, nonce: &'static str| {
+        let store = store.clone();
+        async move { store.payer_outlook(chain_id, asset, "0xbbbb", nonce).await.expect("outlook") }
+    };
+    let in_flight = vec!["100000".to_owned()];
+    let new = outlook(31337, "0xaaaa", "0x09").await;
+    assert_eq!((new.known, &new.not_yet_settled), (false, &in_flight));
+    let refused = outlook(31337, "0xaaaa", "0x02").await;
+    assert_eq!((refused.known, &refused.not_yet_settled), (true, &in_flight));
+    let itself = outlook(31337, "0xaaaa", "0x03").await;
+    assert_eq!((itself.known, &itself.not_yet_settled), (true, &in_flight));
+    assert!(
+        !outlook(1, "0xaaaa", "0x03").await.known,
+        "the same nonce on another chain is another authorization"
     );
-    assert!(store.amounts_not_yet_settled("0xbbbb", "0xcccc").await.expect("amounts").is_empty());
+    let other_token = outlook(31337, "0xcccc", "0x03").await;
+    assert_eq!((other_token.known, other_token.not_yet_settled.len()), (false, 0));
 });
 
 on_both_engines!(agents_are_found_by_the_start_of_any_of_their_words, |store| async move {
@@ -434,11 +469,11 @@ on_both_engines!(agents_are_found_by_the_start_of_any_of_their_words, |store| as
 
 on_both_engines!(the_audits_lookup_finds_our_settlements_among_many, |store| async move {
     // One payment settled by 0xsettled, one still settling.
-    let Claim::New(settled) = store.claim_payment(&payment("0x01"), NOW).await.expect("claim") else {
+    let Claim::New(settled) = store.claim_payment(&payment("0x01"), None, NOW).await.expect("claim") else {
         panic!()
     };
     store.mark_payment_settled(settled.id, "0xsettled", "0xsettled", NOW).await.expect("settle");
-    store.claim_payment(&payment("0x02"), NOW).await.expect("claim");
+    store.claim_payment(&payment("0x02"), None, NOW).await.expect("claim");
 
     // More values than one statement takes at a time (500), with the known ones past the first chunk.
     let mut hashes: Vec<String> = (0..1_200).map(|n| format!("0x{n:064x}")).collect();
@@ -479,7 +514,9 @@ on_both_engines!(a_transfer_is_held_by_whoever_claims_it_first, |store| async mo
 on_both_engines!(a_lease_after_a_holder_that_did_not_count_is_not_the_first, |store| async move {
     // An instance from before leases were counted leases a payment and dies: the next holder must look
     // for what it may have sent, so it is not the first.
-    let Claim::New(p) = store.claim_payment(&payment("0x01"), NOW).await.expect("claim") else { panic!() };
+    let Claim::New(p) = store.claim_payment(&payment("0x01"), None, NOW).await.expect("claim") else {
+        panic!()
+    };
     agentripe_store::testing::execute(&store, "UPDATE payments SET lease_holder = 'old', lease_until = 1")
         .await;
     let leased = store.lease_payment(p.id, "new", NOW, NOW + 30_000).await.expect("lease").expect("leased");

@@ -62,13 +62,43 @@ pub struct Purchase {
 /// What claiming a payment found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Claimed {
-    /// This purchase's payment (new, or a retry of the same purchase): its id.
-    Payment(i64),
+    /// This purchase's payment: new, or a retry of the same purchase.
+    Payment(ToAdvance),
     /// The authorization was already presented for another purchase (another agent, path or body);
     /// it is that purchase's, and this one is refused.
     ForAnotherPurchase(Box<Payment>),
     /// A new authorization that could not settle now: refused, and nothing stored.
     Refused(ErrorReason),
+}
+
+/// A purchase's payment, for [`MoneyIn::settle_and_record`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ToAdvance {
+    /// Stored by this claim and leased to it as it was stored.
+    Held(Box<Held>),
+    /// An earlier claim of the same purchase (a retry): leased when no one else holds it.
+    Earlier(i64),
+}
+
+/// A payment and the holder of its lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Held {
+    payment: Payment,
+    holder: String,
+}
+
+impl ToAdvance {
+    fn id(&self) -> i64 {
+        match self {
+            Self::Held(held) => held.payment.id,
+            Self::Earlier(id) => *id,
+        }
+    }
+}
+
+/// A lease holder's name: random, so that no two holders share one.
+fn new_holder() -> String {
+    hex(B256::random())
 }
 
 /// Where a payment ended up.
@@ -133,12 +163,18 @@ impl MoneyIn {
     /// finishes what the timeout leaves.
     pub async fn settle_and_record(
         self: &Arc<Self>,
-        id: i64,
+        payment: ToAdvance,
         timeout: Duration,
     ) -> Result<Outcome, PipelineError> {
+        let id = payment.id();
         let advancing = tokio::spawn({
             let money_in = self.clone();
-            async move { money_in.advance(id).await }
+            async move {
+                match payment {
+                    ToAdvance::Held(held) => money_in.advance_held(*held).await,
+                    ToAdvance::Earlier(id) => money_in.advance(id).await,
+                }
+            }
         });
         let advanced = advancing.await.map_err(|error| {
             PipelineError::corrupt(format!("payment {id}"), format!("advancing it panicked: {error}"))
@@ -169,12 +205,12 @@ impl MoneyIn {
             hex(authorization.nonce),
         );
         // A stranger's unfunded authorization takes no row: only a payment that could settle is stored.
-        let known = self.store.payment_by_authorization(chain_id, &asset, &payer, &nonce).await?.is_some();
+        let outlook = self.store.payer_outlook(chain_id, &asset, &payer, &nonce).await?;
         let (refusal, head) = tokio::try_join!(
             async {
-                match known {
+                match outlook.known {
                     true => Ok(None),
-                    false => self.cannot_settle(purchase, &payer, &asset).await,
+                    false => self.cannot_settle(purchase, &outlook.not_yet_settled).await,
                 }
             },
             async {
@@ -199,8 +235,10 @@ impl MoneyIn {
             request: serde_json::to_string(&purchase.request).map_err(corrupt)?,
             search_from_block: to_i64(head.saturating_sub(self.lookback_blocks)),
         };
-        Ok(match self.store.claim_payment(&claim, now_ms()).await? {
-            Claim::New(stored) => Claimed::Payment(stored.id),
+        let holder = new_holder();
+        let lease = (holder.as_str(), now_ms().saturating_add(self.lease_ms()));
+        Ok(match self.store.claim_payment(&claim, Some(lease), now_ms()).await? {
+            Claim::New(payment) => Claimed::Payment(ToAdvance::Held(Box::new(Held { payment, holder }))),
             Claim::Existing(stored) => {
                 let earlier = &stored.new;
                 let same_purchase = (&earlier.agent_id, &earlier.service_path, &earlier.request)
@@ -211,19 +249,19 @@ impl MoneyIn {
                 if stored.status == PaymentStatus::Failed {
                     self.store.reopen_payment(stored.id, now_ms()).await?;
                 }
-                Claimed::Payment(stored.id)
+                Claimed::Payment(ToAdvance::Earlier(stored.id))
             }
         })
     }
 
     /// Why a new authorization cannot settle now, read before anything is stored: the payer's balance
-    /// must cover it and every payment of the payer's not yet settled. An authorization already used is
-    /// claimed all the same: anyone may have settled it into the escrow, and it is looked for.
+    /// must cover it and every payment of the payer's not yet settled (`not_yet_settled`, their amounts as
+    /// stored). An authorization already used is claimed all the same: anyone may have settled it into the
+    /// escrow, and it is looked for.
     async fn cannot_settle(
         &self,
         purchase: &Purchase,
-        payer: &str,
-        asset: &str,
+        not_yet_settled: &[String],
     ) -> Result<Option<ErrorReason>, PipelineError> {
         let authorization = &purchase.verified.authorization;
         let token = IERC3009::new(purchase.offer.asset, &self.provider);
@@ -240,10 +278,7 @@ impl MoneyIn {
         if used {
             return Ok(None);
         }
-        let in_flight = self
-            .store
-            .amounts_not_yet_settled(payer, asset)
-            .await?
+        let in_flight = not_yet_settled
             .iter()
             .map(|amount| amount.parse::<U256>().unwrap_or_default())
             .fold(U256::ZERO, U256::saturating_add);
@@ -254,13 +289,18 @@ impl MoneyIn {
     /// Advances a payment as far as it goes now, if no one else is. The lease is short and renewed
     /// while this runs: if the process dies, another takes the payment over within one lease.
     pub async fn advance(&self, id: i64) -> Result<Outcome, PipelineError> {
-        let holder = hex(B256::random());
-        let lease_ms = i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX);
+        let holder = new_holder();
         let leased =
-            self.store.lease_payment(id, &holder, now_ms(), now_ms().saturating_add(lease_ms)).await?;
-        let Some(payment) = leased else {
-            return self.current(id).await;
-        };
+            self.store.lease_payment(id, &holder, now_ms(), now_ms().saturating_add(self.lease_ms())).await?;
+        match leased {
+            Some(payment) => self.advance_held(Held { payment, holder }).await,
+            None => self.current(id).await,
+        }
+    }
+
+    /// [`Self::advance`] of a payment already leased, renewing the lease while it runs.
+    async fn advance_held(&self, Held { payment, holder }: Held) -> Result<Outcome, PipelineError> {
+        let (id, lease_ms) = (payment.id, self.lease_ms());
         let renewing = async {
             loop {
                 tokio::time::sleep(self.lease / 3).await;
@@ -283,6 +323,10 @@ impl MoneyIn {
             self.store.unlease_payment(id, &holder).await?;
         }
         result
+    }
+
+    fn lease_ms(&self) -> i64 {
+        i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX)
     }
 
     /// Waits until the payment is recorded or failed, or `timeout` passes.

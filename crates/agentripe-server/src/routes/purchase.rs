@@ -150,8 +150,8 @@ pub async fn purchase(
         }
         other => ApiError::internal(other),
     })?;
-    let id = match claimed {
-        Claimed::Payment(id) => id,
+    let claimed = match claimed {
+        Claimed::Payment(claimed) => claimed,
         Claimed::ForAnotherPurchase(earlier) => return Err(reused(&earlier)),
         Claimed::Refused(reason) => return Ok(terms.payment_required(&reason.to_string())),
     };
@@ -168,7 +168,7 @@ pub async fn purchase(
         )
         .with("payment", follow.clone())
     };
-    match state.money_in.settle_and_record(id, state.config.purchase_timeout).await {
+    match state.money_in.settle_and_record(claimed, state.config.purchase_timeout).await {
         Ok(Outcome::Recorded { task_id, transaction }) => Ok(terms.paid(&payment, task_id, transaction)),
         Ok(Outcome::Failed(reason)) => Ok(terms.payment_required(&reason.to_string())),
         Ok(Outcome::InProgress { deposit_id: Some(id) }) => {
