@@ -98,6 +98,14 @@ pub struct Store {
 impl Store {
     /// Opens (creating a SQLite file if needed) and migrates the database at `url`.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let (store, migrator) = Self::open(url).await?;
+        migrator.run(store.pool()).await?;
+        Ok(store)
+    }
+
+    /// Opens (creating a SQLite file if needed) the database at `url` as it is, with the migrations its
+    /// engine takes.
+    pub(crate) async fn open(url: &str) -> Result<(Self, &'static Migrator), StoreError> {
         install_default_drivers();
         let (migrator, max_connections) = if url.starts_with("sqlite:") {
             // One writer at a time is SQLite's nature; a small pool avoids busy waits.
@@ -121,8 +129,7 @@ impl Store {
             // WAL lets readers proceed while a payment is being written.
             sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await.map_err(StoreError::Open)?;
         }
-        migrator.run(&pool).await?;
-        Ok(Self { pool })
+        Ok((Self { pool }, migrator))
     }
 
     pub(crate) fn pool(&self) -> &AnyPool {

@@ -69,6 +69,23 @@ pub async fn fresh_store(engine: Engine, label: &str) -> Option<Store> {
     Some(Store::connect(&url).await.expect("open the test database"))
 }
 
+/// A fresh store as an upgrade leaves it: its database is migrated up to migration `version`, given
+/// `rows` (raw SQL in that version's schema), then opened as usual, which runs the later migrations
+/// over them. For tests of a migration's backfill. `None` when PostgreSQL is unavailable outside CI.
+pub async fn store_upgraded_from(
+    engine: Engine,
+    label: &str,
+    version: i64,
+    rows: &'static str,
+) -> Option<Store> {
+    let url = fresh_database_url(engine, label).await?;
+    let (earlier, migrator) = Store::open(&url).await.expect("open the test database");
+    migrator.run_to(version, earlier.pool()).await.expect("migrate the test database part of the way");
+    execute(&earlier, rows).await;
+    earlier.pool().close().await;
+    Some(Store::connect(&url).await.expect("upgrade the test database"))
+}
+
 /// Runs raw SQL against a store: for tests that put the database in a state only a crash or a bug
 /// could leave, to show the server recovers from it.
 pub async fn execute(store: &Store, sql: &'static str) {

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use agentripe_store::{
     Claim, EscrowStatus, NewPayment, NewTask, PaymentStatus, SignedTx, Store, TaskStatus, Verdict,
-    testing::{Engine, fresh_store},
+    testing::{Engine, fresh_store, store_upgraded_from},
 };
 
 const NOW: i64 = 1_700_000_000_000;
@@ -510,6 +510,32 @@ on_both_engines!(a_transfer_is_held_by_whoever_claims_it_first, |store| async mo
         Payment(i64::MAX)
     );
 });
+
+/// Give-backs stored before migration 0021 made transfers claimable: one fee-bumped (two records of one
+/// transfer), and a purchase's settlement, which is not a give-back.
+const GIVE_BACKS_BEFORE_CLAIMS: &str = "
+INSERT INTO chain_txs (signer, nonce, purpose, subject, tx_hash, raw_tx, status, created_at, updated_at) VALUES
+ ('0xop', 1, 'record_unrecorded', '0xgiven', '0xr1', '0x', 'dropped', 1, 1),
+ ('0xop', 1, 'record_unrecorded', '0xgiven', '0xr2', '0x', 'mined', 1, 1),
+ ('0xop', 2, 'refund', '0xgiven', '0xr3', '0x', 'mined', 1, 1),
+ ('0xop', 3, 'settle', '0xbought', '0xr4', '0x', 'mined', 1, 1);";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_give_back_stored_before_claims_holds_its_transfer_after_the_upgrade() {
+    use agentripe_store::TransferHolder::{GiveBack, Payment};
+
+    for engine in [Engine::Sqlite, Engine::Postgres] {
+        let label = "give_back_before_claims";
+        let Some(store) = store_upgraded_from(engine, label, 20, GIVE_BACKS_BEFORE_CLAIMS).await else {
+            continue;
+        };
+        // A purchase presenting the given-back transfer's authorization after the upgrade is refused.
+        let holder = store.claim_transfer("0xgiven", Payment(1), NOW).await.expect("claim");
+        assert_eq!(holder, GiveBack, "{engine:?}: the give-back holds its transfer");
+        let holder = store.claim_transfer("0xbought", Payment(2), NOW).await.expect("claim");
+        assert_eq!(holder, Payment(2), "{engine:?}: a settlement of ours was no give-back");
+    }
+}
 
 on_both_engines!(a_lease_after_a_holder_that_did_not_count_is_not_the_first, |store| async move {
     // An instance from before leases were counted leases a payment and dies: the next holder must look
