@@ -247,15 +247,8 @@ impl ChainWriter {
             nonce_passed_at: None,
         };
         let receipt = self.confirmation.wait_for_receipt(&self.provider, &mut rebroadcasting).await?;
-        // One of a nonce's twins is mined; the others never will be. The wait knows every one of them: those
-        // it was handed and the replacements it made.
-        for &twin in &rebroadcasting.awaited {
-            let status = match twin == receipt.transaction_hash {
-                true => ChainTxStatus::Mined,
-                false => ChainTxStatus::Dropped,
-            };
-            self.store.mark_tx(&hex(twin), status, now_ms()).await?;
-        }
+        let Rebroadcasting { latest, .. } = rebroadcasting;
+        self.store.mark_mined(&latest.signer, latest.nonce, &hex(receipt.transaction_hash), now_ms()).await?;
         Ok(receipt)
     }
 
@@ -416,7 +409,7 @@ impl ChainWriter {
                     if let Some(receipt) = receipt {
                         if status == ChainTxStatus::Dropped {
                             tracing::warn!(tx = %tx.tx_hash, purpose, subject, "a transaction taken for dropped was mined");
-                            self.store.mark_tx(&tx.tx_hash, ChainTxStatus::Mined, now_ms()).await?;
+                            self.store.mark_mined(&tx.signer, tx.nonce, &tx.tx_hash, now_ms()).await?;
                         }
                         return Ok(Some(receipt));
                     }
@@ -507,11 +500,27 @@ impl WhileMissing for Rebroadcasting<'_> {
         if now >= self.nonce_check_at {
             self.nonce_check_at = now + NONCE_CHECK_EVERY;
             if writer.nonce_taken_by_another(self.latest.nonce, &self.awaited).await? {
+                // Another waiter of this transaction (a resumed step, a batch's member) may have replaced
+                // it with one this wait never heard of: what the store holds of it is awaited too before
+                // anything is taken for dropped.
+                let twins = writer.twins(&self.latest).await?;
+                let mut heard_of_more = false;
+                for twin in &twins {
+                    let hash = stored_hash(twin)?;
+                    if !self.awaited.contains(&hash) {
+                        self.awaited.push(hash);
+                        heard_of_more = true;
+                    }
+                }
+                if let (true, Some(newest)) = (heard_of_more, twins.last()) {
+                    self.latest = newest.clone();
+                    return Ok(());
+                }
                 // A lagging RPC shows the nonce passed before it shows our receipt: only a receipt that
                 // stays missing longer than the lag means another transaction took the nonce.
                 let since = *self.nonce_passed_at.get_or_insert(now);
                 if since.elapsed() >= writer.confirmation.rpc_lag {
-                    for twin in writer.twins(&self.latest).await? {
+                    for twin in twins {
                         writer.store.mark_tx(&twin.tx_hash, ChainTxStatus::Dropped, now_ms()).await?;
                     }
                     writer.sync_nonce().await?;

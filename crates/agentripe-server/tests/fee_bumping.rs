@@ -29,6 +29,16 @@ async fn anvil<P: serde::Serialize + Clone + std::fmt::Debug + Send + Sync + Unp
         .unwrap_or_else(|error| panic!("{method}: {error}"));
 }
 
+fn mine_every_300_ms(provider: &DynProvider) -> tokio::task::JoinHandle<()> {
+    let provider = provider.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            anvil(&provider, "evm_mine", ()).await;
+        }
+    })
+}
+
 fn max_fee_of(raw_tx: &str) -> u128 {
     let raw = alloy::primitives::hex::decode(raw_tx).expect("hex");
     match TxEnvelope::decode_2718(&mut raw.as_slice()).expect("a transaction") {
@@ -37,10 +47,13 @@ fn max_fee_of(raw_tx: &str) -> u128 {
     }
 }
 
+const BUMP_AFTER: Duration = Duration::from_millis(500);
+
 async fn writer(
     market: &agentripe_server::testing::Market,
     store: &Store,
     max_fee_per_gas: u128,
+    bump_after: Duration,
 ) -> ChainWriter {
     let confirmation = Confirmation {
         confirmations: 0,
@@ -48,7 +61,7 @@ async fn writer(
         timeout: Duration::from_secs(30),
         rpc_lag: Duration::from_secs(1),
     };
-    let fees = FeePolicy { bump_after: Duration::from_millis(500), max_fee_per_gas };
+    let fees = FeePolicy { bump_after, max_fee_per_gas };
     ChainWriter::new(
         market.operator.clone(),
         market.provider.clone(),
@@ -63,7 +76,7 @@ async fn writer(
 
 on_both_engines!(a_stuck_transaction_is_replaced_with_higher_fees_and_happens_once, |market| async move {
     let store = Store::connect(&market.database_url).await.expect("store");
-    let writer = writer(&market, &store, 1_000_000_000_000).await;
+    let writer = writer(&market, &store, 1_000_000_000_000, BUMP_AFTER).await;
     let provider = market.provider.clone();
     let registry = market.deployment.identity_registry;
 
@@ -79,15 +92,7 @@ on_both_engines!(a_stuck_transaction_is_replaced_with_higher_fees_and_happens_on
         "left out"
     );
 
-    let miner = tokio::spawn({
-        let provider = provider.clone();
-        async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                anvil(&provider, "evm_mine", ()).await;
-            }
-        }
-    });
+    let miner = mine_every_300_ms(&provider);
     let receipt = writer.confirm(&stuck).await.expect("mined, replaced");
     miner.abort();
     anvil(&provider, "evm_setAutomine", (true,)).await;
@@ -114,7 +119,7 @@ on_both_engines!(fees_are_never_raised_past_the_cap, |market| async move {
     let registry = market.deployment.identity_registry;
     // A cap at what the chain asks now: the spike cannot be met, so the transaction waits as it is.
     let asked = provider.estimate_eip1559_fees().await.expect("fees").max_fee_per_gas;
-    let writer = writer(&market, &store, asked).await;
+    let writer = writer(&market, &store, asked, BUMP_AFTER).await;
     anvil(&provider, "evm_setAutomine", (false,)).await;
     let call = IdentityRegistry::register_2Call { agentURI: "data:application/json,{}".into() }.abi_encode();
     let stuck = writer.send("test", &["capped"], registry, call.into()).await.expect("sent");
@@ -125,4 +130,47 @@ on_both_engines!(fees_are_never_raised_past_the_cap, |market| async move {
     assert!(waited.is_err(), "still waiting for fees to fall");
     let txs = store.txs_for("test", "capped").await.expect("txs");
     assert_eq!(txs.len(), 1, "no replacement above the cap");
+});
+
+on_both_engines!(a_wait_sees_the_replacement_another_waiter_made, |market| async move {
+    let store = Store::connect(&market.database_url).await.expect("store");
+    let provider = market.provider.clone();
+    let registry = market.deployment.identity_registry;
+    // The sender never raises fees itself; a second waiter of the same transaction (a resumed step) does.
+    let sender = writer(&market, &store, 1_000_000_000_000, Duration::from_secs(600)).await;
+    let resumer = writer(&market, &store, 1_000_000_000_000, BUMP_AFTER).await;
+
+    anvil(&provider, "evm_setAutomine", (false,)).await;
+    let call = IdentityRegistry::register_2Call { agentURI: "data:application/json,{}".into() }.abi_encode();
+    let sending =
+        tokio::spawn(async move { sender.send_and_confirm("test", "shared", registry, call.into()).await });
+    let stuck = loop {
+        match store.txs_for("test", "shared").await.expect("txs").pop() {
+            Some(stored) => break stored,
+            None => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    anvil(&provider, "anvil_setNextBlockBaseFeePerGas", (U256::from(max_fee_of(&stuck.raw_tx) * 10),)).await;
+    anvil(&provider, "evm_mine", ()).await;
+
+    let miner = mine_every_300_ms(&provider);
+    let replaced = resumer.confirm(&stuck).await.expect("mined, replaced");
+    let sent = sending.await.expect("join").expect("the sender's wait ends with the replacement");
+    miner.abort();
+    anvil(&provider, "evm_setAutomine", (true,)).await;
+
+    assert_ne!(format!("{:#x}", replaced.transaction_hash), stuck.tx_hash, "the replacement was mined");
+    assert_eq!(
+        sent.transaction_hash, replaced.transaction_hash,
+        "the sender saw it, though it never made it"
+    );
+    let txs = store.txs_for("test", "shared").await.expect("txs");
+    let statuses: Vec<ChainTxStatus> = txs.iter().map(|tx| tx.status().expect("status")).collect();
+    assert_eq!(statuses, vec![ChainTxStatus::Dropped, ChainTxStatus::Mined], "nothing signed anew");
+    let minted = IdentityRegistry::new(registry, &provider)
+        .balanceOf(market.operator.address())
+        .call()
+        .await
+        .expect("balance");
+    assert_eq!(minted, U256::from(1), "the call happened once");
 });

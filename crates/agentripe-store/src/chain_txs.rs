@@ -235,6 +235,31 @@ impl Store {
         .context("listing a subject's transactions")
     }
 
+    /// Notes that `tx_hash`, signed by `signer` with `nonce`, is mined: every other transaction of that
+    /// nonce (the one it replaced, a fee bump, whoever stored it) never will be.
+    pub async fn mark_mined(
+        &self,
+        signer: &str,
+        nonce: i64,
+        tx_hash: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE chain_txs SET status = CASE WHEN tx_hash = $1 THEN $2 ELSE $3 END, updated_at = $4 \
+             WHERE signer = $5 AND nonce = $6",
+        )
+        .bind(tx_hash)
+        .bind(ChainTxStatus::Mined.as_str())
+        .bind(ChainTxStatus::Dropped.as_str())
+        .bind(now_ms)
+        .bind(signer)
+        .bind(nonce)
+        .execute(self.pool())
+        .await
+        .context("marking a nonce's transaction mined")?;
+        Ok(())
+    }
+
     /// Notes what became of a transaction.
     pub async fn mark_tx(&self, tx_hash: &str, status: ChainTxStatus, now_ms: i64) -> Result<(), StoreError> {
         sqlx::query("UPDATE chain_txs SET status = $1, updated_at = $2 WHERE tx_hash = $3")

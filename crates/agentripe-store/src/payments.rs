@@ -389,8 +389,8 @@ impl Store {
     }
 
     /// What claiming a new authorization needs to know, in one read: whether (chain, token, payer, nonce)
-    /// is a payment already, and the amounts the payer has authorized to us in `asset` that have not
-    /// moved yet (verified, not yet settled), which its balance must cover besides the new one.
+    /// is a payment already, and the amounts the payer has authorized to us in `asset` on that chain that
+    /// have not moved yet (verified, not yet settled), which its balance must cover besides the new one.
     pub async fn payer_outlook(
         &self,
         chain_id: i64,
@@ -403,7 +403,8 @@ impl Store {
         let rows: Vec<(String, String)> = sqlx::query_as(
             "SELECT 'known', amount FROM payments WHERE chain_id = $1 AND asset = $2 AND payer = $3 AND nonce = $4 \
              UNION ALL \
-             SELECT 'not yet settled', amount FROM payments WHERE payer = $3 AND status = 'verified' AND asset = $2",
+             SELECT 'not yet settled', amount FROM payments \
+             WHERE payer = $3 AND status = 'verified' AND asset = $2 AND chain_id = $1",
         )
         .bind(chain_id)
         .bind(asset)

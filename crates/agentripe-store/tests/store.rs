@@ -249,6 +249,34 @@ on_both_engines!(a_batch_transaction_is_found_by_each_of_its_members, |store| as
     assert!(store.txs_for("release", "1").await.expect("another purpose").is_empty());
 });
 
+on_both_engines!(a_mined_transaction_drops_every_other_of_its_nonce, |store| async move {
+    use agentripe_store::ChainTxStatus::{Dropped, Mined, Pending};
+
+    store.sync_nonce("0xsigner", 0).await.expect("sync");
+    let signed = |hash: &str| SignedTx { tx_hash: hash.into(), raw_tx: "0x01".into() };
+    let original = store
+        .sign_and_store("0xsigner", "record", &["x"], NOW, |_| Ok::<_, ()>(signed("0xoriginal")))
+        .await
+        .expect("store")
+        .expect("sign");
+    let next = store
+        .sign_and_store("0xsigner", "record", &["y"], NOW, |_| Ok::<_, ()>(signed("0xnext")))
+        .await
+        .expect("store")
+        .expect("sign");
+    // Bumped by a waiter that then gave up; the original is mined after all.
+    store.store_replacement(&original, &signed("0xbumped"), NOW).await.expect("replace");
+    store.mark_mined("0xsigner", original.nonce, "0xoriginal", NOW).await.expect("mark");
+
+    let statuses = |txs: Vec<agentripe_store::ChainTx>| -> Vec<(String, agentripe_store::ChainTxStatus)> {
+        txs.into_iter().map(|tx| (tx.tx_hash.clone(), tx.status().expect("status"))).collect()
+    };
+    let of_x = statuses(store.txs_for("record", "x").await.expect("txs"));
+    assert_eq!(of_x, [("0xoriginal".into(), Mined), ("0xbumped".into(), Dropped)]);
+    let of_y = statuses(store.txs_for("record", "y").await.expect("txs"));
+    assert_eq!(of_y, [(next.tx_hash, Pending)], "another nonce is left alone");
+});
+
 async fn futures_join_all<F: std::future::Future + Send + 'static>(
     futures: impl Iterator<Item = F>,
 ) -> Vec<F::Output>
@@ -432,9 +460,11 @@ on_both_engines!(refused_payments_are_forgotten_once_expired_and_nothing_else_is
     assert_eq!((refused.known, &refused.not_yet_settled), (true, &in_flight));
     let itself = outlook(31337, "0xaaaa", "0x03").await;
     assert_eq!((itself.known, &itself.not_yet_settled), (true, &in_flight));
+    let other_chain = outlook(1, "0xaaaa", "0x03").await;
+    assert!(!other_chain.known, "the same nonce on another chain is another authorization");
     assert!(
-        !outlook(1, "0xaaaa", "0x03").await.known,
-        "the same nonce on another chain is another authorization"
+        other_chain.not_yet_settled.is_empty(),
+        "another chain's balance covers another chain's payments"
     );
     let other_token = outlook(31337, "0xcccc", "0x03").await;
     assert_eq!((other_token.known, other_token.not_yet_settled.len()), (false, 0));
