@@ -501,28 +501,28 @@ impl WhileMissing for Rebroadcasting<'_> {
             self.nonce_check_at = now + NONCE_CHECK_EVERY;
             if writer.nonce_taken_by_another(self.latest.nonce, &self.awaited).await? {
                 // Another waiter of this transaction (a resumed step, a batch's member) may have replaced
-                // it with one this wait never heard of: what the store holds of it is awaited too before
-                // anything is taken for dropped.
+                // it with one this wait never heard of, or seen one of them mined where our RPC shows no
+                // receipt yet: the store is asked before anything is taken for dropped.
                 let twins = writer.twins(&self.latest).await?;
-                let mut heard_of_more = false;
+                let (mut heard_of_more, mut seen_mined) = (false, false);
                 for twin in &twins {
                     let hash = stored_hash(twin)?;
                     if !self.awaited.contains(&hash) {
                         self.awaited.push(hash);
                         heard_of_more = true;
                     }
-                }
-                if let (true, Some(newest)) = (heard_of_more, twins.last()) {
-                    self.latest = newest.clone();
-                    return Ok(());
+                    seen_mined |= twin.status()? == ChainTxStatus::Mined;
                 }
                 // A lagging RPC shows the nonce passed before it shows our receipt: only a receipt that
-                // stays missing longer than the lag means another transaction took the nonce.
+                // stays missing longer than the lag, of transactions no other waiter saw mined, means
+                // another transaction took the nonce. A twin heard of just now starts the lag anew.
+                if heard_of_more {
+                    self.nonce_passed_at = Some(now);
+                }
                 let since = *self.nonce_passed_at.get_or_insert(now);
-                if since.elapsed() >= writer.confirmation.rpc_lag {
-                    for twin in twins {
-                        writer.store.mark_tx(&twin.tx_hash, ChainTxStatus::Dropped, now_ms()).await?;
-                    }
+                if !heard_of_more && !seen_mined && since.elapsed() >= writer.confirmation.rpc_lag {
+                    let (signer, nonce) = (&self.latest.signer, self.latest.nonce);
+                    writer.store.mark_dropped(signer, nonce, now_ms()).await?;
                     writer.sync_nonce().await?;
                     return Err(WriteError::Dropped(stored_hash(&self.latest)?));
                 }

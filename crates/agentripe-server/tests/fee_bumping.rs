@@ -1,5 +1,6 @@
-//! The chain writer in a fee spike: a transaction priced under the chain's base fee is replaced with
-//! higher fees (same nonce, same call), within the configured cap, and the call happens once.
+//! The chain writer's waits. In a fee spike a transaction priced under the chain's base fee is replaced
+//! with higher fees (same nonce, same call), within the configured cap, and the call happens once; and
+//! when several waiters wait on one nonce, none takes for dropped what another made or saw mined.
 
 use std::time::Duration;
 
@@ -7,13 +8,14 @@ use agentripe_chain::bindings::IdentityRegistry;
 use agentripe_server::{
     chain_writer::{ChainWriter, Confirmation, FeePolicy},
     on_both_engines,
+    testing::LaggingRpc,
 };
 use agentripe_store::{ChainTxStatus, Store};
 use alloy::{
     consensus::TxEnvelope,
     eips::Decodable2718,
     primitives::U256,
-    providers::{DynProvider, Provider},
+    providers::{DynProvider, Provider, ProviderBuilder},
     sol_types::SolCall,
 };
 use serde_json::Value;
@@ -27,6 +29,16 @@ async fn anvil<P: serde::Serialize + Clone + std::fmt::Debug + Send + Sync + Unp
         .raw_request::<_, Value>(method.into(), params)
         .await
         .unwrap_or_else(|error| panic!("{method}: {error}"));
+}
+
+/// The transaction stored for `subject` (purpose "test"), once a writer on another task has stored it.
+async fn stored_for(store: &Store, subject: &str) -> agentripe_store::ChainTx {
+    loop {
+        match store.txs_for("test", subject).await.expect("txs").pop() {
+            Some(stored) => return stored,
+            None => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
 }
 
 fn mine_every_300_ms(provider: &DynProvider) -> tokio::task::JoinHandle<()> {
@@ -55,6 +67,16 @@ async fn writer(
     max_fee_per_gas: u128,
     bump_after: Duration,
 ) -> ChainWriter {
+    writer_through(market.provider.clone(), market, store, max_fee_per_gas, bump_after).await
+}
+
+async fn writer_through(
+    provider: DynProvider,
+    market: &agentripe_server::testing::Market,
+    store: &Store,
+    max_fee_per_gas: u128,
+    bump_after: Duration,
+) -> ChainWriter {
     let confirmation = Confirmation {
         confirmations: 0,
         poll_interval: Duration::from_millis(20),
@@ -64,7 +86,7 @@ async fn writer(
     let fees = FeePolicy { bump_after, max_fee_per_gas };
     ChainWriter::new(
         market.operator.clone(),
-        market.provider.clone(),
+        provider,
         store.clone(),
         market.deployment.chain_id,
         confirmation,
@@ -144,12 +166,7 @@ on_both_engines!(a_wait_sees_the_replacement_another_waiter_made, |market| async
     let call = IdentityRegistry::register_2Call { agentURI: "data:application/json,{}".into() }.abi_encode();
     let sending =
         tokio::spawn(async move { sender.send_and_confirm("test", "shared", registry, call.into()).await });
-    let stuck = loop {
-        match store.txs_for("test", "shared").await.expect("txs").pop() {
-            Some(stored) => break stored,
-            None => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    };
+    let stuck = stored_for(&store, "shared").await;
     anvil(&provider, "anvil_setNextBlockBaseFeePerGas", (U256::from(max_fee_of(&stuck.raw_tx) * 10),)).await;
     anvil(&provider, "evm_mine", ()).await;
 
@@ -167,6 +184,41 @@ on_both_engines!(a_wait_sees_the_replacement_another_waiter_made, |market| async
     let txs = store.txs_for("test", "shared").await.expect("txs");
     let statuses: Vec<ChainTxStatus> = txs.iter().map(|tx| tx.status().expect("status")).collect();
     assert_eq!(statuses, vec![ChainTxStatus::Dropped, ChainTxStatus::Mined], "nothing signed anew");
+    let minted = IdentityRegistry::new(registry, &provider)
+        .balanceOf(market.operator.address())
+        .call()
+        .await
+        .expect("balance");
+    assert_eq!(minted, U256::from(1), "the call happened once");
+});
+
+on_both_engines!(a_wait_behind_a_lagging_rpc_trusts_a_receipt_another_waiter_saw, |market| async move {
+    let store = Store::connect(&market.database_url).await.expect("store");
+    let provider = market.provider.clone();
+    let registry = market.deployment.identity_registry;
+    // The sender's node shows receipts 4 s late, past the writers' allowance for lag (1 s); the other
+    // waiter's node shows them at once. Neither raises fees.
+    let rpc = LaggingRpc::start(market.anvil.endpoint(), Duration::from_secs(4)).await;
+    let lagging = ProviderBuilder::new().connect_http(rpc.url.parse().expect("url")).erased();
+    let never = Duration::from_secs(600);
+    let sender = writer_through(lagging, &market, &store, 1_000_000_000_000, never).await;
+    let watcher = writer(&market, &store, 1_000_000_000_000, never).await;
+
+    anvil(&provider, "evm_setAutomine", (false,)).await;
+    let call = IdentityRegistry::register_2Call { agentURI: "data:application/json,{}".into() }.abi_encode();
+    let sending =
+        tokio::spawn(async move { sender.send_and_confirm("test", "lagged", registry, call.into()).await });
+    let stored = stored_for(&store, "lagged").await;
+    let miner = mine_every_300_ms(&provider);
+    let seen = watcher.confirm(&stored).await.expect("mined");
+    let sent = sending.await.expect("join").expect("the sender's wait ends with that receipt");
+    miner.abort();
+    anvil(&provider, "evm_setAutomine", (true,)).await;
+
+    assert_eq!(sent.transaction_hash, seen.transaction_hash, "nothing signed anew");
+    let txs = store.txs_for("test", "lagged").await.expect("txs");
+    let statuses: Vec<ChainTxStatus> = txs.iter().map(|tx| tx.status().expect("status")).collect();
+    assert_eq!(statuses, vec![ChainTxStatus::Mined]);
     let minted = IdentityRegistry::new(registry, &provider)
         .balanceOf(market.operator.address())
         .call()

@@ -260,6 +260,23 @@ impl Store {
         Ok(())
     }
 
+    /// Notes that `signer`'s `nonce` was taken by a transaction not of ours: those of ours still pending
+    /// never will be mined. One marked mined meanwhile (by a waiter whose node showed its receipt) stays so.
+    pub async fn mark_dropped(&self, signer: &str, nonce: i64, now_ms: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE chain_txs SET status = $1, updated_at = $2 WHERE signer = $3 AND nonce = $4 AND status = $5",
+        )
+        .bind(ChainTxStatus::Dropped.as_str())
+        .bind(now_ms)
+        .bind(signer)
+        .bind(nonce)
+        .bind(ChainTxStatus::Pending.as_str())
+        .execute(self.pool())
+        .await
+        .context("marking a nonce's transactions dropped")?;
+        Ok(())
+    }
+
     /// Notes what became of a transaction.
     pub async fn mark_tx(&self, tx_hash: &str, status: ChainTxStatus, now_ms: i64) -> Result<(), StoreError> {
         sqlx::query("UPDATE chain_txs SET status = $1, updated_at = $2 WHERE tx_hash = $3")
