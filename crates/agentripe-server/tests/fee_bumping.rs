@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use agentripe_chain::bindings::IdentityRegistry;
 use agentripe_server::{
-    chain_writer::{ChainWriter, Confirmation, FeePolicy},
+    chain_writer::{ChainWriter, Confirmation, FeePolicy, WriteError},
     on_both_engines,
     testing::LaggingRpc,
 };
@@ -14,8 +14,9 @@ use agentripe_store::{ChainTxStatus, Store};
 use alloy::{
     consensus::TxEnvelope,
     eips::Decodable2718,
-    primitives::U256,
+    primitives::{Address, Bytes, U256},
     providers::{DynProvider, Provider, ProviderBuilder},
+    rpc::types::TransactionReceipt,
     sol_types::SolCall,
 };
 use serde_json::Value;
@@ -29,6 +30,35 @@ async fn anvil<P: serde::Serialize + Clone + std::fmt::Debug + Send + Sync + Unp
         .raw_request::<_, Value>(method.into(), params)
         .await
         .unwrap_or_else(|error| panic!("{method}: {error}"));
+}
+
+/// A call the writers send in these tests: one identity registered to the operator each time it lands.
+fn register_call() -> Bytes {
+    IdentityRegistry::register_2Call { agentURI: "data:application/json,{}".into() }.abi_encode().into()
+}
+
+/// `writer` sends [`register_call`] to `registry` for `subject` and waits for it, on a task of its own.
+fn register_in_background(
+    writer: ChainWriter,
+    registry: Address,
+    subject: &'static str,
+) -> tokio::task::JoinHandle<Result<TransactionReceipt, WriteError>> {
+    tokio::spawn(async move { writer.send_and_confirm("test", subject, registry, register_call()).await })
+}
+
+/// How many identities the operator holds: how many times [`register_call`] happened.
+async fn registrations(market: &agentripe_server::testing::Market) -> U256 {
+    IdentityRegistry::new(market.deployment.identity_registry, &market.provider)
+        .balanceOf(market.operator.address())
+        .call()
+        .await
+        .expect("balance")
+}
+
+/// What became of each transaction stored for `subject` (purpose "test"), oldest first.
+async fn statuses_of(store: &Store, subject: &str) -> Vec<ChainTxStatus> {
+    let txs = store.txs_for("test", subject).await.expect("txs");
+    txs.iter().map(|tx| tx.status().expect("status")).collect()
 }
 
 /// The transaction stored for `subject` (purpose "test"), once a writer on another task has stored it.
@@ -104,8 +134,7 @@ on_both_engines!(a_stuck_transaction_is_replaced_with_higher_fees_and_happens_on
 
     // Blocks come only when the test mines them; the base fee jumps above what the transaction offers.
     anvil(&provider, "evm_setAutomine", (false,)).await;
-    let call = IdentityRegistry::register_2Call { agentURI: "data:application/json,{}".into() }.abi_encode();
-    let stuck = writer.send("test", &["stuck"], registry, call.into()).await.expect("sent");
+    let stuck = writer.send("test", &["stuck"], registry, register_call()).await.expect("sent");
     let offered = max_fee_of(&stuck.raw_tx);
     anvil(&provider, "anvil_setNextBlockBaseFeePerGas", (U256::from(offered * 10),)).await;
     anvil(&provider, "evm_mine", ()).await;
@@ -127,12 +156,7 @@ on_both_engines!(a_stuck_transaction_is_replaced_with_higher_fees_and_happens_on
     assert!(max_fee_of(&txs[1].raw_tx) > offered, "higher fees");
     let statuses: Vec<ChainTxStatus> = txs.iter().map(|tx| tx.status().expect("status")).collect();
     assert_eq!(statuses, vec![ChainTxStatus::Dropped, ChainTxStatus::Mined]);
-    let minted = IdentityRegistry::new(registry, &provider)
-        .balanceOf(market.operator.address())
-        .call()
-        .await
-        .expect("balance");
-    assert_eq!(minted, U256::from(1), "the call happened once");
+    assert_eq!(registrations(&market).await, U256::from(1), "the call happened once");
 });
 
 on_both_engines!(fees_are_never_raised_past_the_cap, |market| async move {
@@ -143,8 +167,7 @@ on_both_engines!(fees_are_never_raised_past_the_cap, |market| async move {
     let asked = provider.estimate_eip1559_fees().await.expect("fees").max_fee_per_gas;
     let writer = writer(&market, &store, asked, BUMP_AFTER).await;
     anvil(&provider, "evm_setAutomine", (false,)).await;
-    let call = IdentityRegistry::register_2Call { agentURI: "data:application/json,{}".into() }.abi_encode();
-    let stuck = writer.send("test", &["capped"], registry, call.into()).await.expect("sent");
+    let stuck = writer.send("test", &["capped"], registry, register_call()).await.expect("sent");
     anvil(&provider, "anvil_setNextBlockBaseFeePerGas", (U256::from(asked * 10),)).await;
     anvil(&provider, "evm_mine", ()).await;
     let waited = tokio::time::timeout(Duration::from_secs(3), writer.confirm(&stuck)).await;
@@ -163,9 +186,7 @@ on_both_engines!(a_wait_sees_the_replacement_another_waiter_made, |market| async
     let resumer = writer(&market, &store, 1_000_000_000_000, BUMP_AFTER).await;
 
     anvil(&provider, "evm_setAutomine", (false,)).await;
-    let call = IdentityRegistry::register_2Call { agentURI: "data:application/json,{}".into() }.abi_encode();
-    let sending =
-        tokio::spawn(async move { sender.send_and_confirm("test", "shared", registry, call.into()).await });
+    let sending = register_in_background(sender, registry, "shared");
     let stuck = stored_for(&store, "shared").await;
     anvil(&provider, "anvil_setNextBlockBaseFeePerGas", (U256::from(max_fee_of(&stuck.raw_tx) * 10),)).await;
     anvil(&provider, "evm_mine", ()).await;
@@ -181,15 +202,9 @@ on_both_engines!(a_wait_sees_the_replacement_another_waiter_made, |market| async
         sent.transaction_hash, replaced.transaction_hash,
         "the sender saw it, though it never made it"
     );
-    let txs = store.txs_for("test", "shared").await.expect("txs");
-    let statuses: Vec<ChainTxStatus> = txs.iter().map(|tx| tx.status().expect("status")).collect();
+    let statuses = statuses_of(&store, "shared").await;
     assert_eq!(statuses, vec![ChainTxStatus::Dropped, ChainTxStatus::Mined], "nothing signed anew");
-    let minted = IdentityRegistry::new(registry, &provider)
-        .balanceOf(market.operator.address())
-        .call()
-        .await
-        .expect("balance");
-    assert_eq!(minted, U256::from(1), "the call happened once");
+    assert_eq!(registrations(&market).await, U256::from(1), "the call happened once");
 });
 
 on_both_engines!(a_wait_behind_a_lagging_rpc_trusts_a_receipt_another_waiter_saw, |market| async move {
@@ -205,9 +220,7 @@ on_both_engines!(a_wait_behind_a_lagging_rpc_trusts_a_receipt_another_waiter_saw
     let watcher = writer(&market, &store, 1_000_000_000_000, never).await;
 
     anvil(&provider, "evm_setAutomine", (false,)).await;
-    let call = IdentityRegistry::register_2Call { agentURI: "data:application/json,{}".into() }.abi_encode();
-    let sending =
-        tokio::spawn(async move { sender.send_and_confirm("test", "lagged", registry, call.into()).await });
+    let sending = register_in_background(sender, registry, "lagged");
     let stored = stored_for(&store, "lagged").await;
     let miner = mine_every_300_ms(&provider);
     let seen = watcher.confirm(&stored).await.expect("mined");
@@ -216,13 +229,7 @@ on_both_engines!(a_wait_behind_a_lagging_rpc_trusts_a_receipt_another_waiter_saw
     anvil(&provider, "evm_setAutomine", (true,)).await;
 
     assert_eq!(sent.transaction_hash, seen.transaction_hash, "nothing signed anew");
-    let txs = store.txs_for("test", "lagged").await.expect("txs");
-    let statuses: Vec<ChainTxStatus> = txs.iter().map(|tx| tx.status().expect("status")).collect();
+    let statuses = statuses_of(&store, "lagged").await;
     assert_eq!(statuses, vec![ChainTxStatus::Mined]);
-    let minted = IdentityRegistry::new(registry, &provider)
-        .balanceOf(market.operator.address())
-        .call()
-        .await
-        .expect("balance");
-    assert_eq!(minted, U256::from(1), "the call happened once");
+    assert_eq!(registrations(&market).await, U256::from(1), "the call happened once");
 });
