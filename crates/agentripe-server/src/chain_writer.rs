@@ -513,14 +513,16 @@ impl WhileMissing for Rebroadcasting<'_> {
                     }
                     seen_mined |= twin.status()? == ChainTxStatus::Mined;
                 }
-                // A lagging RPC shows the nonce passed before it shows our receipt: only a receipt that
-                // stays missing longer than the lag, of transactions no other waiter saw mined, means
-                // another transaction took the nonce. A twin heard of just now starts the lag anew.
+                // A twin heard of just now is polled for before anything else, and starts the lag anew.
                 if heard_of_more {
                     self.nonce_passed_at = Some(now);
+                    return Ok(());
                 }
+                // A lagging RPC shows the nonce passed before it shows our receipt: only a receipt that
+                // stays missing longer than the lag, of transactions no other waiter saw mined, means
+                // another transaction took the nonce.
                 let since = *self.nonce_passed_at.get_or_insert(now);
-                if !heard_of_more && !seen_mined && since.elapsed() >= writer.confirmation.rpc_lag {
+                if !seen_mined && since.elapsed() >= writer.confirmation.rpc_lag {
                     let (signer, nonce) = (&self.latest.signer, self.latest.nonce);
                     writer.store.mark_dropped(signer, nonce, now_ms()).await?;
                     writer.sync_nonce().await?;

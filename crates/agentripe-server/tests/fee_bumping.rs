@@ -133,7 +133,7 @@ on_both_engines!(a_stuck_transaction_is_replaced_with_higher_fees_and_happens_on
     let registry = market.deployment.identity_registry;
 
     // Blocks come only when the test mines them; the base fee jumps above what the transaction offers.
-    anvil(&provider, "evm_setAutomine", (false,)).await;
+    market.hold_blocks().await;
     let stuck = writer.send("test", &["stuck"], registry, register_call()).await.expect("sent");
     let offered = max_fee_of(&stuck.raw_tx);
     anvil(&provider, "anvil_setNextBlockBaseFeePerGas", (U256::from(offered * 10),)).await;
@@ -146,7 +146,7 @@ on_both_engines!(a_stuck_transaction_is_replaced_with_higher_fees_and_happens_on
     let miner = mine_every_300_ms(&provider);
     let receipt = writer.confirm(&stuck).await.expect("mined, replaced");
     miner.abort();
-    anvil(&provider, "evm_setAutomine", (true,)).await;
+    market.resume_mining().await;
 
     assert!(receipt.status());
     assert_ne!(format!("{:#x}", receipt.transaction_hash), stuck.tx_hash, "the replacement was mined");
@@ -166,12 +166,12 @@ on_both_engines!(fees_are_never_raised_past_the_cap, |market| async move {
     // A cap at what the chain asks now: the spike cannot be met, so the transaction waits as it is.
     let asked = provider.estimate_eip1559_fees().await.expect("fees").max_fee_per_gas;
     let writer = writer(&market, &store, asked, BUMP_AFTER).await;
-    anvil(&provider, "evm_setAutomine", (false,)).await;
+    market.hold_blocks().await;
     let stuck = writer.send("test", &["capped"], registry, register_call()).await.expect("sent");
     anvil(&provider, "anvil_setNextBlockBaseFeePerGas", (U256::from(asked * 10),)).await;
     anvil(&provider, "evm_mine", ()).await;
     let waited = tokio::time::timeout(Duration::from_secs(3), writer.confirm(&stuck)).await;
-    anvil(&provider, "evm_setAutomine", (true,)).await;
+    market.resume_mining().await;
     assert!(waited.is_err(), "still waiting for fees to fall");
     let txs = store.txs_for("test", "capped").await.expect("txs");
     assert_eq!(txs.len(), 1, "no replacement above the cap");
@@ -185,7 +185,7 @@ on_both_engines!(a_wait_sees_the_replacement_another_waiter_made, |market| async
     let sender = writer(&market, &store, 1_000_000_000_000, Duration::from_secs(600)).await;
     let resumer = writer(&market, &store, 1_000_000_000_000, BUMP_AFTER).await;
 
-    anvil(&provider, "evm_setAutomine", (false,)).await;
+    market.hold_blocks().await;
     let sending = register_in_background(sender, registry, "shared");
     let stuck = stored_for(&store, "shared").await;
     anvil(&provider, "anvil_setNextBlockBaseFeePerGas", (U256::from(max_fee_of(&stuck.raw_tx) * 10),)).await;
@@ -195,7 +195,7 @@ on_both_engines!(a_wait_sees_the_replacement_another_waiter_made, |market| async
     let replaced = resumer.confirm(&stuck).await.expect("mined, replaced");
     let sent = sending.await.expect("join").expect("the sender's wait ends with the replacement");
     miner.abort();
-    anvil(&provider, "evm_setAutomine", (true,)).await;
+    market.resume_mining().await;
 
     assert_ne!(format!("{:#x}", replaced.transaction_hash), stuck.tx_hash, "the replacement was mined");
     assert_eq!(
@@ -219,14 +219,14 @@ on_both_engines!(a_wait_behind_a_lagging_rpc_trusts_a_receipt_another_waiter_saw
     let sender = writer_through(lagging, &market, &store, 1_000_000_000_000, never).await;
     let watcher = writer(&market, &store, 1_000_000_000_000, never).await;
 
-    anvil(&provider, "evm_setAutomine", (false,)).await;
+    market.hold_blocks().await;
     let sending = register_in_background(sender, registry, "lagged");
     let stored = stored_for(&store, "lagged").await;
     let miner = mine_every_300_ms(&provider);
     let seen = watcher.confirm(&stored).await.expect("mined");
     let sent = sending.await.expect("join").expect("the sender's wait ends with that receipt");
     miner.abort();
-    anvil(&provider, "evm_setAutomine", (true,)).await;
+    market.resume_mining().await;
 
     assert_eq!(sent.transaction_hash, seen.transaction_hash, "nothing signed anew");
     let statuses = statuses_of(&store, "lagged").await;
