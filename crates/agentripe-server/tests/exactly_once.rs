@@ -6,8 +6,9 @@ use std::collections::BTreeSet;
 use agentripe_chain::bindings::IERC3009;
 use agentripe_server::{
     on_both_engines,
-    testing::{PRICE, key},
+    testing::{Market, PRICE, key},
 };
+use agentripe_store::testing::{Engine, WriteLock};
 use agentripe_x402::decode_header;
 use alloy::primitives::{B256, U256};
 use serde_json::Value;
@@ -384,6 +385,55 @@ on_both_engines!(two_payments_settled_in_one_transaction_get_a_deposit_each, |ma
     assert_eq!(tasks.len(), 2, "a deposit each");
     assert_eq!(market.usdc_balance(market.deployment.agentripe).await, U256::from(2 * PRICE));
 });
+
+/// A buyer who hangs up while its payment's claim is being stored does not leave the payment leased to
+/// no one until the lease runs out: the claim and the advance go on without the request. PostgreSQL
+/// only: a table lock holds the claim's insert, and `pg_stat_activity` shows when it waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buyer_who_hangs_up_while_its_claim_is_stored_is_settled_and_recorded_at_once() {
+    use std::time::Duration;
+    let Some(market) = Market::new(Engine::Postgres, "hang_up_during_claim").await else {
+        return;
+    };
+    let mut config = market.config();
+    // A claim orphaned by the hang-up would wait out this lease before the reconciler took it over.
+    config.payment_lease = Duration::from_secs(600);
+    let server = market.start_with(config).await;
+    let buyer = market.buyer(PRICE).await;
+    let header = market.pay_v2(&buyer);
+
+    let mut lock = WriteLock::take(&market.database_url, "payments").await;
+    tokio::select! {
+        response = server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &header), "") => {
+            panic!("answered {} while the claim could not be stored", response.status())
+        }
+        () = async {
+            while !lock.blocks("INSERT INTO payments").await {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        } => {}
+    }
+    // The request is dropped, so its connection is closed: the server reads the hang-up and drops the
+    // request's handler, while the insert it sent waits on.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    lock.release().await;
+
+    let payment: agentripe_x402::v2::PaymentPayload = decode_header(&header).expect("decodes");
+    let follow = format!("/payments/{}/{}", buyer.address(), payment.payload.authorization.nonce);
+    let mut last = Value::Null;
+    for _ in 0..300 {
+        last = server.get_json(&follow).await;
+        if last["status"] == "recorded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last["status"], "recorded", "recorded without a retry, not left leased to no one: {last}");
+    let task_id: B256 = last["taskId"].as_str().expect("taskId").parse().expect("hash");
+    assert_eq!(task_id, find_settlement(&market, &header).await, "settled once, under its deposit id");
+    assert_eq!(market.deposit(task_id).await.status, 1);
+    assert_eq!(market.usdc_balance(buyer.address()).await, U256::ZERO, "charged once");
+}
 
 fn base64_catalog() -> String {
     use base64::Engine as _;

@@ -101,3 +101,40 @@ pub async fn postgres_transactions(store: &Store) -> i64 {
         .await
         .expect("PostgreSQL's statistics")
 }
+
+/// A PostgreSQL table locked against writes until released (`EXCLUSIVE` mode: reads go on): for tests of
+/// what the server does while one of its writes waits.
+#[derive(Debug)]
+pub struct WriteLock {
+    holder: AnyConnection,
+    watcher: AnyConnection,
+}
+
+impl WriteLock {
+    /// Locks `table` of the PostgreSQL database at `url`.
+    pub async fn take(url: &str, table: &str) -> Self {
+        sqlx::any::install_default_drivers();
+        let mut holder = AnyConnection::connect(url).await.expect("connect to lock a table");
+        let lock = format!("BEGIN; LOCK TABLE {table} IN EXCLUSIVE MODE");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(lock)).execute(&mut holder).await.expect("lock the table");
+        let watcher = AnyConnection::connect(url).await.expect("connect to watch the lock");
+        Self { holder, watcher }
+    }
+
+    /// Whether a statement that starts with `statement` waits for a lock in this database now.
+    pub async fn blocks(&mut self, statement: &str) -> bool {
+        let query = "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
+                     AND wait_event_type = 'Lock' AND starts_with(query, $1)";
+        let blocked: i64 = sqlx::query_scalar(query)
+            .bind(statement)
+            .fetch_one(&mut self.watcher)
+            .await
+            .expect("read activity");
+        blocked > 0
+    }
+
+    /// Releases the lock.
+    pub async fn release(mut self) {
+        sqlx::raw_sql("COMMIT").execute(&mut self.holder).await.expect("release the lock");
+    }
+}

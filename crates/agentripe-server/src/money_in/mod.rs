@@ -59,11 +59,11 @@ pub struct Purchase {
     pub request: TaskRequest,
 }
 
-/// What claiming a payment found.
+/// What claiming a payment found; `P` is what became of this purchase's payment.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Claimed {
+pub enum Claimed<P> {
     /// This purchase's payment: new, or a retry of the same purchase.
-    Payment(ToAdvance),
+    Payment(P),
     /// The authorization was already presented for another purchase (another agent, path or body);
     /// it is that purchase's, and this one is refused.
     ForAnotherPurchase(Box<Payment>),
@@ -71,9 +71,23 @@ pub enum Claimed {
     Refused(ErrorReason),
 }
 
-/// A purchase's payment, for [`MoneyIn::settle_and_record`].
+impl<P> Claimed<P> {
+    /// This purchase's payment, or the claim's other answer, which holds none.
+    fn into_payment<Q>(self) -> Result<P, Claimed<Q>> {
+        match self {
+            Self::Payment(payment) => Ok(payment),
+            Self::ForAnotherPurchase(earlier) => Err(Claimed::ForAnotherPurchase(earlier)),
+            Self::Refused(reason) => Err(Claimed::Refused(reason)),
+        }
+    }
+}
+
+/// How far a purchase's payment went: where it ended up, or what stopped it (the reconciler retries).
+pub type Advanced = Result<Outcome, PipelineError>;
+
+/// A claimed payment, to advance.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ToAdvance {
+enum ToAdvance {
     /// Stored by this claim and leased to it as it was stored.
     Held(Box<Held>),
     /// An earlier claim of the same purchase (a retry): leased when no one else holds it.
@@ -82,7 +96,7 @@ pub enum ToAdvance {
 
 /// A payment and the holder of its lease.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Held {
+struct Held {
     payment: Payment,
     holder: String,
 }
@@ -158,41 +172,64 @@ impl MoneyIn {
         }
     }
 
-    /// Takes a claimed payment as far as it goes within `timeout`: settles it and records its deposit,
-    /// on a task of its own so that a client who hangs up does not stop it half-way. The reconciler
-    /// finishes what the timeout leaves.
-    pub async fn settle_and_record(
+    /// Claims a purchase's payment and takes it as far as it goes within `timeout`: settles it and
+    /// records its deposit. The claim and the advance run on a task of their own, which a client who
+    /// hangs up does not stop: a payment is stored already leased to its claimant, so a claimant stopped
+    /// between the two would leave it to no one until the lease ran out. The reconciler finishes what
+    /// the timeout leaves.
+    ///
+    /// An error is the claim's (nothing was stored) or a panic's; what stopped the payment once claimed
+    /// is in [`Claimed::Payment`].
+    pub async fn purchase(
         self: &Arc<Self>,
-        payment: ToAdvance,
+        purchase: Purchase,
         timeout: Duration,
-    ) -> Result<Outcome, PipelineError> {
-        let id = payment.id();
-        let advancing = tokio::spawn({
+    ) -> Result<Claimed<Advanced>, PipelineError> {
+        let claiming = tokio::spawn({
             let money_in = self.clone();
-            async move {
-                match payment {
-                    ToAdvance::Held(held) => money_in.advance_held(*held).await,
-                    ToAdvance::Earlier(id) => money_in.advance(id).await,
-                }
-            }
+            async move { money_in.claim_and_advance(&purchase).await }
         });
-        let advanced = advancing.await.map_err(|error| {
-            PipelineError::corrupt(format!("payment {id}"), format!("advancing it panicked: {error}"))
-        })?;
-        match advanced {
+        let claimed = claiming.await.map_err(|error| {
+            PipelineError::corrupt(
+                "a purchase",
+                format!("claiming or advancing its payment panicked: {error}"),
+            )
+        })??;
+        let (id, advanced) = match claimed.into_payment() {
+            Ok(payment) => payment,
+            Err(answer) => return Ok(answer),
+        };
+        Ok(Claimed::Payment(match advanced {
             Ok(Outcome::InProgress { .. }) => self.wait_for(id, timeout).await,
             Err(error) => {
                 tracing::warn!(payment = id, %error, "purchase left to the reconciler");
                 Err(error)
             }
             done => done,
-        }
+        }))
+    }
+
+    /// [`Self::claim`], then [`Self::advance`] of the payment claimed, with its id.
+    async fn claim_and_advance(
+        &self,
+        purchase: &Purchase,
+    ) -> Result<Claimed<(i64, Advanced)>, PipelineError> {
+        let payment = match self.claim(purchase).await?.into_payment() {
+            Ok(payment) => payment,
+            Err(answer) => return Ok(answer),
+        };
+        let id = payment.id();
+        let advanced = match payment {
+            ToAdvance::Held(held) => self.advance_held(*held).await,
+            ToAdvance::Earlier(id) => self.advance(id).await,
+        };
+        Ok(Claimed::Payment((id, advanced)))
     }
 
     /// Claims a verified payment, exactly once per authorization. A retry of the same purchase gets the
     /// same payment back (a failed one is reopened: the buyer may have fixed what failed); the same
     /// authorization sent for another purchase is not this purchase's payment.
-    pub async fn claim(&self, purchase: &Purchase) -> Result<Claimed, PipelineError> {
+    async fn claim(&self, purchase: &Purchase) -> Result<Claimed<ToAdvance>, PipelineError> {
         let authorization = &purchase.verified.authorization;
         let request = FacilitatorRequest::new(purchase.payment.clone(), &purchase.offer, &purchase.resource);
         let corrupt = |error: serde_json::Error| PipelineError::corrupt("a new payment", error.to_string());

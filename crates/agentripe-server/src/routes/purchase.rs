@@ -144,14 +144,14 @@ pub async fn purchase(
         verified,
         request,
     };
-    let claimed = state.money_in.claim(&purchase).await.map_err(|error| match error {
+    let purchased = state.money_in.purchase(purchase, state.config.purchase_timeout).await;
+    let advanced = match purchased.map_err(|error| match error {
         PipelineError::Rpc(error) => {
             ApiError::unavailable_because("the chain cannot be read right now; nothing was charged", error, 5)
         }
         other => ApiError::internal(other),
-    })?;
-    let claimed = match claimed {
-        Claimed::Payment(claimed) => claimed,
+    })? {
+        Claimed::Payment(advanced) => advanced,
         Claimed::ForAnotherPurchase(earlier) => return Err(reused(&earlier)),
         Claimed::Refused(reason) => return Ok(terms.payment_required(&reason.to_string())),
     };
@@ -168,7 +168,7 @@ pub async fn purchase(
         )
         .with("payment", follow.clone())
     };
-    match state.money_in.settle_and_record(claimed, state.config.purchase_timeout).await {
+    match advanced {
         Ok(Outcome::Recorded { task_id, transaction }) => Ok(terms.paid(&payment, task_id, transaction)),
         Ok(Outcome::Failed(reason)) => Ok(terms.payment_required(&reason.to_string())),
         Ok(Outcome::InProgress { deposit_id: Some(id) }) => {
