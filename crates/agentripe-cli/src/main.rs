@@ -336,8 +336,5 @@ async fn serve() -> Result<(), String> {
     let address = listener.local_addr().map_err(|error| error.to_string())?;
     eprintln!("serving on http://{address}");
     let running = agentripe_server::start(config, listener).await.map_err(|error| error.to_string())?;
-    tokio::select! {
-        served = running.http => served.map_err(|e| e.to_string())?.map_err(|e| e.to_string()),
-        _ = tokio::signal::ctrl_c() => Ok(()),
-    }
+    running.serve_until_signalled().await.map_err(|error| error.to_string())
 }

@@ -1,14 +1,18 @@
 //! The HTTP listener: hyper's HTTP/1 with the limits a server open to the internet needs. A client
 //! that does not finish its headers in time is cut off, so is a body that stalls, and the number of
 //! open connections is capped (a new one waits in the listen backlog until another closes), so slow
-//! clients cannot hold the server's sockets and memory.
+//! clients cannot hold the server's sockets and memory. Told to stop, it closes its listener and lets
+//! each connection finish the request it is serving.
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use axum::{Router, extract::ConnectInfo, http::Request};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::{
+    net::TcpListener,
+    sync::{Semaphore, watch},
+};
 use tower::ServiceExt;
 
 /// How many headers hyper parses: more than the API serves (100), so that a request with too many gets
@@ -26,14 +30,28 @@ pub struct HttpLimits {
     pub max_connections: usize,
 }
 
-/// Serves `router` on `listener` until the task is aborted.
-pub async fn serve(listener: TcpListener, router: Router, limits: HttpLimits) -> std::io::Result<()> {
+/// Serves `router` on `listener` until `stop` turns true, then closes the listener, lets every
+/// connection finish the request it is serving (an idle one is closed at once), and returns once all
+/// are closed.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: HttpLimits,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
     let router = router.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(limits.body_timeout));
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
         // Waiting for a slot before accepting leaves further clients in the kernel's backlog.
-        let slot = slots.clone().acquire_owned().await.map_err(std::io::Error::other)?;
-        let (socket, peer) = match listener.accept().await {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.map_err(std::io::Error::other)?,
+            () = stopped(&mut stop) => break,
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = stopped(&mut stop) => break,
+        };
+        let (socket, peer) = match accepted {
             Ok(accepted) => accepted,
             // Out of file descriptors, a connection reset before accept: not the listener's end.
             Err(error) => {
@@ -42,7 +60,7 @@ pub async fn serve(listener: TcpListener, router: Router, limits: HttpLimits) ->
                 continue;
             }
         };
-        let router = router.clone();
+        let (router, mut stop) = (router.clone(), stop.clone());
         tokio::spawn(async move {
             // The peer's address keys the rate limits, as axum's `into_make_service_with_connect_info`.
             let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
@@ -58,10 +76,30 @@ pub async fn serve(listener: TcpListener, router: Router, limits: HttpLimits) ->
                 .max_headers(MAX_HEADERS)
                 .serve_connection(TokioIo::new(socket), service)
                 .with_upgrades();
-            if let Err(error) = connection.await {
+            let mut connection = std::pin::pin!(connection);
+            let served = tokio::select! {
+                served = connection.as_mut() => served,
+                () = stopped(&mut stop) => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = served {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
             drop(slot);
         });
+    }
+    drop(listener);
+    // Every connection is closed once it has given its slot back.
+    let every_slot = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let _closed = slots.acquire_many(every_slot).await.map_err(std::io::Error::other)?;
+    Ok(())
+}
+
+/// Returns once `stop` is true; never, if no one is left to set it.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    if stop.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }

@@ -10,7 +10,12 @@ use alloy::{
     primitives::{Address, U256},
     providers::{DynProvider, Provider},
 };
-use tokio::{net::TcpListener, task::JoinHandle};
+use tokio::{
+    net::TcpListener,
+    signal::unix::{SignalKind, signal},
+    sync::watch,
+    task::JoinHandle,
+};
 
 use crate::{
     AppState, Config, FacilitatorConfig,
@@ -69,6 +74,8 @@ pub struct Running {
     pub reconciler: JoinHandle<()>,
     pub indexer: JoinHandle<()>,
     pub http: JoinHandle<std::io::Result<()>>,
+    /// Tells the HTTP server to stop: see [`Self::stop`].
+    stop_http: watch::Sender<bool>,
 }
 
 impl Running {
@@ -78,6 +85,45 @@ impl Running {
         self.http.abort();
         self.reconciler.abort();
         self.indexer.abort();
+    }
+
+    /// Stops as a restart should: closes the listener, lets every request in flight be answered and
+    /// every purchase being claimed or advanced (its buyer gone or not) finish, then stops reconciling
+    /// and indexing. What `patience` leaves unfinished stays as a crash would leave it, for the next
+    /// start's reconciler. Whether everything finished.
+    pub async fn stop(&mut self, patience: Duration) -> bool {
+        self.stop_http.send_replace(true);
+        let finished = tokio::time::timeout(patience, async {
+            match (&mut self.http).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::warn!(%error, "the HTTP server stopped with an error"),
+                Err(error) => tracing::warn!(%error, "the HTTP server did not stop cleanly"),
+            }
+            self.state.money_in.idle().await;
+        })
+        .await
+        .is_ok();
+        self.abort();
+        finished
+    }
+
+    /// Serves until the HTTP server fails or the process is asked to stop (Ctrl-C, SIGTERM), then
+    /// [`Self::stop`]s, as patient as a purchase is.
+    pub async fn serve_until_signalled(mut self) -> std::io::Result<()> {
+        let mut terminate = signal(SignalKind::terminate())?;
+        tokio::select! {
+            served = &mut self.http => return served.map_err(std::io::Error::other)?,
+            interrupted = tokio::signal::ctrl_c() => interrupted?,
+            _ = terminate.recv() => {}
+        }
+        let patience = self.state.config.purchase_timeout;
+        tracing::info!(?patience, "stopping: answering the requests in flight and finishing their purchases");
+        if self.stop(patience).await {
+            tracing::info!("stopped");
+        } else {
+            tracing::warn!("stopped with work in flight; the next start's reconciler finishes it");
+        }
+        Ok(())
     }
 }
 
@@ -193,8 +239,9 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Running, Sta
         escrow_audit,
     };
     let router = routes::router(state.clone());
-    let http = tokio::spawn(crate::http_server::serve(listener, router, state.config.http));
-    Ok(Running { state, reconciler, indexer, http })
+    let (stop_http, stop) = watch::channel(false);
+    let http = tokio::spawn(crate::http_server::serve(listener, router, state.config.http, stop));
+    Ok(Running { state, reconciler, indexer, http, stop_http })
 }
 
 /// Refuses to start against contracts that would take buyers' money and then fail: an escrow whose

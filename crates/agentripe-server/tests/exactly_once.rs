@@ -3,7 +3,6 @@
 
 use std::collections::BTreeSet;
 
-use agentripe_chain::bindings::IERC3009;
 use agentripe_server::{
     on_both_engines,
     testing::{Market, PRICE, key},
@@ -103,7 +102,7 @@ on_both_engines!(a_crash_between_settlement_and_recording_is_finished_after_rest
 
     // Second life, same database: the reconciler records it at start-up, without any request.
     let second = market.start().await;
-    let settled = find_settlement(&market, &header).await;
+    let settled = market.settlement_of(&header).await;
     let mut task = None;
     for _ in 0..100 {
         let response =
@@ -142,7 +141,7 @@ on_both_engines!(a_deposit_recorded_behind_our_back_is_taken_as_it_is, |market| 
     first.crash();
 
     // The interim operator records the deposit itself, with the payment's terms; then our key is back.
-    let settled = find_settlement(&market, &header).await;
+    let settled = market.settlement_of(&header).await;
     let as_interim = ProviderBuilder::new().wallet(interim).connect_http(market.anvil.endpoint_url());
     let recorded = Agentripe::new(market.deployment.agentripe, &as_interim)
         .recordDeposit(settled, market.agent_id, buyer.address(), U256::from(PRICE))
@@ -236,7 +235,7 @@ on_both_engines!(a_live_holder_keeps_its_short_lease_and_a_dead_ones_runs_out, |
     assert_eq!(held.len(), 1);
     assert!(store.lease_payment(held[0], "killed", now, now + 1_000).await.expect("lease").is_some());
     let second = market.start_with(config).await;
-    let settled = find_settlement(&market, &header).await;
+    let settled = market.settlement_of(&header).await;
     let mut recorded = false;
     for _ in 0..80 {
         let response =
@@ -295,7 +294,7 @@ on_both_engines!(a_settlement_in_flight_at_a_crash_is_taken_up, |market| async m
     let waiting = payment().await;
     assert_eq!((waiting.leases, waiting.status), (2, PaymentStatus::Verified), "taken over, still settling");
     market.resume_mining().await;
-    let settled = find_settlement(&market, &header).await;
+    let settled = market.settlement_of(&header).await;
     for _ in 0..100 {
         if payment().await.status == PaymentStatus::Recorded {
             break;
@@ -430,7 +429,7 @@ async fn a_buyer_who_hangs_up_while_its_claim_is_stored_is_settled_and_recorded_
     }
     assert_eq!(last["status"], "recorded", "recorded without a retry, not left leased to no one: {last}");
     let task_id: B256 = last["taskId"].as_str().expect("taskId").parse().expect("hash");
-    assert_eq!(task_id, find_settlement(&market, &header).await, "settled once, under its deposit id");
+    assert_eq!(task_id, market.settlement_of(&header).await, "settled once, under its deposit id");
     assert_eq!(market.deposit(task_id).await.status, 1);
     assert_eq!(market.usdc_balance(buyer.address()).await, U256::ZERO, "charged once");
 }
@@ -438,19 +437,4 @@ async fn a_buyer_who_hangs_up_while_its_claim_is_stored_is_settled_and_recorded_
 fn base64_catalog() -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(agentripe_server::testing::CATALOG)
-}
-
-/// The settlement transaction of a payment, found from its `AuthorizationUsed` log.
-async fn find_settlement(market: &agentripe_server::testing::Market, header: &str) -> B256 {
-    use alloy::{providers::Provider, rpc::types::Filter, sol_types::SolEvent};
-    let payment: agentripe_x402::v2::PaymentPayload = decode_header(header).expect("decodes");
-    let filter = Filter::new()
-        .address(market.deployment.usdc)
-        .event_signature(IERC3009::AuthorizationUsed::SIGNATURE_HASH)
-        .topic1(payment.payload.authorization.from.into_word())
-        .topic2(payment.payload.authorization.nonce)
-        .from_block(0);
-    let logs = market.provider.get_logs(&filter).await.expect("logs");
-    assert_eq!(logs.len(), 1, "settled exactly once");
-    logs[0].transaction_hash.expect("mined")
 }

@@ -1,10 +1,10 @@
 //! The server refuses to start where it would charge buyers and then strand their money: an operator
 //! key that is not the escrow's, a token domain buyers cannot sign under, a deployment file that is not
-//! the escrow's, a deployment on another chain.
+//! the escrow's, a deployment on another chain. Told to stop, it finishes the purchases in flight first.
 
 use agentripe_server::{
     Config, StartError,
-    testing::{Market, key},
+    testing::{Market, PRICE, Server, key},
 };
 use agentripe_store::testing::Engine;
 use std::time::Duration;
@@ -89,4 +89,72 @@ async fn health_reports_the_operators_eth_and_whether_it_is_low() {
     config.operator_min_balance = balance + alloy::primitives::U256::from(1);
     let short = market.start_with(config).await;
     assert_eq!(health(&short).await["operator"]["low"], true);
+}
+
+/// A restart does not cut purchases off: stopping closes the listener at once, answers the purchase in
+/// flight before it returns, and finishes the one whose buyer hung up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_answers_and_finishes_the_purchases_in_flight() {
+    let market = Market::new(Engine::Sqlite, "stopping").await.expect("SQLite needs no set-up");
+
+    // A buyer waits for its answer while its settlement waits in the node's pool.
+    let mut server = market.start().await;
+    let header = market.pay_v2(&market.buyer(PRICE).await);
+    market.hold_blocks().await;
+    let answer = purchase_in_pool(&market, &server, &header).await;
+    let address = server.base.trim_start_matches("http://").to_owned();
+    let (finished, ()) = tokio::join!(server.running.stop(Duration::from_secs(60)), async {
+        let mut refused = false;
+        for _ in 0..250 {
+            refused = tokio::net::TcpStream::connect(&address).await.is_err();
+            if refused {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(refused, "a stopping server takes no new connection");
+        market.resume_mining().await;
+    });
+    assert!(finished, "everything in flight finished within the patience");
+    let response = answer.await.expect("join").expect("the purchase in flight is answered");
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["taskId"].as_str().map(str::parse), Some(Ok(market.settlement_of(&header).await)));
+
+    // Another buyer hangs up while its settlement waits: stopping waits for its purchase all the same.
+    let mut server = market.start().await;
+    let header = market.pay_v2(&market.buyer(PRICE).await);
+    market.hold_blocks().await;
+    purchase_in_pool(&market, &server, &header).await.abort();
+    let stopping = async {
+        let finished = server.running.stop(Duration::from_secs(60)).await;
+        (finished, market.deposit(market.settlement_of(&header).await).await.status)
+    };
+    let resuming = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        market.resume_mining().await;
+    };
+    let ((finished, status), ()) = tokio::join!(stopping, resuming);
+    assert!(finished, "everything in flight finished within the patience");
+    assert_eq!(status, 1, "recorded before stopping returned");
+}
+
+/// Sends a purchase with `header` while blocks are held; returns once its settlement is in the pool.
+async fn purchase_in_pool(
+    market: &Market,
+    server: &Server,
+    header: &str,
+) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
+    use alloy::providers::Provider;
+    let request = server.http.post(server.purchase_url(market.agent_id)).header("PAYMENT-SIGNATURE", header);
+    let sent = tokio::spawn(request.send());
+    for _ in 0..300 {
+        let pool: serde_json::Value =
+            market.provider.raw_request("txpool_status".into(), ()).await.expect("pool");
+        if pool["pending"] == "0x1" {
+            return sent;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the purchase's settlement never reached the pool");
 }

@@ -23,9 +23,5 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .map_err(|error| format!("cannot listen on {listen}: {error}"))?;
     tracing::info!(address = %listener.local_addr()?, chain = config.deployment.chain_id, escrow = %config.deployment.agentripe, "serving");
     let running = agentripe_server::start(config, listener).await?;
-    tokio::select! {
-        served = running.http => served??,
-        _ = tokio::signal::ctrl_c() => tracing::info!("stopping"),
-    }
-    Ok(())
+    Ok(running.serve_until_signalled().await?)
 }

@@ -25,6 +25,7 @@ use alloy::{
     providers::{DynProvider, Provider},
 };
 use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
 
 use crate::{
     Config,
@@ -146,6 +147,10 @@ pub struct MoneyIn {
     /// The head, read at most once per [`READING_TTL`]: a search may start a block earlier than it
     /// must, never later.
     recent_head: Recent<u64>,
+    /// Purchases being claimed and advanced, capped as connections are: their tasks outlive requests
+    /// whose buyers hung up, so the connection cap no longer bounds them.
+    purchases: Arc<Semaphore>,
+    max_purchases: u32,
 }
 
 impl MoneyIn {
@@ -157,6 +162,7 @@ impl MoneyIn {
         facilitator: Facilitator,
         confirmation: Confirmation,
     ) -> Self {
+        let max_purchases = u32::try_from(config.http.max_connections).unwrap_or(u32::MAX);
         Self {
             store,
             provider,
@@ -169,6 +175,8 @@ impl MoneyIn {
             search_horizon: config.settlement_search_horizon,
             lookback_blocks: config.settlement_lookback_blocks,
             recent_head: Recent::new(READING_TTL),
+            purchases: Arc::new(Semaphore::new(max_purchases as usize)),
+            max_purchases,
         }
     }
 
@@ -178,22 +186,28 @@ impl MoneyIn {
     /// between the two would leave it to no one until the lease ran out. The reconciler finishes what
     /// the timeout leaves.
     ///
-    /// An error is the claim's (nothing was stored) or a panic's; what stopped the payment once claimed
-    /// is in [`Claimed::Payment`].
+    /// An error is the claim's; what stopped the payment once claimed (a panic included) is in
+    /// [`Claimed::Payment`].
     pub async fn purchase(
         self: &Arc<Self>,
         purchase: Purchase,
         timeout: Duration,
     ) -> Result<Claimed<Advanced>, PipelineError> {
+        // While it waits for a place, the request still holds its connection: a buyer who hangs up then
+        // leaves nothing behind.
+        let place = self.purchases.clone().acquire_owned().await.map_err(|closed| {
+            PipelineError::corrupt("a purchase", format!("no place to run it: {closed}"))
+        })?;
         let claiming = tokio::spawn({
             let money_in = self.clone();
-            async move { money_in.claim_and_advance(&purchase).await }
+            async move {
+                let claimed = money_in.claim_and_advance(&purchase).await;
+                drop(place);
+                claimed
+            }
         });
         let claimed = claiming.await.map_err(|error| {
-            PipelineError::corrupt(
-                "a purchase",
-                format!("claiming or advancing its payment panicked: {error}"),
-            )
+            PipelineError::corrupt("a purchase", format!("claiming its payment panicked: {error}"))
         })??;
         let (id, advanced) = match claimed.into_payment() {
             Ok(payment) => payment,
@@ -209,9 +223,10 @@ impl MoneyIn {
         }))
     }
 
-    /// [`Self::claim`], then [`Self::advance`] of the payment claimed, with its id.
+    /// [`Self::claim`], then [`Self::advance`] of the payment claimed, with its id. The advance runs on a
+    /// task of its own, so that a panic there is this payment's error: the buyer is told to follow it.
     async fn claim_and_advance(
-        &self,
+        self: &Arc<Self>,
         purchase: &Purchase,
     ) -> Result<Claimed<(i64, Advanced)>, PipelineError> {
         let payment = match self.claim(purchase).await?.into_payment() {
@@ -219,11 +234,24 @@ impl MoneyIn {
             Err(answer) => return Ok(answer),
         };
         let id = payment.id();
-        let advanced = match payment {
-            ToAdvance::Held(held) => self.advance_held(*held).await,
-            ToAdvance::Earlier(id) => self.advance(id).await,
-        };
+        let advancing = tokio::spawn({
+            let money_in = self.clone();
+            async move {
+                match payment {
+                    ToAdvance::Held(held) => money_in.advance_held(*held).await,
+                    ToAdvance::Earlier(id) => money_in.advance(id).await,
+                }
+            }
+        });
+        let advanced = advancing.await.unwrap_or_else(|error| {
+            Err(PipelineError::corrupt(format!("payment {id}"), format!("advancing it panicked: {error}")))
+        });
         Ok(Claimed::Payment((id, advanced)))
+    }
+
+    /// Returns once no purchase is being claimed or advanced.
+    pub async fn idle(&self) {
+        let _all = self.purchases.acquire_many(self.max_purchases).await;
     }
 
     /// Claims a verified payment, exactly once per authorization. A retry of the same purchase gets the

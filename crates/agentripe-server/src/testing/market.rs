@@ -15,13 +15,16 @@ use agentripe_store::{
     Store,
     testing::{Engine, fresh_database_url},
 };
-use agentripe_x402::{Authorization, ExactEvmPayload, Network, Offer, client, encode_header, v1, v2};
+use agentripe_x402::{
+    Authorization, ExactEvmPayload, Network, Offer, client, decode_header, encode_header, v1, v2,
+};
 use alloy::{
     node_bindings::{Anvil, AnvilInstance},
     primitives::{Address, B256, U256},
     providers::{DynProvider, Provider, ProviderBuilder},
-    rpc::types::{BlockNumberOrTag, TransactionReceipt},
+    rpc::types::{BlockNumberOrTag, Filter, TransactionReceipt},
     signers::local::PrivateKeySigner,
+    sol_types::SolEvent,
 };
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 
@@ -416,6 +419,21 @@ impl Market {
             .call()
             .await
             .expect("getDeposit")
+    }
+
+    /// The transaction that settled the payment in `header` (a v2 header), found from its
+    /// `AuthorizationUsed` log; it must be the only one.
+    pub async fn settlement_of(&self, header: &str) -> B256 {
+        let payment: v2::PaymentPayload = decode_header(header).expect("decodes");
+        let filter = Filter::new()
+            .address(self.deployment.usdc)
+            .event_signature(IERC3009::AuthorizationUsed::SIGNATURE_HASH)
+            .topic1(payment.payload.authorization.from.into_word())
+            .topic2(payment.payload.authorization.nonce)
+            .from_block(0);
+        let logs = self.provider.get_logs(&filter).await.expect("logs");
+        assert_eq!(logs.len(), 1, "settled exactly once");
+        logs[0].transaction_hash.expect("mined")
     }
 
     /// When the task `id` expires as the server stored it, and when its deposit expires on chain, both in
