@@ -59,6 +59,9 @@ pub enum PipelineError {
     /// The buyer may have been charged, and the chain does not show it yet: never a refusal.
     #[error("payment in doubt: {0}")]
     InDoubt(String),
+    /// The server is stopping and takes no new purchase; nothing was stored.
+    #[error("the server is stopping")]
+    Stopping,
     /// The chain holds a deposit under this id with terms other than ours.
     #[error("deposit {deposit} is on chain with other terms than {subject}: {detail}")]
     Mismatch { subject: String, deposit: B256, detail: String },

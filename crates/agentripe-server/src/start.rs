@@ -10,12 +10,7 @@ use alloy::{
     primitives::{Address, U256},
     providers::{DynProvider, Provider},
 };
-use tokio::{
-    net::TcpListener,
-    signal::unix::{SignalKind, signal},
-    sync::watch,
-    task::JoinHandle,
-};
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
 use crate::{
     AppState, Config, FacilitatorConfig,
@@ -87,19 +82,24 @@ impl Running {
         self.indexer.abort();
     }
 
-    /// Stops as a restart should: closes the listener, lets every request in flight be answered and
-    /// every purchase being claimed or advanced (its buyer gone or not) finish, then stops reconciling
-    /// and indexing. What `patience` leaves unfinished stays as a crash would leave it, for the next
-    /// start's reconciler. Whether everything finished.
+    /// Stops as a restart should: closes the listener and refuses new purchases (503, nothing
+    /// charged), lets every request in flight be answered and every purchase already claimed (its buyer
+    /// gone or not) finish, then stops reconciling and indexing. What `patience` leaves unfinished, and
+    /// a payment the reconciler was advancing, stay as a crash would leave them, for the next start's
+    /// reconciler. Whether everything finished.
     pub async fn stop(&mut self, patience: Duration) -> bool {
         self.stop_http.send_replace(true);
+        self.state.money_in.stop_taking_purchases();
         let finished = tokio::time::timeout(patience, async {
-            match (&mut self.http).await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => tracing::warn!(%error, "the HTTP server stopped with an error"),
-                Err(error) => tracing::warn!(%error, "the HTTP server did not stop cleanly"),
+            // A handle is polled only until it finishes: a second stop skips it.
+            if !self.http.is_finished() {
+                match (&mut self.http).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => tracing::warn!(%error, "the HTTP server stopped with an error"),
+                    Err(error) => tracing::warn!(%error, "the HTTP server did not stop cleanly"),
+                }
             }
-            self.state.money_in.idle().await;
+            self.state.money_in.purchases_finished().await;
         })
         .await
         .is_ok();
@@ -107,23 +107,53 @@ impl Running {
         finished
     }
 
-    /// Serves until the HTTP server fails or the process is asked to stop (Ctrl-C, SIGTERM), then
-    /// [`Self::stop`]s, as patient as a purchase is.
+    /// Serves until the HTTP server fails or the process is asked to stop (Ctrl-C; SIGTERM on unix),
+    /// then [`Self::stop`]s, as patient as a purchase is; asked again meanwhile, it returns at once.
     pub async fn serve_until_signalled(mut self) -> std::io::Result<()> {
-        let mut terminate = signal(SignalKind::terminate())?;
+        let mut signals = StopSignals::install()?;
         tokio::select! {
             served = &mut self.http => return served.map_err(std::io::Error::other)?,
-            interrupted = tokio::signal::ctrl_c() => interrupted?,
-            _ = terminate.recv() => {}
+            asked = signals.next() => asked?,
         }
         let patience = self.state.config.purchase_timeout;
         tracing::info!(?patience, "stopping: answering the requests in flight and finishing their purchases");
-        if self.stop(patience).await {
-            tracing::info!("stopped");
-        } else {
-            tracing::warn!("stopped with work in flight; the next start's reconciler finishes it");
+        tokio::select! {
+            finished = self.stop(patience) => match finished {
+                true => tracing::info!("stopped"),
+                false => tracing::warn!("stopped with work in flight; the next start's reconciler finishes it"),
+            },
+            asked = signals.next() => {
+                asked?;
+                tracing::warn!("asked again: stopping at once; the next start's reconciler finishes what was in flight");
+            }
         }
         Ok(())
+    }
+}
+
+/// The ways a process is asked to stop: Ctrl-C, and SIGTERM (what supervisors send) where it exists.
+struct StopSignals {
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> std::io::Result<Self> {
+        Ok(Self {
+            #[cfg(unix)]
+            terminate: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?,
+        })
+    }
+
+    /// Returns when the process is next asked to stop.
+    async fn next(&mut self) -> std::io::Result<()> {
+        #[cfg(unix)]
+        tokio::select! {
+            interrupted = tokio::signal::ctrl_c() => interrupted,
+            _ = self.terminate.recv() => Ok(()),
+        }
+        #[cfg(not(unix))]
+        tokio::signal::ctrl_c().await
     }
 }
 

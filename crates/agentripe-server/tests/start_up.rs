@@ -126,6 +126,9 @@ async fn stopping_answers_and_finishes_the_purchases_in_flight() {
     let header = market.pay_v2(&market.buyer(PRICE).await);
     market.hold_blocks().await;
     purchase_in_pool(&market, &server, &header).await.abort();
+    // Time for the server to read the hang-up and drop the request, so that only the purchase's own task
+    // is left to wait for (were the request still there, stopping would wait for it instead).
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let stopping = async {
         let finished = server.running.stop(Duration::from_secs(60)).await;
         (finished, market.deposit(market.settlement_of(&header).await).await.status)

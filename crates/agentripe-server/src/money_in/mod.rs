@@ -26,6 +26,7 @@ use alloy::{
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
 
 use crate::{
     Config,
@@ -147,10 +148,11 @@ pub struct MoneyIn {
     /// The head, read at most once per [`READING_TTL`]: a search may start a block earlier than it
     /// must, never later.
     recent_head: Recent<u64>,
-    /// Purchases being claimed and advanced, capped as connections are: their tasks outlive requests
-    /// whose buyers hung up, so the connection cap no longer bounds them.
-    purchases: Arc<Semaphore>,
-    max_purchases: u32,
+    /// Places for purchases being claimed and advanced, as many as connections: their tasks outlive
+    /// requests whose buyers hung up, so the connection cap no longer bounds them.
+    places: Arc<Semaphore>,
+    /// The tasks of those purchases, for a stopping server to wait for.
+    in_flight: TaskTracker,
 }
 
 impl MoneyIn {
@@ -162,7 +164,6 @@ impl MoneyIn {
         facilitator: Facilitator,
         confirmation: Confirmation,
     ) -> Self {
-        let max_purchases = u32::try_from(config.http.max_connections).unwrap_or(u32::MAX);
         Self {
             store,
             provider,
@@ -175,14 +176,15 @@ impl MoneyIn {
             search_horizon: config.settlement_search_horizon,
             lookback_blocks: config.settlement_lookback_blocks,
             recent_head: Recent::new(READING_TTL),
-            purchases: Arc::new(Semaphore::new(max_purchases as usize)),
-            max_purchases,
+            places: Arc::new(Semaphore::new(config.http.max_connections)),
+            in_flight: TaskTracker::new(),
         }
     }
 
     /// Claims a purchase's payment and takes it as far as it goes within `timeout`: settles it and
-    /// records its deposit. The claim and the advance run on a task of their own, which a client who
-    /// hangs up does not stop: a payment is stored already leased to its claimant, so a claimant stopped
+    /// records its deposit. What is only read comes first, in the request, so a buyer who hangs up then
+    /// leaves nothing behind. The claim's insert and the steps after it run on a task of their own, which
+    /// a hang-up does not stop: a payment is stored already leased to its claimant, so a claimant stopped
     /// between the two would leave it to no one until the lease ran out. The reconciler finishes what
     /// the timeout leaves.
     ///
@@ -190,18 +192,19 @@ impl MoneyIn {
     /// [`Claimed::Payment`].
     pub async fn purchase(
         self: &Arc<Self>,
-        purchase: Purchase,
+        purchase: &Purchase,
         timeout: Duration,
     ) -> Result<Claimed<Advanced>, PipelineError> {
-        // While it waits for a place, the request still holds its connection: a buyer who hangs up then
-        // leaves nothing behind.
-        let place = self.purchases.clone().acquire_owned().await.map_err(|closed| {
-            PipelineError::corrupt("a purchase", format!("no place to run it: {closed}"))
-        })?;
-        let claiming = tokio::spawn({
+        let claim = match self.assess(purchase).await? {
+            Ok(claim) => claim,
+            Err(reason) => return Ok(Claimed::Refused(reason)),
+        };
+        // While it waits for a place, the request still holds its connection.
+        let place = self.places.clone().acquire_owned().await.map_err(|_| PipelineError::Stopping)?;
+        let claiming = self.in_flight.spawn({
             let money_in = self.clone();
             async move {
-                let claimed = money_in.claim_and_advance(&purchase).await;
+                let claimed = money_in.claim_and_advance(&claim).await;
                 drop(place);
                 claimed
             }
@@ -227,9 +230,9 @@ impl MoneyIn {
     /// task of its own, so that a panic there is this payment's error: the buyer is told to follow it.
     async fn claim_and_advance(
         self: &Arc<Self>,
-        purchase: &Purchase,
+        claim: &NewPayment,
     ) -> Result<Claimed<(i64, Advanced)>, PipelineError> {
-        let payment = match self.claim(purchase).await?.into_payment() {
+        let payment = match self.claim(claim).await?.into_payment() {
             Ok(payment) => payment,
             Err(answer) => return Ok(answer),
         };
@@ -249,15 +252,22 @@ impl MoneyIn {
         Ok(Claimed::Payment((id, advanced)))
     }
 
-    /// Returns once no purchase is being claimed or advanced.
-    pub async fn idle(&self) {
-        let _all = self.purchases.acquire_many(self.max_purchases).await;
+    /// Takes no new purchase: one that asks for a place from now on is refused with
+    /// [`PipelineError::Stopping`], before anything is stored. Those already claimed go on.
+    pub fn stop_taking_purchases(&self) {
+        self.places.close();
+        self.in_flight.close();
     }
 
-    /// Claims a verified payment, exactly once per authorization. A retry of the same purchase gets the
-    /// same payment back (a failed one is reopened: the buyer may have fixed what failed); the same
-    /// authorization sent for another purchase is not this purchase's payment.
-    async fn claim(&self, purchase: &Purchase) -> Result<Claimed<ToAdvance>, PipelineError> {
+    /// Returns once [`Self::stop_taking_purchases`] was called and every purchase claimed before has
+    /// finished its claim and its advance.
+    pub async fn purchases_finished(&self) {
+        self.in_flight.wait().await;
+    }
+
+    /// What claiming a verified payment would store, read without storing anything: the payment's row,
+    /// or why it is refused.
+    async fn assess(&self, purchase: &Purchase) -> Result<Result<NewPayment, ErrorReason>, PipelineError> {
         let authorization = &purchase.verified.authorization;
         let request = FacilitatorRequest::new(purchase.payment.clone(), &purchase.offer, &purchase.resource);
         let corrupt = |error: serde_json::Error| PipelineError::corrupt("a new payment", error.to_string());
@@ -284,9 +294,9 @@ impl MoneyIn {
             },
         )?;
         if let Some(reason) = refusal {
-            return Ok(Claimed::Refused(reason));
+            return Ok(Err(reason));
         }
-        let claim = NewPayment {
+        Ok(Ok(NewPayment {
             chain_id,
             asset,
             payer,
@@ -299,10 +309,16 @@ impl MoneyIn {
             valid_before: i64::try_from(authorization.valid_before).unwrap_or(i64::MAX),
             request: serde_json::to_string(&purchase.request).map_err(corrupt)?,
             search_from_block: to_i64(head.saturating_sub(self.lookback_blocks)),
-        };
+        }))
+    }
+
+    /// Claims a payment, exactly once per authorization. A retry of the same purchase gets the same
+    /// payment back (a failed one is reopened: the buyer may have fixed what failed); the same
+    /// authorization sent for another purchase is not this purchase's payment.
+    async fn claim(&self, claim: &NewPayment) -> Result<Claimed<ToAdvance>, PipelineError> {
         let holder = new_holder();
         let lease = (holder.as_str(), now_ms().saturating_add(self.lease_ms()));
-        Ok(match self.store.claim_payment(&claim, Some(lease), now_ms()).await? {
+        Ok(match self.store.claim_payment(claim, Some(lease), now_ms()).await? {
             Claim::New(payment) => Claimed::Payment(ToAdvance::Held(Box::new(Held { payment, holder }))),
             Claim::Existing(stored) => {
                 let earlier = &stored.new;

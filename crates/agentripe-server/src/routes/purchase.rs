@@ -144,11 +144,15 @@ pub async fn purchase(
         verified,
         request,
     };
-    let purchased = state.money_in.purchase(purchase, state.config.purchase_timeout).await;
+    let purchased = state.money_in.purchase(&purchase, state.config.purchase_timeout).await;
     let advanced = match purchased.map_err(|error| match error {
         PipelineError::Rpc(error) => {
             ApiError::unavailable_because("the chain cannot be read right now; nothing was charged", error, 5)
         }
+        PipelineError::Stopping => ApiError::unavailable(
+            "this server is stopping and takes no new purchase; nothing was charged: resend this same request",
+            1,
+        ),
         other => ApiError::internal(other),
     })? {
         Claimed::Payment(advanced) => advanced,
