@@ -385,6 +385,46 @@ on_both_engines!(two_payments_settled_in_one_transaction_get_a_deposit_each, |ma
     assert_eq!(market.usdc_balance(market.deployment.agentripe).await, U256::from(2 * PRICE));
 });
 
+on_both_engines!(a_purchase_is_answered_at_its_timeout_while_the_chain_takes_longer, |market| async move {
+    use std::time::Duration;
+    let mut config = market.config();
+    config.purchase_timeout = Duration::from_secs(2);
+    config.chain_timeout = Duration::from_secs(60);
+    let server = market.start_with(config).await;
+    let buyer = market.buyer(PRICE).await;
+    let header = market.pay_v2(&buyer);
+
+    // The settlement waits in the node's pool far longer than the buyer is to wait for its answer.
+    market.hold_blocks().await;
+    let asked = tokio::time::Instant::now();
+    let response = server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &header), "").await;
+    let waited = asked.elapsed();
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.expect("json");
+    assert!(
+        waited < Duration::from_secs(30),
+        "answered at the purchase's timeout, not the chain's: {waited:?}"
+    );
+    assert!(body["message"].as_str().is_some_and(|m| m.contains("being settled")), "{body}");
+    let follow = body["payment"]["follow"].as_str().expect("a payment to follow").to_owned();
+
+    // The payment went on without the request: once mined, it is recorded, and the same header gets the task.
+    market.resume_mining().await;
+    let mut followed = Value::Null;
+    for _ in 0..200 {
+        followed = server.get_json(&follow).await;
+        if followed["status"] == "recorded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(followed["status"], "recorded", "{followed}");
+    let task_id = task_id_of(server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &header), "").await).await;
+    assert_eq!(task_id, market.settlement_of(&header).await);
+    assert_eq!(followed["taskId"].as_str().map(str::parse), Some(Ok(task_id)));
+    assert_eq!(market.usdc_balance(buyer.address()).await, U256::ZERO, "charged once");
+});
+
 /// A buyer who hangs up while its payment's claim is being stored does not leave the payment leased to
 /// no one until the lease runs out: the claim and the advance go on without the request. PostgreSQL
 /// only: a table lock holds the claim's insert, and `pg_stat_activity` shows when it waits.

@@ -181,12 +181,12 @@ impl MoneyIn {
         }
     }
 
-    /// Claims a purchase's payment and takes it as far as it goes within `timeout`: settles it and
-    /// records its deposit. What is only read comes first, in the request, so a buyer who hangs up then
-    /// leaves nothing behind. The claim's insert and the steps after it run on a task of their own, which
-    /// a hang-up does not stop: a payment is stored already leased to its claimant, so a claimant stopped
-    /// between the two would leave it to no one until the lease ran out. The reconciler finishes what
-    /// the timeout leaves.
+    /// Claims a purchase's payment and takes it as far as it goes within `timeout` of taking its place:
+    /// settles it and records its deposit. What is only read comes first, in the request, so a buyer who
+    /// hangs up then leaves nothing behind. The claim's insert and the steps after it run on a task of
+    /// their own, which neither a hang-up nor the timeout stops: a payment is stored already leased to
+    /// its claimant, so a claimant stopped between the two would leave it to no one until the lease ran
+    /// out. The reconciler finishes what the task cannot.
     ///
     /// An error is the claim's; what stopped the payment once claimed (a panic included) is in
     /// [`Claimed::Payment`].
@@ -202,14 +202,20 @@ impl MoneyIn {
         // While it waits for a place, the request still holds its connection.
         let place = self.places.clone().acquire_owned().await.map_err(|_| PipelineError::Stopping)?;
         let claiming = self.in_flight.spawn({
-            let money_in = self.clone();
+            let (money_in, claim) = (self.clone(), claim.clone());
             async move {
                 let claimed = money_in.claim_and_advance(&claim).await;
                 drop(place);
                 claimed
             }
         });
-        let claimed = claiming.await.map_err(|error| {
+        // A settlement and a record may each wait for the chain longer than a buyer should wait for its
+        // answer: past the deadline, the buyer is told to follow the payment.
+        let deadline = tokio::time::Instant::now() + timeout;
+        let Ok(joined) = tokio::time::timeout_at(deadline, claiming).await else {
+            return Ok(self.so_far(&claim).await);
+        };
+        let claimed = joined.map_err(|error| {
             PipelineError::corrupt("a purchase", format!("claiming its payment panicked: {error}"))
         })??;
         let (id, advanced) = match claimed.into_payment() {
@@ -217,13 +223,27 @@ impl MoneyIn {
             Err(answer) => return Ok(answer),
         };
         Ok(Claimed::Payment(match advanced {
-            Ok(Outcome::InProgress { .. }) => self.wait_for(id, timeout).await,
+            Ok(Outcome::InProgress { .. }) => self.wait_until(id, deadline).await,
             Err(error) => {
                 tracing::warn!(payment = id, %error, "purchase left to the reconciler");
                 Err(error)
             }
             done => done,
         }))
+    }
+
+    /// Where the payment of a claim still running has got to.
+    async fn so_far(&self, claim: &NewPayment) -> Claimed<Advanced> {
+        let stored =
+            self.store.payment_by_authorization(claim.chain_id, &claim.asset, &claim.payer, &claim.nonce);
+        match stored.await {
+            Ok(Some(stored)) if !same_purchase(&stored.new, claim) => {
+                Claimed::ForAnotherPurchase(Box::new(stored))
+            }
+            Ok(Some(stored)) => Claimed::Payment(outcome(&stored)),
+            Ok(None) => Claimed::Payment(Ok(Outcome::InProgress { deposit_id: None })),
+            Err(error) => Claimed::Payment(Err(error.into())),
+        }
     }
 
     /// [`Self::claim`], then [`Self::advance`] of the payment claimed, with its id. The advance runs on a
@@ -321,10 +341,7 @@ impl MoneyIn {
         Ok(match self.store.claim_payment(claim, Some(lease), now_ms()).await? {
             Claim::New(payment) => Claimed::Payment(ToAdvance::Held(Box::new(Held { payment, holder }))),
             Claim::Existing(stored) => {
-                let earlier = &stored.new;
-                let same_purchase = (&earlier.agent_id, &earlier.service_path, &earlier.request)
-                    == (&claim.agent_id, &claim.service_path, &claim.request);
-                if !same_purchase {
+                if !same_purchase(&stored.new, claim) {
                     return Ok(Claimed::ForAnotherPurchase(Box::new(stored)));
                 }
                 if stored.status == PaymentStatus::Failed {
@@ -410,9 +427,8 @@ impl MoneyIn {
         i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX)
     }
 
-    /// Waits until the payment is recorded or failed, or `timeout` passes.
-    async fn wait_for(&self, id: i64, timeout: Duration) -> Result<Outcome, PipelineError> {
-        let deadline = tokio::time::Instant::now() + timeout;
+    /// Waits until the payment is recorded or failed, or `deadline` passes.
+    async fn wait_until(&self, id: i64, deadline: tokio::time::Instant) -> Result<Outcome, PipelineError> {
         loop {
             let outcome = self.current(id).await?;
             if !matches!(outcome, Outcome::InProgress { .. }) || tokio::time::Instant::now() >= deadline {
@@ -469,6 +485,12 @@ impl MoneyIn {
         }
         Ok(stalled.len())
     }
+}
+
+/// Whether two claims of one authorization are one purchase: the same agent, path and body.
+fn same_purchase(earlier: &NewPayment, claim: &NewPayment) -> bool {
+    (&earlier.agent_id, &earlier.service_path, &earlier.request)
+        == (&claim.agent_id, &claim.service_path, &claim.request)
 }
 
 fn outcome(payment: &Payment) -> Result<Outcome, PipelineError> {
