@@ -108,14 +108,16 @@ impl Running {
     }
 
     /// Serves until the HTTP server fails or the process is asked to stop (Ctrl-C; SIGTERM on unix),
-    /// then [`Self::stop`]s, as patient as a purchase is; asked again meanwhile, it returns at once.
+    /// then [`Self::stop`]s, a little more patient than a purchase is; asked again meanwhile, it returns
+    /// at once.
     pub async fn serve_until_signalled(mut self) -> std::io::Result<()> {
         let mut signals = StopSignals::install()?;
         tokio::select! {
             served = &mut self.http => return served.map_err(std::io::Error::other)?,
             asked = signals.next() => asked?,
         }
-        let patience = self.state.config.purchase_timeout;
+        // A purchase's answer may come a poll and a read after its timeout.
+        let patience = self.state.config.purchase_timeout + STOP_MARGIN;
         tracing::info!(?patience, "stopping: answering the requests in flight and finishing their purchases");
         tokio::select! {
             finished = self.stop(patience) => match finished {
@@ -130,6 +132,9 @@ impl Running {
         Ok(())
     }
 }
+
+/// How much longer than a purchase's timeout a stopping server waits for its answers.
+const STOP_MARGIN: Duration = Duration::from_secs(5);
 
 /// The ways a process is asked to stop: Ctrl-C, and SIGTERM (what supervisors send) where it exists.
 struct StopSignals {

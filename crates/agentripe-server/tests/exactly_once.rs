@@ -474,6 +474,45 @@ async fn a_buyer_who_hangs_up_while_its_claim_is_stored_is_settled_and_recorded_
     assert_eq!(market.usdc_balance(buyer.address()).await, U256::ZERO, "charged once");
 }
 
+/// A retry of a refused payment whose reopening waits past the purchase's timeout is not told "refused"
+/// from the row it is about to reopen: it would sign anew and pay twice. PostgreSQL only, as above.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_past_its_timeout_is_not_refused_by_the_row_it_reopens() {
+    use std::time::Duration;
+    let Some(market) = Market::new(Engine::Postgres, "retry_past_timeout").await else {
+        return;
+    };
+    let mut config = market.config();
+    config.purchase_timeout = Duration::from_secs(2);
+    let server = market.start_with(config).await;
+    let buyer = market.buyer(PRICE).await;
+    let header = market.pay_v2(&buyer);
+    market.pause_token().await;
+    let refused = server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &header), "").await;
+    assert_eq!(refused.status(), 402, "a paused token refuses it, and the refusal is stored");
+    market.unpause_token().await;
+
+    // The retry's claim (which reopens the refused row) waits behind a lock past the purchase's timeout.
+    let lock = WriteLock::take(&market.database_url, "payments").await;
+    let response = server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &header), "").await;
+    let status = response.status();
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(status, 503, "in doubt, not refused: {body}");
+    assert!(body["payment"]["follow"].is_string(), "{body}");
+    lock.release().await;
+
+    let mut last = Value::Null;
+    for _ in 0..200 {
+        last = server.get_json(body["payment"]["follow"].as_str().expect("follow")).await;
+        if last["status"] == "recorded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(last["status"], "recorded", "{last}");
+    assert_eq!(market.usdc_balance(buyer.address()).await, U256::ZERO, "charged once");
+}
+
 fn base64_catalog() -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(agentripe_server::testing::CATALOG)

@@ -37,6 +37,9 @@ use crate::{
 };
 pub use facilitator::Facilitator;
 
+/// How long a purchase past its timeout may take to read where its payment has got to.
+const SO_FAR_READ: Duration = Duration::from_secs(1);
+
 /// How long after its authorization expired a refused payment is kept.
 const REFUSALS_KEPT_SECONDS: u64 = 3600;
 
@@ -206,6 +209,10 @@ impl MoneyIn {
             async move {
                 let claimed = money_in.claim_and_advance(&claim).await;
                 drop(place);
+                // Its request may be gone, and with it the answer that would have said so.
+                if let Err(error) = &claimed {
+                    tracing::warn!(payer = claim.payer, nonce = claim.nonce, %error, "a payment could not be claimed");
+                }
                 claimed
             }
         });
@@ -232,17 +239,20 @@ impl MoneyIn {
         }))
     }
 
-    /// Where the payment of a claim still running has got to.
+    /// Where the payment of a claim still running has got to, read within [`SO_FAR_READ`]. Only a
+    /// recorded payment, or another purchase's, is an answer: a failed one may be the row this claim is
+    /// about to reopen, and one not found (or not read in time) may be its insert still waiting.
     async fn so_far(&self, claim: &NewPayment) -> Claimed<Advanced> {
         let stored =
             self.store.payment_by_authorization(claim.chain_id, &claim.asset, &claim.payer, &claim.nonce);
-        match stored.await {
-            Ok(Some(stored)) if !same_purchase(&stored.new, claim) => {
+        match tokio::time::timeout(SO_FAR_READ, stored).await {
+            Ok(Ok(Some(stored))) if !same_purchase(&stored.new, claim) => {
                 Claimed::ForAnotherPurchase(Box::new(stored))
             }
-            Ok(Some(stored)) => Claimed::Payment(outcome(&stored)),
-            Ok(None) => Claimed::Payment(Ok(Outcome::InProgress { deposit_id: None })),
-            Err(error) => Claimed::Payment(Err(error.into())),
+            Ok(Ok(Some(stored))) if stored.status != PaymentStatus::Failed => {
+                Claimed::Payment(outcome(&stored))
+            }
+            _ => Claimed::Payment(Ok(Outcome::InProgress { deposit_id: None })),
         }
     }
 
@@ -431,10 +441,11 @@ impl MoneyIn {
     async fn wait_until(&self, id: i64, deadline: tokio::time::Instant) -> Result<Outcome, PipelineError> {
         loop {
             let outcome = self.current(id).await?;
-            if !matches!(outcome, Outcome::InProgress { .. }) || tokio::time::Instant::now() >= deadline {
+            let now = tokio::time::Instant::now();
+            if !matches!(outcome, Outcome::InProgress { .. }) || now >= deadline {
                 return Ok(outcome);
             }
-            tokio::time::sleep(self.confirmation.poll_interval).await;
+            tokio::time::sleep(self.confirmation.poll_interval.min(deadline - now)).await;
         }
     }
 
