@@ -47,8 +47,11 @@ pub async fn show(
     State(state): State<AppState>,
     Path((payer, nonce)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let unknown =
-        || ApiError::not_found(format!("no payment of {payer} with nonce {nonce} reached this server"));
+    let unknown = || {
+        ApiError::not_found(format!(
+            "no payment of {payer} with nonce {nonce} is stored here; one a purchase answered 503 for moments ago may still be being stored: ask again, or resend that same request"
+        ))
+    };
     let payer_address: Address = payer.parse().map_err(|_| unknown())?;
     let nonce_word: B256 = nonce.parse().map_err(|_| unknown())?;
     let deployment = &state.config.deployment;
