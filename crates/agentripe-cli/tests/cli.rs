@@ -246,7 +246,7 @@ async fn deploy_and_register_through_the_cli() {
     config.database_url =
         fresh_database_url(Engine::Sqlite, "cli_admin_index").await.expect("SQLite needs no set-up");
     let second = market.start_with(config).await;
-    let agents = second.agents_eventually(1, std::time::Duration::from_secs(5)).await;
+    let agents = second.agents_eventually(1).await;
     assert_eq!(agents["agents"][0]["agentId"], market.agent_id.to_string(), "{agents}");
 
     // A vendor registers through the server with a file.

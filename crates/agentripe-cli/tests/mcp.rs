@@ -82,7 +82,7 @@ async fn an_agent_buys_and_a_vendor_sells_through_mcp() {
     let server = market.start_with(config).await;
     let base = server.base.clone();
     let agent = market.agent_id.to_string();
-    server.agents_eventually(1, std::time::Duration::from_secs(5)).await;
+    server.agents_eventually(1).await;
 
     // The buyer's agent: MCP over stdio, a wallet with a $0.10 hourly budget.
     let buyer = market.buyer(1_000_000).await;
@@ -280,7 +280,7 @@ async fn payments_above_the_threshold_wait_for_a_person_at_the_client_or_the_com
     let server = market.start().await;
     let base = server.base.clone();
     let agent = market.agent_id.to_string();
-    server.agents_eventually(1, std::time::Duration::from_secs(5)).await;
+    server.agents_eventually(1).await;
     let buyer = market.buyer(1_000_000).await;
     let wallet = std::env::temp_dir().join(format!("agentripe-mcp-approval-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&wallet);

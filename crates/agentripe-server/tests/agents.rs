@@ -75,7 +75,7 @@ on_both_engines!(agents_are_indexed_listed_searched_and_discoverable, |market| a
         market.register_agent(&format!("data:application/json;base64,{}", STANDARD.encode(summarizer))).await;
     market.register_agent("data:application/json,not-json").await;
 
-    let listed = server.agents_eventually(2, std::time::Duration::from_secs(5)).await;
+    let listed = server.agents_eventually(2).await;
     assert_eq!(listed["total"], 2, "the unreadable registration is not listed: {listed}");
     let ids: Vec<&str> =
         listed["agents"].as_array().expect("agents").iter().filter_map(|a| a["agentId"].as_str()).collect();
@@ -146,7 +146,7 @@ on_both_engines!(an_unreachable_or_hanging_agent_does_not_stop_the_index, |marke
         .await;
 
     // The hanging fetch times out after 5 s; the pass records both as unreadable and moves on.
-    let listed = server.agents_eventually(2, std::time::Duration::from_secs(15)).await;
+    let listed = server.agents_eventually(2).await;
     let ids: Vec<&str> =
         listed["agents"].as_array().expect("agents").iter().filter_map(|a| a["agentId"].as_str()).collect();
     assert_eq!(ids, vec![market.agent_id.to_string(), later.to_string()], "{listed}");

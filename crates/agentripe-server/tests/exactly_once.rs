@@ -410,15 +410,7 @@ on_both_engines!(a_purchase_is_answered_at_its_timeout_while_the_chain_takes_lon
 
     // The payment went on without the request: once mined, it is recorded, and the same header gets the task.
     market.resume_mining().await;
-    let mut followed = Value::Null;
-    for _ in 0..200 {
-        followed = server.get_json(&follow).await;
-        if followed["status"] == "recorded" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(followed["status"], "recorded", "{followed}");
+    let followed = server.payment_eventually(&follow, "recorded").await;
     let task_id = task_id_of(server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &header), "").await).await;
     assert_eq!(task_id, market.settlement_of(&header).await);
     assert_eq!(followed["taskId"].as_str().map(str::parse), Some(Ok(task_id)));
@@ -459,15 +451,8 @@ async fn a_buyer_who_hangs_up_while_its_claim_is_stored_is_settled_and_recorded_
 
     let payment: agentripe_x402::v2::PaymentPayload = decode_header(&header).expect("decodes");
     let follow = format!("/payments/{}/{}", buyer.address(), payment.payload.authorization.nonce);
-    let mut last = Value::Null;
-    for _ in 0..300 {
-        last = server.get_json(&follow).await;
-        if last["status"] == "recorded" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(last["status"], "recorded", "recorded without a retry, not left leased to no one: {last}");
+    // Recorded without a retry, not left leased to no one.
+    let last = server.payment_eventually(&follow, "recorded").await;
     let task_id: B256 = last["taskId"].as_str().expect("taskId").parse().expect("hash");
     assert_eq!(task_id, market.settlement_of(&header).await, "settled once, under its deposit id");
     assert_eq!(market.deposit(task_id).await.status, 1);
@@ -501,15 +486,7 @@ async fn a_retry_past_its_timeout_is_not_refused_by_the_row_it_reopens() {
     assert!(body["payment"]["follow"].is_string(), "{body}");
     lock.release().await;
 
-    let mut last = Value::Null;
-    for _ in 0..200 {
-        last = server.get_json(body["payment"]["follow"].as_str().expect("follow")).await;
-        if last["status"] == "recorded" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(last["status"], "recorded", "{last}");
+    server.payment_eventually(body["payment"]["follow"].as_str().expect("follow"), "recorded").await;
     assert_eq!(market.usdc_balance(buyer.address()).await, U256::ZERO, "charged once");
 }
 

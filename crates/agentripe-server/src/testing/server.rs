@@ -8,6 +8,10 @@ use tokio::runtime::Runtime;
 use super::{Market, PRICE, now};
 use crate::Running;
 
+/// How long a test waits for work the server does on its own (the index, a payment's settlement): long
+/// enough for a loaded CI machine, and a wait ends as soon as the work is seen.
+const EVENTUALLY: Duration = Duration::from_secs(30);
+
 #[derive(Debug)]
 pub struct Server {
     pub running: Running,
@@ -96,15 +100,32 @@ impl Server {
         panic!("task {task} never reached escrow status {expected}");
     }
 
+    /// Polls `follow` (a payment's `GET /payments/{payer}/{nonce}`) until its status is `expected`, for up
+    /// to [`EVENTUALLY`]: the payment's own work, which goes on without the request that started it.
+    pub async fn payment_eventually(&self, follow: &str, expected: &str) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + EVENTUALLY;
+        loop {
+            let payment = self.get_json(follow).await;
+            if payment["status"] == expected {
+                return payment;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "payment {follow} never reached {expected}: {payment}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// `GET path` (e.g. `/health`), unsigned: the JSON answer, whatever its status.
     pub async fn get_json(&self, path: &str) -> serde_json::Value {
         self.http.get(format!("{}{path}", self.base)).send().await.expect("get").json().await.expect("json")
     }
 
     /// `GET /agents` until it lists `total` agents (the index follows the chain), polling for up to
-    /// `patience`; the last answer either way.
-    pub async fn agents_eventually(&self, total: u64, patience: Duration) -> serde_json::Value {
-        let deadline = tokio::time::Instant::now() + patience;
+    /// [`EVENTUALLY`]; the last answer either way.
+    pub async fn agents_eventually(&self, total: u64) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + EVENTUALLY;
         loop {
             let listed = self.get_json("/agents").await;
             if listed["total"] == total || tokio::time::Instant::now() >= deadline {
