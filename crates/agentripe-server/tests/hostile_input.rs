@@ -49,6 +49,16 @@ async fn every_rejection_is_a_json_error() {
         let (status, body) = rejected(request).await;
         assert_eq!(status, expected, "{body}");
     }
+    // A payment named by what cannot be a payer or a nonce: the answer says which.
+    let zeros = "00".repeat(32);
+    for (path, named) in [
+        (format!("/payments/0x%00/0x{zeros}"), "the payer must be"),
+        (format!("/payments/{:#x}/1180591620717411303424", market.vendor.address()), "the nonce must be"),
+    ] {
+        let (status, body) = rejected(http.get(url(&path))).await;
+        assert_eq!(status, 404, "{body}");
+        assert!(body["message"].as_str().is_some_and(|m| m.contains(named)), "{path}: {body}");
+    }
     // A path that is not UTF-8.
     let (status, _) = rejected(http.get(url("/tasks/%FF%FE"))).await;
     assert!(status == 400 || status == 404, "{status}");

@@ -52,8 +52,13 @@ pub async fn show(
             "no payment of {payer} with nonce {nonce} is stored here; one a purchase answered 503 for moments ago may still be being stored: ask again, or resend that same request"
         ))
     };
-    let payer_address: Address = payer.parse().map_err(|_| unknown())?;
-    let nonce_word: B256 = nonce.parse().map_err(|_| unknown())?;
+    // A malformed name is a payment that does not exist, as an agent id that is not a number is.
+    let malformed = |what: &str| ApiError::not_found(format!("no payment is named so: {what}"));
+    let payer_address: Address =
+        payer.parse().map_err(|_| malformed("the payer must be a 0x-prefixed 20-byte address"))?;
+    let nonce_word: B256 = nonce
+        .parse()
+        .map_err(|_| malformed("the nonce must be the authorization's 0x-prefixed 32-byte nonce"))?;
     let deployment = &state.config.deployment;
     let payment = state
         .store
