@@ -7,7 +7,7 @@ use agentripe_server::{
     on_both_engines,
     testing::{Market, PRICE, key},
 };
-use agentripe_store::testing::{Engine, WriteLock};
+use agentripe_store::testing::{Engine, TableLock};
 use agentripe_x402::decode_header;
 use alloy::primitives::{B256, U256};
 use serde_json::Value;
@@ -433,7 +433,7 @@ async fn a_buyer_who_hangs_up_while_its_claim_is_stored_is_settled_and_recorded_
     let buyer = market.buyer(PRICE).await;
     let header = market.pay_v2(&buyer);
 
-    let mut lock = WriteLock::take(&market.database_url, "payments").await;
+    let mut lock = TableLock::writes(&market.database_url, "payments").await;
     tokio::select! {
         response = server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &header), "") => {
             panic!("answered {} while the claim could not be stored", response.status())
@@ -478,7 +478,7 @@ async fn a_retry_past_its_timeout_is_not_refused_by_the_row_it_reopens() {
     market.unpause_token().await;
 
     // The retry's claim (which reopens the refused row) waits behind a lock past the purchase's timeout.
-    let lock = WriteLock::take(&market.database_url, "payments").await;
+    let lock = TableLock::writes(&market.database_url, "payments").await;
     let response = server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &header), "").await;
     let status = response.status();
     let body: Value = response.json().await.expect("json");

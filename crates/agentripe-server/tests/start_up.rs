@@ -7,6 +7,7 @@ use agentripe_server::{
     testing::{Market, PRICE, Server, key},
 };
 use agentripe_store::testing::Engine;
+use agentripe_x402::decode_header;
 use std::time::Duration;
 
 async fn start(config: Config) -> Result<agentripe_server::Running, StartError> {
@@ -140,6 +141,57 @@ async fn stopping_answers_and_finishes_the_purchases_in_flight() {
     let ((finished, status), ()) = tokio::join!(stopping, resuming);
     assert!(finished, "everything in flight finished within the patience");
     assert_eq!(status, 1, "recorded before stopping returned");
+}
+
+/// A purchase that asks for its place once stopping has begun is refused before anything is stored, and
+/// is told so truthfully: nothing charged, and the same header pays after the restart. PostgreSQL only: a
+/// table lock holds the purchase's first read until the stop has begun.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purchase_that_comes_while_stopping_is_refused_uncharged_and_pays_after_the_restart() {
+    use agentripe_store::testing::TableLock;
+    use alloy::primitives::U256;
+    let Some(market) = Market::new(Engine::Postgres, "purchase_while_stopping").await else {
+        return;
+    };
+    let mut server = market.start().await;
+    let buyer = market.buyer(PRICE).await;
+    let header = market.pay_v2(&buyer);
+
+    let mut lock = TableLock::everything(&market.database_url, "payments").await;
+    let request = server.http.post(server.purchase_url(market.agent_id)).header("PAYMENT-SIGNATURE", &header);
+    let answer = tokio::spawn(request.send());
+    while !lock.blocks("SELECT 'known'").await {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // `join!` polls the stop first, and its first poll closes the places: the read is let go after that.
+    let (finished, ()) = tokio::join!(server.running.stop(Duration::from_secs(60)), lock.release());
+    assert!(finished, "the refused request was answered within the patience");
+    let response = answer.await.expect("join").expect("answered");
+    assert_eq!(response.status(), 503);
+    let body: serde_json::Value = response.json().await.expect("json");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(message.contains("stopping") && message.contains("nothing was charged"), "{body}");
+    assert_eq!(market.usdc_balance(buyer.address()).await, U256::from(PRICE), "nothing was charged");
+
+    let payment: agentripe_x402::v2::PaymentPayload = decode_header(&header).expect("decodes");
+    let authorization = &payment.payload.authorization;
+    let store = agentripe_store::Store::connect(&market.database_url).await.expect("store");
+    let stored = store
+        .payment_by_authorization(
+            i64::try_from(market.deployment.chain_id).expect("chain id"),
+            &format!("{:#x}", market.deployment.usdc),
+            &format!("{:#x}", authorization.from),
+            &format!("{:#x}", authorization.nonce),
+        )
+        .await
+        .expect("read");
+    assert!(stored.is_none(), "nothing stored: {stored:?}");
+
+    // After the restart the same header pays.
+    let server = market.start().await;
+    let paid = server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &header), "").await;
+    assert_eq!(paid.status(), 200, "{:?}", paid.text().await);
+    assert_eq!(market.usdc_balance(buyer.address()).await, U256::ZERO, "charged once");
 }
 
 /// Sends a purchase with `header` while blocks are held; returns once its settlement is in the pool.

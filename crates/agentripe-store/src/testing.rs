@@ -102,20 +102,29 @@ pub async fn postgres_transactions(store: &Store) -> i64 {
         .expect("PostgreSQL's statistics")
 }
 
-/// A PostgreSQL table locked against writes until released (`EXCLUSIVE` mode: reads go on): for tests of
-/// what the server does while one of its writes waits.
+/// A PostgreSQL table locked until released, on a connection of its own: for tests of what the server
+/// does while one of its statements waits.
 #[derive(Debug)]
-pub struct WriteLock {
+pub struct TableLock {
     holder: AnyConnection,
     watcher: AnyConnection,
 }
 
-impl WriteLock {
-    /// Locks `table` of the PostgreSQL database at `url`.
-    pub async fn take(url: &str, table: &str) -> Self {
+impl TableLock {
+    /// Holds back every write to `table` (`EXCLUSIVE` mode); reads go on.
+    pub async fn writes(url: &str, table: &str) -> Self {
+        Self::take(url, table, "EXCLUSIVE").await
+    }
+
+    /// Holds back every statement on `table`, reads included (`ACCESS EXCLUSIVE` mode).
+    pub async fn everything(url: &str, table: &str) -> Self {
+        Self::take(url, table, "ACCESS EXCLUSIVE").await
+    }
+
+    async fn take(url: &str, table: &str, mode: &str) -> Self {
         sqlx::any::install_default_drivers();
         let mut holder = AnyConnection::connect(url).await.expect("connect to lock a table");
-        let lock = format!("BEGIN; LOCK TABLE {table} IN EXCLUSIVE MODE");
+        let lock = format!("BEGIN; LOCK TABLE {table} IN {mode} MODE");
         sqlx::raw_sql(sqlx::AssertSqlSafe(lock)).execute(&mut holder).await.expect("lock the table");
         let watcher = AnyConnection::connect(url).await.expect("connect to watch the lock");
         Self { holder, watcher }
