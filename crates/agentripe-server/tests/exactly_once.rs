@@ -459,6 +459,42 @@ async fn a_buyer_who_hangs_up_while_its_claim_is_stored_is_settled_and_recorded_
     assert_eq!(market.usdc_balance(buyer.address()).await, U256::ZERO, "charged once");
 }
 
+/// A claim whose insert waited behind a lock longer than its lease is stored with that lease already run
+/// out: the reconciler may take the payment up while its claimant settles it. The claimant's buyer gets
+/// its task all the same, not a 503 for a lost lease. PostgreSQL only, as above.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_stored_after_its_lease_ran_out_is_answered_with_its_task() {
+    use std::time::Duration;
+    let Some(market) = Market::new(Engine::Postgres, "claim_stored_late").await else {
+        return;
+    };
+    let mut config = market.config();
+    config.payment_lease = Duration::from_secs(1);
+    let server = market.start_with(config).await;
+    let buyer = market.buyer(PRICE).await;
+    let header = market.pay_v2(&buyer);
+
+    let mut lock = TableLock::writes(&market.database_url, "payments").await;
+    let buying = tokio::spawn({
+        let (url, header) = (server.purchase_url(market.agent_id), header.clone());
+        async move { reqwest::Client::new().post(url).header("PAYMENT-SIGNATURE", header).send().await }
+    });
+    while !lock.blocks("INSERT INTO payments").await {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The lease the insert carries runs out while it waits; then its settlement waits in the pool for
+    // longer than a lease, while the reconciler looks for run-out leases every 200 ms.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    market.hold_blocks().await;
+    lock.release().await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    market.resume_mining().await;
+
+    let response = buying.await.expect("join").expect("answer");
+    assert_eq!(task_id_of(response).await, market.settlement_of(&header).await, "its task, settled once");
+    assert_eq!(market.usdc_balance(buyer.address()).await, U256::ZERO, "charged once");
+}
+
 /// A retry of a refused payment whose reopening waits past the purchase's timeout is not told "refused"
 /// from the row it is about to reopen: it would sign anew and pay twice. PostgreSQL only, as above.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

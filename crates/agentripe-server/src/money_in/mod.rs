@@ -104,6 +104,9 @@ enum ToAdvance {
 struct Held {
     payment: Payment,
     holder: String,
+    /// When the lease runs out. It is reckoned before the statement that stores it, which may wait (for
+    /// a connection, behind a lock) for most of the lease or longer.
+    until_ms: i64,
 }
 
 impl ToAdvance {
@@ -346,10 +349,11 @@ impl MoneyIn {
     /// payment back (a failed one is reopened: the buyer may have fixed what failed); the same
     /// authorization sent for another purchase is not this purchase's payment.
     async fn claim(&self, claim: &NewPayment) -> Result<Claimed<ToAdvance>, PipelineError> {
-        let holder = new_holder();
-        let lease = (holder.as_str(), now_ms().saturating_add(self.lease_ms()));
-        Ok(match self.store.claim_payment(claim, Some(lease), now_ms()).await? {
-            Claim::New(payment) => Claimed::Payment(ToAdvance::Held(Box::new(Held { payment, holder }))),
+        let (holder, until_ms) = (new_holder(), now_ms().saturating_add(self.lease_ms()));
+        Ok(match self.store.claim_payment(claim, Some((&holder, until_ms)), now_ms()).await? {
+            Claim::New(payment) => {
+                Claimed::Payment(ToAdvance::Held(Box::new(Held { payment, holder, until_ms })))
+            }
             Claim::Existing(stored) => {
                 if !same_purchase(&stored.new, claim) {
                     return Ok(Claimed::ForAnotherPurchase(Box::new(stored)));
@@ -397,23 +401,30 @@ impl MoneyIn {
     /// Advances a payment as far as it goes now, if no one else is. The lease is short and renewed
     /// while this runs: if the process dies, another takes the payment over within one lease.
     pub async fn advance(&self, id: i64) -> Result<Outcome, PipelineError> {
-        let holder = new_holder();
-        let leased =
-            self.store.lease_payment(id, &holder, now_ms(), now_ms().saturating_add(self.lease_ms())).await?;
-        match leased {
-            Some(payment) => self.advance_held(Held { payment, holder }).await,
+        let (holder, until_ms) = (new_holder(), now_ms().saturating_add(self.lease_ms()));
+        match self.store.lease_payment(id, &holder, now_ms(), until_ms).await? {
+            Some(payment) => self.advance_held(Held { payment, holder, until_ms }).await,
             None => self.current(id).await,
         }
     }
 
-    /// [`Self::advance`] of a payment already leased, renewing the lease while it runs.
-    async fn advance_held(&self, Held { payment, holder }: Held) -> Result<Outcome, PipelineError> {
+    /// [`Self::advance`] of a payment already leased, renewing the lease while it runs. A lease that
+    /// runs out anyway (a stalled process) is no error: its new holder advances the payment, and this
+    /// says where that has got to.
+    async fn advance_held(&self, Held { payment, holder, until_ms }: Held) -> Result<Outcome, PipelineError> {
         let (id, lease_ms) = (payment.id, self.lease_ms());
+        let renew =
+            async || self.store.renew_payment_lease(id, &holder, now_ms().saturating_add(lease_ms)).await;
+        // A lease stored late is renewed before the first step, so that the reconciler does not take it
+        // up alongside this holder; if it already has, this holder steps aside.
+        if until_ms.saturating_sub(now_ms()) < lease_ms / 2 && !renew().await? {
+            return self.taken_over(id).await;
+        }
         let renewing = async {
             loop {
                 tokio::time::sleep(self.lease / 3).await;
-                if !self.store.renew_payment_lease(id, &holder, now_ms().saturating_add(lease_ms)).await? {
-                    return Err(PipelineError::corrupt(format!("payment {id}"), "its lease was taken over"));
+                if !renew().await? {
+                    return self.taken_over(id).await;
                 }
             }
         };
@@ -431,6 +442,11 @@ impl MoneyIn {
             self.store.unlease_payment(id, &holder).await?;
         }
         result
+    }
+
+    async fn taken_over(&self, id: i64) -> Result<Outcome, PipelineError> {
+        tracing::info!(payment = id, "its lease was taken over; its new holder advances it");
+        self.current(id).await
     }
 
     fn lease_ms(&self) -> i64 {
