@@ -254,6 +254,42 @@ on_both_engines!(a_live_holder_keeps_its_short_lease_and_a_dead_ones_runs_out, |
     );
 });
 
+on_both_engines!(
+    a_holder_whose_lease_is_taken_over_answers_with_its_successors_outcome,
+    |market| async move {
+        use std::time::Duration;
+        let mut config = market.config();
+        config.payment_lease = Duration::from_secs(1);
+        let store = agentripe_store::Store::connect(&market.database_url).await.expect("store");
+        let server = market.start_with(config).await;
+        let buyer = market.buyer(PRICE).await;
+        let header = market.pay_v2(&buyer);
+
+        market.hold_blocks().await;
+        let buying = tokio::spawn({
+            let (url, header) = (server.purchase_url(market.agent_id), header.clone());
+            async move { reqwest::Client::new().post(url).header("PAYMENT-SIGNATURE", header).send().await }
+        });
+        while store.txs_for("settle", "1").await.expect("txs").is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // While its settlement waits in the pool, the claimant's lease goes to a rival (as to a reconciler,
+        // from a holder stalled past its lease) that then dies: the claimant's next renewal fails, and the
+        // reconciler takes the payment up once the rival's lease runs out.
+        agentripe_store::testing::execute(&store, "UPDATE payments SET lease_holder = 'rival' WHERE id = 1")
+            .await;
+        while store.payment(1).await.expect("read").expect("payment").leases < 2 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        market.resume_mining().await;
+
+        // The claimant's buyer is answered with the task its successor recorded, not a 503.
+        let response = buying.await.expect("join").expect("answer");
+        assert_eq!(task_id_of(response).await, market.settlement_of(&header).await, "its task, settled once");
+        assert_eq!(market.usdc_balance(buyer.address()).await, U256::ZERO, "charged once");
+    }
+);
+
 on_both_engines!(a_settlement_in_flight_at_a_crash_is_taken_up, |market| async move {
     use agentripe_store::PaymentStatus;
     use std::time::Duration;
@@ -460,17 +496,20 @@ async fn a_buyer_who_hangs_up_while_its_claim_is_stored_is_settled_and_recorded_
 }
 
 /// A claim whose insert waited behind a lock longer than its lease is stored with that lease already run
-/// out: the reconciler may take the payment up while its claimant settles it. The claimant's buyer gets
-/// its task all the same, not a 503 for a lost lease. PostgreSQL only, as above.
+/// out; its claimant renews it before settling, so that the reconciler does not take the payment up
+/// alongside it. PostgreSQL only, as above.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_claim_stored_after_its_lease_ran_out_is_answered_with_its_task() {
+async fn a_claim_stored_after_its_lease_ran_out_renews_it_first() {
     use std::time::Duration;
     let Some(market) = Market::new(Engine::Postgres, "claim_stored_late").await else {
         return;
     };
     let mut config = market.config();
-    config.payment_lease = Duration::from_secs(1);
+    // Renewed every second; no reconciler pass after start-up, so that only the claimant holds it.
+    config.payment_lease = Duration::from_secs(3);
+    config.reconcile_interval = Duration::from_secs(3_600);
     let server = market.start_with(config).await;
+    let store = agentripe_store::Store::connect(&market.database_url).await.expect("store");
     let buyer = market.buyer(PRICE).await;
     let header = market.pay_v2(&buyer);
 
@@ -482,16 +521,26 @@ async fn a_claim_stored_after_its_lease_ran_out_is_answered_with_its_task() {
     while !lock.blocks("INSERT INTO payments").await {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // The lease the insert carries runs out while it waits; then its settlement waits in the pool for
-    // longer than a lease, while the reconciler looks for run-out leases every 200 ms.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // The lease the insert carries runs out while it waits; its settlement then waits in the pool.
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
     market.hold_blocks().await;
     lock.release().await;
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    while store.payment(1).await.expect("read").is_none() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Well before its first renewal on the timer, the lease is live again: no reconciler would take it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stalled = store.stalled_payments(agentripe_server::util::now_ms(), 10).await.expect("stalled");
+    assert_eq!(stalled, Vec::<i64>::new(), "renewed before its first step");
     market.resume_mining().await;
 
     let response = buying.await.expect("join").expect("answer");
     assert_eq!(task_id_of(response).await, market.settlement_of(&header).await, "its task, settled once");
+    assert_eq!(
+        store.payment(1).await.expect("read").expect("payment").leases,
+        1,
+        "held by its claimant alone"
+    );
     assert_eq!(market.usdc_balance(buyer.address()).await, U256::ZERO, "charged once");
 }
 

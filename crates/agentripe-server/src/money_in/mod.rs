@@ -408,31 +408,36 @@ impl MoneyIn {
         }
     }
 
-    /// [`Self::advance`] of a payment already leased, renewing the lease while it runs. A lease that
-    /// runs out anyway (a stalled process) is no error: its new holder advances the payment, and this
-    /// says where that has got to.
+    /// [`Self::advance`] of a payment already leased, renewing the lease while it runs. A holder whose
+    /// lease is taken over all the same (its process or the database stalled for longer than the lease)
+    /// stops, and says where the payment has got to: its new holder advances it.
     async fn advance_held(&self, Held { payment, holder, until_ms }: Held) -> Result<Outcome, PipelineError> {
         let (id, lease_ms) = (payment.id, self.lease_ms());
         let renew =
             async || self.store.renew_payment_lease(id, &holder, now_ms().saturating_add(lease_ms)).await;
-        // A lease stored late is renewed before the first step, so that the reconciler does not take it
-        // up alongside this holder; if it already has, this holder steps aside.
-        if until_ms.saturating_sub(now_ms()) < lease_ms / 2 && !renew().await? {
-            return self.taken_over(id).await;
+        // Renewals come a third of a lease apart. A lease whose statement took longer than that (a pool
+        // wait, a lock) is renewed before the first step, so that it keeps that margin and the reconciler
+        // does not take the payment up alongside this holder.
+        if until_ms.saturating_sub(now_ms()) < lease_ms - lease_ms / 3 && !renew().await? {
+            return self.after_losing_the_lease(id).await;
         }
         let renewing = async {
             loop {
                 tokio::time::sleep(self.lease / 3).await;
                 if !renew().await? {
-                    return self.taken_over(id).await;
+                    return Ok(None);
                 }
             }
         };
         // Every step is idempotent and stored before it is taken: stopping one half-way (a lost lease)
         // leaves nothing the next holder cannot finish.
-        let result = tokio::select! {
-            advanced = self.advance_leased(payment) => advanced,
+        let advanced = tokio::select! {
+            advanced = self.advance_leased(payment) => advanced.map(Some),
             lost = renewing => lost,
+        };
+        // The steps are dropped by now: a holder that lost its lease has stopped before it reads.
+        let Some(result) = advanced.transpose() else {
+            return self.after_losing_the_lease(id).await;
         };
         if let Err(error) = &result {
             tracing::warn!(payment = id, %error, "payment not advanced; the reconciler will retry");
@@ -444,9 +449,18 @@ impl MoneyIn {
         result
     }
 
-    async fn taken_over(&self, id: i64) -> Result<Outcome, PipelineError> {
-        tracing::info!(payment = id, "its lease was taken over; its new holder advances it");
-        self.current(id).await
+    /// Where a payment whose lease is no longer this holder's has got to. The lease is gone when this
+    /// holder's own steps finished the payment (its record or failure released it), or when another
+    /// holder took it over.
+    async fn after_losing_the_lease(&self, id: i64) -> Result<Outcome, PipelineError> {
+        let outcome = self.current(id).await?;
+        if matches!(outcome, Outcome::InProgress { .. }) {
+            tracing::warn!(
+                payment = id,
+                "its lease was taken over (a process or the database stalled for longer than a lease); its new holder advances it"
+            );
+        }
+        Ok(outcome)
     }
 
     fn lease_ms(&self) -> i64 {
