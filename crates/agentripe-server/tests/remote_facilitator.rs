@@ -39,6 +39,9 @@ enum Script {
     /// Answers once its transaction is in the node's pool, not mined; one it cannot submit (the node
     /// refuses a nonce its pool has spent) it refuses as spent.
     AnswersBeforeMined,
+    /// Puts its transaction in the node's pool, then answers 500 without naming it (it crashed or timed
+    /// out); one it cannot submit it refuses as spent.
+    SubmitsThenFails,
 }
 
 struct Facilitator {
@@ -94,27 +97,34 @@ async fn settle(
     if facilitator.script == Script::Hangs {
         std::future::pending::<()>().await;
     }
-    if facilitator.script == Script::Refuses {
-        return Json(SettleResponse {
-            success: false,
-            error_reason: Some(ErrorReason::InsufficientFunds),
-            payer: Some(payment.payload.authorization.from),
-            transaction: String::new(),
-            network: requirements.network,
-        })
-        .into_response();
-    }
     let authorization = &payment.payload.authorization;
+    let refusal = |reason| {
+        let (payer, network) = (Some(authorization.from), requirements.network.clone());
+        let refused = SettleResponse {
+            success: false,
+            error_reason: Some(reason),
+            payer,
+            transaction: String::new(),
+            network,
+        };
+        Json(refused).into_response()
+    };
+    if facilitator.script == Script::Refuses {
+        return refusal(ErrorReason::InsufficientFunds);
+    }
     let token = IERC3009::new(facilitator.usdc, &facilitator.provider);
     let call = token.call_builder(&settlement_call(&payment.payload));
-    if facilitator.script == Script::AnswersBeforeMined {
-        let (success, error_reason, transaction) = match call.send().await {
-            Ok(pending) => (true, None, format!("{:#x}", pending.tx_hash())),
-            Err(_) => (false, Some(ErrorReason::InvalidExactEvmPayloadAuthorizationNonceUsed), String::new()),
+    if matches!(facilitator.script, Script::AnswersBeforeMined | Script::SubmitsThenFails) {
+        let Ok(pending) = call.send().await else {
+            return refusal(ErrorReason::InvalidExactEvmPayloadAuthorizationNonceUsed);
         };
-        let network = requirements.network;
-        let payer = Some(authorization.from);
-        return Json(SettleResponse { success, error_reason, payer, transaction, network }).into_response();
+        if facilitator.script == Script::SubmitsThenFails {
+            return (StatusCode::INTERNAL_SERVER_ERROR, "upstream timeout").into_response();
+        }
+        let (payer, network) = (Some(authorization.from), requirements.network);
+        let transaction = format!("{:#x}", pending.tx_hash());
+        return Json(SettleResponse { success: true, error_reason: None, payer, transaction, network })
+            .into_response();
     }
     let receipt = call.send().await.expect("submit").get_receipt().await.expect("mined");
     if facilitator.script == Script::SettlesThenFails {
@@ -250,11 +260,16 @@ on_both_engines!(a_facilitators_refusal_is_passed_on, |market| async move {
 
 /// `GET /payments/{payer}/{nonce}` of the payment in a v2 header.
 async fn follow(server: &agentripe_server::testing::Server, header: &str) -> (u16, Value) {
+    let response =
+        server.http.get(format!("{}{}", server.base, follow_path(header))).send().await.expect("get");
+    (response.status().as_u16(), response.json().await.expect("json"))
+}
+
+/// `/payments/{payer}/{nonce}` of the payment in a v2 header.
+fn follow_path(header: &str) -> String {
     let payment: v2::PaymentPayload = agentripe_x402::decode_header(header).expect("a v2 payment");
     let authorization = &payment.payload.authorization;
-    let url = format!("{}/payments/{:#x}/{:#x}", server.base, authorization.from, authorization.nonce);
-    let response = server.http.get(url).send().await.expect("get");
-    (response.status().as_u16(), response.json().await.expect("json"))
+    format!("/payments/{:#x}/{:#x}", authorization.from, authorization.nonce)
 }
 
 /// Waits until the payment in `header` is in flight: claimed, its settlement not yet known.
@@ -433,3 +448,41 @@ on_both_engines!(a_facilitators_settlement_still_in_the_pool_is_waited_for, |mar
     assert_eq!(market.usdc_balance(buyer.address()).await, U256::ZERO, "charged once");
     assert_eq!(market.usdc_balance(market.deployment.agentripe).await, U256::from(PRICE));
 });
+
+on_both_engines!(
+    a_settlement_a_facilitator_never_named_is_waited_for_while_it_may_land,
+    |market| async move {
+        use agentripe_store::{PaymentStatus, Store};
+        use std::time::Duration;
+        let mut config = market.config();
+        config.facilitator =
+            FacilitatorConfig::Remote(start_facilitator(&market, Script::SubmitsThenFails).await);
+        config.payment_lease = Duration::from_secs(1);
+        let server = market.start_with(config).await;
+        let store = Store::connect(&market.database_url).await.expect("store");
+        let buyer = market.buyer(PRICE).await;
+        let header = market.pay_v2(&buyer);
+
+        // The facilitator puts the settlement in the node's pool and fails to answer: the buyer is told to
+        // follow its payment. Asked again (the reconciler, a lease after another), it refuses the nonce as
+        // spent while the chain still says unused: the payment must not be refused while that settlement
+        // may still be mined, or a buyer told so would sign anew and pay twice.
+        market.hold_blocks().await;
+        let first = server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &header), "").await;
+        assert_eq!(first.status(), 503);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let waiting = store.payment(1).await.expect("read").expect("payment");
+        assert!(waiting.leases >= 2, "attempted again: {}", waiting.leases);
+        assert_eq!(waiting.status, PaymentStatus::Verified, "in doubt, never refused");
+        let (status, payment) = follow(&server, &header).await;
+        assert_eq!((status, payment["status"].as_str()), (200, Some("settling")), "{payment}");
+
+        // Once mined it is recorded without any request, and the buyer's retry gets the task.
+        market.resume_mining().await;
+        server.payment_eventually(&follow_path(&header), "recorded").await;
+        let response = server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &header), "").await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(market.usdc_balance(buyer.address()).await, U256::ZERO, "charged once");
+        assert_eq!(market.usdc_balance(market.deployment.agentripe).await, U256::from(PRICE));
+    }
+);

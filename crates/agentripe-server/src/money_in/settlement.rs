@@ -5,7 +5,10 @@
 
 use agentripe_chain::bindings::IERC3009;
 use agentripe_store::{Payment, TransferHolder};
-use agentripe_x402::{Authorization, ErrorReason, FacilitatorRequest, exact::MIN_SETTLEMENT_WINDOW_SECONDS};
+use agentripe_x402::{
+    Authorization, ErrorReason, FacilitatorRequest,
+    exact::{CLOCK_SKEW_SECONDS, MIN_SETTLEMENT_WINDOW_SECONDS},
+};
 use alloy::{
     primitives::{Address, B256, U256, keccak256},
     providers::Provider,
@@ -219,6 +222,11 @@ impl MoneyIn {
         otherwise: ErrorReason,
     ) -> Result<Settled, PipelineError> {
         match found {
+            OnChain::Unused if self.may_yet_land(payment, authorization) => Err(PipelineError::InDoubt(
+                "a remote facilitator asked before may have submitted a settlement it never named, which \
+                 may still be mined while the authorization is valid"
+                    .into(),
+            )),
             OnChain::Unused => Ok(Err(otherwise)),
             OnChain::Settled(settlement) => self.hold(payment, settlement).await,
             OnChain::SpentElsewhere => Ok(Err(ErrorReason::InvalidExactEvmPayloadAuthorizationNonceUsed)),
@@ -237,6 +245,18 @@ impl MoneyIn {
                 ))
             }
         }
+    }
+
+    /// Whether a settlement no one named may still be mined while the chain says the nonce is unused. A
+    /// remote facilitator asked by an earlier holder (only a payment leased before can have had one) may
+    /// have submitted it without answering (it failed, or the holder died first): it may wait in a pool,
+    /// and asked again the facilitator refuses the nonce as spent. It can land until the authorization
+    /// expires by the chain's clock, which ours may be ahead of by [`CLOCK_SKEW_SECONDS`]. Ours are
+    /// stored before they are sent, and resumed instead.
+    fn may_yet_land(&self, payment: &Payment, authorization: &Authorization) -> bool {
+        payment.leases > 1
+            && self.facilitator.writer().is_none()
+            && U256::from(now_secs().saturating_sub(CLOCK_SKEW_SECONDS)) < authorization.valid_before
     }
 
     /// The settlement in `receipt` if it is successful, spent this authorization (its
