@@ -256,6 +256,11 @@ on_both_engines!(a_facilitators_refusal_is_passed_on, |market| async move {
         (payment["status"].as_str(), payment["reason"].as_str()),
         (Some("refused"), Some("insufficient_funds"))
     );
+    // A retry is asked afresh and refused as clearly: the refusal answered the first ask, so nothing of
+    // it can be waiting in a pool.
+    let retry = server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &header), "").await;
+    assert_eq!(retry.status(), 402);
+    assert_eq!(retry.json::<Value>().await.expect("json")["error"], "insufficient_funds");
 });
 
 /// `GET /payments/{payer}/{nonce}` of the payment in a v2 header.

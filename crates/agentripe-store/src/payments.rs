@@ -59,6 +59,9 @@ pub struct Payment {
     pub failure: Option<String>,
     /// The transaction a remote facilitator said it submitted, while not yet settled.
     pub submitted_tx: Option<String>,
+    /// When a remote facilitator was asked to settle it and has not answered since (see
+    /// [`Store::note_settle_asked`]): a settlement it never named may still land.
+    pub settle_asked_at: Option<i64>,
     /// How many holders have leased it (see `lease_payment`): 1 for the first only. A holder of a version
     /// that did not count (before migration 0022) still makes the next one at least the second.
     pub leases: i64,
@@ -102,6 +105,7 @@ struct Row {
     settlement_tx: Option<String>,
     failure: Option<String>,
     submitted_tx: Option<String>,
+    settle_asked_at: Option<i64>,
     leases: i64,
 }
 
@@ -134,6 +138,7 @@ impl TryFrom<Row> for Payment {
             settlement_tx: row.settlement_tx,
             failure: row.failure,
             submitted_tx: row.submitted_tx,
+            settle_asked_at: row.settle_asked_at,
             leases: row.leases,
         })
     }
@@ -142,7 +147,8 @@ impl TryFrom<Row> for Payment {
 macro_rules! columns {
     () => {
         "id, chain_id, asset, payer, nonce, amount, agent_id, service_path, x402_version, payment, valid_before, \
-         request, search_from_block, status, deposit_id, settlement_tx, failure, submitted_tx, leases"
+         request, search_from_block, status, deposit_id, settlement_tx, failure, submitted_tx, \
+         settle_asked_at, leases"
     };
 }
 
@@ -285,6 +291,21 @@ impl Store {
         Ok(())
     }
 
+    /// Notes, before a remote facilitator is first asked to settle payment `id`, that it was: an ask that
+    /// gets no answer may have submitted a settlement no one names. Failing the payment clears it.
+    pub async fn note_settle_asked(&self, id: i64, now_ms: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE payments SET settle_asked_at = $1, updated_at = $1 \
+             WHERE id = $2 AND status = 'verified' AND settle_asked_at IS NULL",
+        )
+        .bind(now_ms)
+        .bind(id)
+        .execute(self.pool())
+        .await
+        .context("noting a settlement asked for")?;
+        Ok(())
+    }
+
     /// Notes that a remote facilitator submitted transaction `submitted_tx` to settle payment `id`.
     pub async fn note_submitted_settlement(
         &self,
@@ -331,8 +352,8 @@ impl Store {
     /// its money is in the escrow and it goes on to be recorded.
     pub async fn fail_payment(&self, id: i64, reason: &str, now_ms: i64) -> Result<bool, StoreError> {
         let result = sqlx::query(
-            "UPDATE payments SET status = 'failed', failure = $1, lease_until = NULL, updated_at = $2 \
-             WHERE id = $3 AND status = 'verified'",
+            "UPDATE payments SET status = 'failed', failure = $1, lease_until = NULL, settle_asked_at = NULL, \
+             updated_at = $2 WHERE id = $3 AND status = 'verified'",
         )
         .bind(reason)
         .bind(now_ms)

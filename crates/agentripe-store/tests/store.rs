@@ -127,6 +127,21 @@ on_both_engines!(a_payment_claimed_with_a_lease_is_its_claimants, |store| async 
     assert_eq!(taken_over.map(|payment| payment.leases), Some(2), "its second holder");
 });
 
+on_both_engines!(an_unanswered_ask_to_settle_is_kept_until_the_payment_fails, |store| async move {
+    let Claim::New(p) = store.claim_payment(&payment("0x01"), None, NOW).await.expect("claim") else {
+        panic!()
+    };
+    assert_eq!(p.settle_asked_at, None);
+    store.note_settle_asked(p.id, NOW + 1).await.expect("note");
+    store.note_settle_asked(p.id, NOW + 2).await.expect("note again");
+    let read = async || store.payment(p.id).await.expect("read").expect("exists");
+    assert_eq!(read().await.settle_asked_at, Some(NOW + 1), "the first unanswered ask");
+    assert!(store.fail_payment(p.id, "insufficient_funds", NOW + 3).await.expect("fail"));
+    assert_eq!(read().await.settle_asked_at, None, "a refusal answered it");
+    assert!(store.reopen_payment(p.id, NOW + 4).await.expect("reopen"));
+    assert_eq!(read().await.settle_asked_at, None, "a retry is asked afresh");
+});
+
 on_both_engines!(only_an_unsettled_payment_can_fail, |store| async move {
     let Claim::New(p) = store.claim_payment(&payment("0x01"), None, NOW).await.expect("claim") else {
         panic!()

@@ -103,6 +103,10 @@ impl MoneyIn {
                 .await;
         }
 
+        // A remote facilitator may submit a settlement and fail to say so: that it was asked is stored first.
+        if payment.settle_asked_at.is_none() && self.facilitator.writer().is_none() {
+            self.store.note_settle_asked(payment.id, now_ms()).await?;
+        }
         let (receipt, sent_by_us) = match self.facilitator.settle(payment.id, &request, asset).await? {
             Attempt::Mined(receipt) => (*receipt, true),
             Attempt::Submitted(hash) => {
@@ -222,9 +226,9 @@ impl MoneyIn {
         otherwise: ErrorReason,
     ) -> Result<Settled, PipelineError> {
         match found {
-            OnChain::Unused if self.may_yet_land(payment, authorization) => Err(PipelineError::InDoubt(
-                "a remote facilitator asked before may have submitted a settlement it never named, which \
-                 may still be mined while the authorization is valid"
+            OnChain::Unused if may_yet_land(payment, authorization) => Err(PipelineError::InDoubt(
+                "a remote facilitator that never answered may have submitted a settlement, which may still \
+                 be mined while the authorization is valid"
                     .into(),
             )),
             OnChain::Unused => Ok(Err(otherwise)),
@@ -245,18 +249,6 @@ impl MoneyIn {
                 ))
             }
         }
-    }
-
-    /// Whether a settlement no one named may still be mined while the chain says the nonce is unused. A
-    /// remote facilitator asked by an earlier holder (only a payment leased before can have had one) may
-    /// have submitted it without answering (it failed, or the holder died first): it may wait in a pool,
-    /// and asked again the facilitator refuses the nonce as spent. It can land until the authorization
-    /// expires by the chain's clock, which ours may be ahead of by [`CLOCK_SKEW_SECONDS`]. Ours are
-    /// stored before they are sent, and resumed instead.
-    fn may_yet_land(&self, payment: &Payment, authorization: &Authorization) -> bool {
-        payment.leases > 1
-            && self.facilitator.writer().is_none()
-            && U256::from(now_secs().saturating_sub(CLOCK_SKEW_SECONDS)) < authorization.valid_before
     }
 
     /// The settlement in `receipt` if it is successful, spent this authorization (its
@@ -293,4 +285,14 @@ impl MoneyIn {
             transaction: receipt.transaction_hash,
         })
     }
+}
+
+/// Whether a settlement no one named may still be mined while the chain says the nonce is unused: an
+/// earlier ask of a remote facilitator got no answer (the ask failed, or its holder died first), so it may
+/// have submitted one that waits in a pool (asked again, the facilitator refuses the nonce as spent). It
+/// can land until the authorization expires by the chain's clock, which ours may be ahead of; the same
+/// [`CLOCK_SKEW_SECONDS`] as buyers get is allowed. `payment` is as read before this attempt's own ask.
+fn may_yet_land(payment: &Payment, authorization: &Authorization) -> bool {
+    payment.settle_asked_at.is_some()
+        && U256::from(now_secs().saturating_sub(CLOCK_SKEW_SECONDS)) < authorization.valid_before
 }
