@@ -1,7 +1,10 @@
 //! Settlement through a remote x402 facilitator: a real HTTP server on loopback with scripted
 //! behaviour, which really submits the payment on anvil with its own key.
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicUsize, Ordering},
+};
 
 use agentripe_chain::bindings::IERC3009;
 use agentripe_server::{
@@ -42,6 +45,9 @@ enum Script {
     /// Puts its transaction in the node's pool, then answers 500 without naming it (it crashed or timed
     /// out); one it cannot submit it refuses as spent.
     SubmitsThenFails,
+    /// Answers its first `/verify` 503 (unreadable: the server cannot tell what it checked), then
+    /// refuses every payment.
+    VerifyFailsThenRefuses,
 }
 
 struct Facilitator {
@@ -52,6 +58,7 @@ struct Facilitator {
     chain_id: u64,
     /// What a lying facilitator answers.
     decoy: Option<alloy::primitives::B256>,
+    verifications: AtomicUsize,
 }
 
 async fn supported(State(facilitator): State<Arc<Facilitator>>) -> Json<Value> {
@@ -67,7 +74,14 @@ async fn supported(State(facilitator): State<Arc<Facilitator>>) -> Json<Value> {
 }
 
 /// A facilitator checks what it will settle; this one checks the payer's balance, as real ones do.
-async fn verify(State(facilitator): State<Arc<Facilitator>>, Json(body): Json<Value>) -> Json<Value> {
+async fn verify(
+    State(facilitator): State<Arc<Facilitator>>,
+    Json(body): Json<Value>,
+) -> axum::response::Response {
+    let first = facilitator.verifications.fetch_add(1, Ordering::SeqCst) == 0;
+    if facilitator.script == Script::VerifyFailsThenRefuses && first {
+        return (StatusCode::SERVICE_UNAVAILABLE, "upstream timeout").into_response();
+    }
     let payment: v2::PaymentPayload =
         serde_json::from_value(body["paymentPayload"].clone()).expect("a v2 payload");
     let authorization = &payment.payload.authorization;
@@ -76,12 +90,13 @@ async fn verify(State(facilitator): State<Arc<Facilitator>>, Json(body): Json<Va
         .call()
         .await
         .expect("balance");
-    let valid = balance >= authorization.value && facilitator.script != Script::Refuses;
-    Json(if valid {
+    let refuses = matches!(facilitator.script, Script::Refuses | Script::VerifyFailsThenRefuses);
+    Json(if balance >= authorization.value && !refuses {
         serde_json::json!({ "isValid": true, "payer": authorization.from })
     } else {
         serde_json::json!({ "isValid": false, "invalidReason": "insufficient_funds", "payer": authorization.from })
     })
+    .into_response()
 }
 
 async fn settle(
@@ -155,7 +170,9 @@ async fn start_facilitator_on(
         .wallet(key(&market.anvil, 4))
         .connect_http(market.anvil.endpoint_url())
         .erased();
-    let state = Arc::new(Facilitator { script, provider, usdc: market.deployment.usdc, chain_id, decoy });
+    let usdc = market.deployment.usdc;
+    let verifications = AtomicUsize::new(0);
+    let state = Arc::new(Facilitator { script, provider, usdc, chain_id, decoy, verifications });
     let app = Router::new()
         .route("/supported", get(supported))
         .route("/verify", post(verify))
@@ -491,3 +508,24 @@ on_both_engines!(
         assert_eq!(market.usdc_balance(market.deployment.agentripe).await, U256::from(PRICE));
     }
 );
+
+on_both_engines!(a_verification_that_got_no_answer_leaves_a_refusal_final, |market| async move {
+    use std::time::Duration;
+    let mut config = market.config();
+    config.facilitator =
+        FacilitatorConfig::Remote(start_facilitator(&market, Script::VerifyFailsThenRefuses).await);
+    config.payment_lease = Duration::from_secs(1);
+    let server = market.start_with(config).await;
+    let buyer = market.buyer(PRICE).await;
+    let header = market.pay_v2(&buyer);
+
+    // `/verify` submits nothing: when it fails, no settlement can be waiting in a pool, so the refusal
+    // that answers the next attempt (the reconciler's) is final at once, not once the authorization
+    // expires.
+    let first = server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &header), "").await;
+    assert_eq!(first.status(), 503);
+    server.payment_eventually(&follow_path(&header), "refused").await;
+    let (_, payment) = follow(&server, &header).await;
+    assert_eq!(payment["reason"], "insufficient_funds", "{payment}");
+    assert_eq!(market.usdc_balance(buyer.address()).await, U256::from(PRICE), "nothing charged");
+});

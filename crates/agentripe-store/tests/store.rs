@@ -582,6 +582,35 @@ async fn a_give_back_stored_before_claims_holds_its_transfer_after_the_upgrade()
     }
 }
 
+/// Payments stored before migration 0025 stored asks of a remote facilitator: one in flight, one
+/// refused, one recorded.
+const PAYMENTS_BEFORE_ASKS: &str = "
+INSERT INTO payments (chain_id, asset, payer, nonce, amount, agent_id, service_path, x402_version, payment,
+    valid_before, request, search_from_block, status, deposit_id, failure, created_at, updated_at) VALUES
+ (31337, '0xaaaa', '0xbbbb', '0x01', '1', '1', 'translate', 2, '{}', 9, '{}', 7, 'verified', NULL, NULL, 1, 11),
+ (31337, '0xaaaa', '0xbbbb', '0x02', '1', '1', 'translate', 2, '{}', 9, '{}', 7, 'failed', NULL,
+    'insufficient_funds', 1, 12),
+ (31337, '0xaaaa', '0xbbbb', '0x03', '1', '1', 'translate', 2, '{}', 9, '{}', 7, 'recorded', '0xd', NULL, 1, 13);";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_in_flight_at_the_upgrade_counts_as_asked() {
+    for engine in [Engine::Sqlite, Engine::Postgres] {
+        let label = "payments_before_asks";
+        let Some(store) = store_upgraded_from(engine, label, 24, PAYMENTS_BEFORE_ASKS).await else {
+            continue;
+        };
+        // The server before the upgrade may have asked a remote facilitator without storing it: a refusal
+        // of the next ask must not be final while what it submitted may still land.
+        let asked = |id| {
+            let store = store.clone();
+            async move { store.payment(id).await.expect("read").expect("payment").settle_asked_at }
+        };
+        assert_eq!(asked(1).await, Some(11), "{engine:?}: the payment in flight");
+        assert_eq!(asked(2).await, None, "{engine:?}: a refused payment's retry is asked afresh");
+        assert_eq!(asked(3).await, None, "{engine:?}: a recorded payment is asked nothing more");
+    }
+}
+
 on_both_engines!(a_lease_after_a_holder_that_did_not_count_is_not_the_first, |store| async move {
     // An instance from before leases were counted leases a payment and dies: the next holder must look
     // for what it may have sent, so it is not the first.

@@ -48,6 +48,16 @@ impl Facilitator {
         }
     }
 
+    /// Asks a remote facilitator whether it would settle the payment (`POST /verify`): `None` if it would,
+    /// or if we settle ourselves (our simulation is the check), else the attempt's end. Nothing is
+    /// submitted, so an ask that fails here leaves no settlement behind.
+    pub async fn verify(&self, request: &FacilitatorRequest) -> Option<Attempt> {
+        match self {
+            Self::BuiltIn(_) => None,
+            Self::Remote(remote) => remote.verify(request).await,
+        }
+    }
+
     /// Submits the payment for settlement. `payment_id` names the attempt in the durable store.
     pub async fn settle(
         &self,
@@ -130,26 +140,26 @@ impl RemoteFacilitator {
         }
     }
 
-    /// `POST /verify` then `POST /settle`: the facilitator's own checks come on top of ours.
-    async fn settle(&self, request: &FacilitatorRequest) -> Attempt {
-        let verified = self.http.post(format!("{}/verify", self.base_url)).json(request).send().await;
-        match verified {
-            Ok(response) => match response.json::<VerifyResponse>().await {
-                Ok(verdict) if verdict.is_valid => {}
-                Ok(verdict) => {
-                    return Attempt::Refused(
-                        verdict.invalid_reason.unwrap_or(ErrorReason::UnexpectedVerifyError),
-                    );
-                }
-                Err(error) => {
-                    return Attempt::Unknown(format!(
-                        "facilitator /verify answered an unreadable body: {error}"
-                    ));
-                }
-            },
-            // Nothing was submitted yet: a retry later is safe.
-            Err(error) => return Attempt::Unknown(format!("facilitator unreachable: {error}")),
+    /// `POST /verify`: `None` if the facilitator would settle the payment, else its refusal or why it could
+    /// not be asked. Its own checks come on top of ours; nothing is submitted yet.
+    async fn verify(&self, request: &FacilitatorRequest) -> Option<Attempt> {
+        let response = match self.http.post(format!("{}/verify", self.base_url)).json(request).send().await {
+            Ok(response) => response,
+            Err(error) => return Some(Attempt::Unknown(format!("facilitator unreachable: {error}"))),
+        };
+        match response.json::<VerifyResponse>().await {
+            Ok(verdict) if verdict.is_valid => None,
+            Ok(verdict) => {
+                Some(Attempt::Refused(verdict.invalid_reason.unwrap_or(ErrorReason::UnexpectedVerifyError)))
+            }
+            Err(error) => {
+                Some(Attempt::Unknown(format!("facilitator /verify answered an unreadable body: {error}")))
+            }
         }
+    }
+
+    /// `POST /settle`, once `/verify` let the payment through.
+    async fn settle(&self, request: &FacilitatorRequest) -> Attempt {
         let response = match self.http.post(format!("{}/settle", self.base_url)).json(request).send().await {
             Ok(response) => response,
             Err(error) => return Attempt::Unknown(format!("facilitator unreachable: {error}")),

@@ -103,11 +103,19 @@ impl MoneyIn {
                 .await;
         }
 
-        // A remote facilitator may submit a settlement and fail to say so: that it was asked is stored first.
-        if payment.settle_asked_at.is_none() && self.facilitator.writer().is_none() {
-            self.store.note_settle_asked(payment.id, now_ms()).await?;
-        }
-        let (receipt, sent_by_us) = match self.facilitator.settle(payment.id, &request, asset).await? {
+        let attempt = match self.facilitator.verify(&request).await {
+            Some(end) => end,
+            None => {
+                // A remote facilitator may submit a settlement and fail to say so: that it was asked is
+                // stored first. Not before `/verify`, which submits nothing: a mark left by a failed
+                // verification would keep a later refusal in doubt for nothing.
+                if payment.settle_asked_at.is_none() && self.facilitator.writer().is_none() {
+                    self.store.note_settle_asked(payment.id, now_ms()).await?;
+                }
+                self.facilitator.settle(payment.id, &request, asset).await?
+            }
+        };
+        let (receipt, sent_by_us) = match attempt {
             Attempt::Mined(receipt) => (*receipt, true),
             Attempt::Submitted(hash) => {
                 self.store.note_submitted_settlement(payment.id, &hex(hash), now_ms()).await?;
