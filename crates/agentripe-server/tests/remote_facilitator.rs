@@ -48,6 +48,9 @@ enum Script {
     /// Answers its first `/verify` 503 (unreadable: the server cannot tell what it checked), then
     /// refuses every payment.
     VerifyFailsThenRefuses,
+    /// While it verifies payment 1, a rival holder takes the payment's lease over and fails it (as a
+    /// successor whose own ask was refused would); then it answers valid, and settles honestly.
+    FailedByARivalDuringVerify,
 }
 
 struct Facilitator {
@@ -59,6 +62,8 @@ struct Facilitator {
     /// What a lying facilitator answers.
     decoy: Option<alloy::primitives::B256>,
     verifications: AtomicUsize,
+    /// The server's database, for a script that plays a rival holder.
+    database_url: String,
 }
 
 async fn supported(State(facilitator): State<Arc<Facilitator>>) -> Json<Value> {
@@ -81,6 +86,15 @@ async fn verify(
     let first = facilitator.verifications.fetch_add(1, Ordering::SeqCst) == 0;
     if facilitator.script == Script::VerifyFailsThenRefuses && first {
         return (StatusCode::SERVICE_UNAVAILABLE, "upstream timeout").into_response();
+    }
+    if facilitator.script == Script::FailedByARivalDuringVerify {
+        let store = agentripe_store::Store::connect(&facilitator.database_url).await.expect("store");
+        agentripe_store::testing::execute(
+            &store,
+            "UPDATE payments SET status = 'failed', failure = 'insufficient_funds', lease_holder = 'rival', \
+             lease_until = NULL WHERE id = 1",
+        )
+        .await;
     }
     let payment: v2::PaymentPayload =
         serde_json::from_value(body["paymentPayload"].clone()).expect("a v2 payload");
@@ -171,8 +185,15 @@ async fn start_facilitator_on(
         .connect_http(market.anvil.endpoint_url())
         .erased();
     let usdc = market.deployment.usdc;
-    let verifications = AtomicUsize::new(0);
-    let state = Arc::new(Facilitator { script, provider, usdc, chain_id, decoy, verifications });
+    let state = Arc::new(Facilitator {
+        script,
+        provider,
+        usdc,
+        chain_id,
+        decoy,
+        verifications: AtomicUsize::new(0),
+        database_url: market.database_url.clone(),
+    });
     let app = Router::new()
         .route("/supported", get(supported))
         .route("/verify", post(verify))
@@ -529,3 +550,21 @@ on_both_engines!(a_verification_that_got_no_answer_leaves_a_refusal_final, |mark
     assert_eq!(payment["reason"], "insufficient_funds", "{payment}");
     assert_eq!(market.usdc_balance(buyer.address()).await, U256::from(PRICE), "nothing charged");
 });
+
+on_both_engines!(
+    a_holder_whose_payment_was_failed_meanwhile_does_not_ask_to_settle_it,
+    |market| async move {
+        let server = server_with(&market, Script::FailedByARivalDuringVerify).await;
+        let buyer = market.buyer(PRICE).await;
+        let header = market.pay_v2(&buyer);
+
+        // The claimant stalled during `/verify` past its lease, and a successor failed the payment: the
+        // buyer was told "refused" and may sign anew. The claimant must not go on to ask for the settlement.
+        let response = server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &header), "").await;
+        assert_eq!(response.status(), 402);
+        assert_eq!(response.json::<Value>().await.expect("json")["error"], "insufficient_funds");
+        let (_, payment) = follow(&server, &header).await;
+        assert_eq!(payment["status"], "refused", "{payment}");
+        assert_eq!(market.usdc_balance(buyer.address()).await, U256::from(PRICE), "nothing charged");
+    }
+);

@@ -291,19 +291,23 @@ impl Store {
         Ok(())
     }
 
-    /// Notes, before a remote facilitator is first asked to settle payment `id`, that it was: an ask that
-    /// gets no answer may have submitted a settlement no one names. Failing the payment clears it.
-    pub async fn note_settle_asked(&self, id: i64, now_ms: i64) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE payments SET settle_asked_at = $1, updated_at = $1 \
-             WHERE id = $2 AND status = 'verified' AND settle_asked_at IS NULL",
+    /// Notes, before a remote facilitator is asked to settle payment `id`, that it was (the first ask's
+    /// time is kept): an ask that gets no answer may have submitted a settlement no one names. Failing the
+    /// payment clears it. False, and nothing noted, unless `holder` still holds the payment's lease and
+    /// it is unsettled: a holder taken over must not ask, or a payment its successor refused could be
+    /// charged all the same.
+    pub async fn note_settle_asked(&self, id: i64, holder: &str, now_ms: i64) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE payments SET settle_asked_at = COALESCE(settle_asked_at, $1), updated_at = $1 \
+             WHERE id = $2 AND status = 'verified' AND lease_holder = $3 AND lease_until IS NOT NULL",
         )
         .bind(now_ms)
         .bind(id)
+        .bind(holder)
         .execute(self.pool())
         .await
         .context("noting a settlement asked for")?;
-        Ok(())
+        Ok(result.rows_affected() == 1)
     }
 
     /// Notes that a remote facilitator submitted transaction `submitted_tx` to settle payment `id`.

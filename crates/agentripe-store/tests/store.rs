@@ -128,16 +128,20 @@ on_both_engines!(a_payment_claimed_with_a_lease_is_its_claimants, |store| async 
 });
 
 on_both_engines!(an_unanswered_ask_to_settle_is_kept_until_the_payment_fails, |store| async move {
-    let Claim::New(p) = store.claim_payment(&payment("0x01"), None, NOW).await.expect("claim") else {
-        panic!()
-    };
+    let claimed = store.claim_payment(&payment("0x01"), Some(("a", NOW + 30_000)), NOW).await;
+    let Claim::New(p) = claimed.expect("claim") else { panic!() };
     assert_eq!(p.settle_asked_at, None);
-    store.note_settle_asked(p.id, NOW + 1).await.expect("note");
-    store.note_settle_asked(p.id, NOW + 2).await.expect("note again");
+    assert!(!store.note_settle_asked(p.id, "b", NOW + 1).await.expect("note"), "only its holder asks");
+    assert!(store.note_settle_asked(p.id, "a", NOW + 1).await.expect("note"));
+    assert!(store.note_settle_asked(p.id, "a", NOW + 2).await.expect("note again"));
     let read = async || store.payment(p.id).await.expect("read").expect("exists");
     assert_eq!(read().await.settle_asked_at, Some(NOW + 1), "the first unanswered ask");
     assert!(store.fail_payment(p.id, "insufficient_funds", NOW + 3).await.expect("fail"));
     assert_eq!(read().await.settle_asked_at, None, "a refusal answered it");
+    assert!(
+        !store.note_settle_asked(p.id, "a", NOW + 4).await.expect("note"),
+        "a failed payment is not asked"
+    );
     assert!(store.reopen_payment(p.id, NOW + 4).await.expect("reopen"));
     assert_eq!(read().await.settle_asked_at, None, "a retry is asked afresh");
 });

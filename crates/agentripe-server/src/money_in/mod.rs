@@ -432,12 +432,14 @@ impl MoneyIn {
         // Every step is idempotent and stored before it is taken: stopping one half-way (a lost lease)
         // leaves nothing the next holder cannot finish.
         let advanced = tokio::select! {
-            advanced = self.advance_leased(payment) => advanced.map(Some),
+            advanced = self.advance_leased(payment, &holder) => advanced.map(Some),
             lost = renewing => lost,
         };
         // The steps are dropped by now: a holder that lost its lease has stopped before it reads.
-        let Some(result) = advanced.transpose() else {
-            return self.after_losing_the_lease(id).await;
+        let result = match advanced {
+            Ok(None) | Err(PipelineError::LeaseTakenOver(_)) => return self.after_losing_the_lease(id).await,
+            Ok(Some(outcome)) => Ok(outcome),
+            Err(error) => Err(error),
         };
         if let Err(error) = &result {
             tracing::warn!(payment = id, %error, "payment not advanced; the reconciler will retry");
@@ -485,12 +487,12 @@ impl MoneyIn {
     }
 
     /// Settles, then records: each step reads the payment it was handed and says what became of it.
-    async fn advance_leased(&self, mut payment: Payment) -> Result<Outcome, PipelineError> {
+    async fn advance_leased(&self, mut payment: Payment, holder: &str) -> Result<Outcome, PipelineError> {
         let id = payment.id;
         // A record is sent only for a settled payment, by its lease holder: one this call settles has none.
         let may_have_a_record = payment.status == PaymentStatus::Settled;
         if payment.status == PaymentStatus::Verified {
-            match self.settle(&payment).await? {
+            match self.settle(&payment, holder).await? {
                 Ok(settlement) => {
                     let (deposit, transaction) = (hex(settlement.deposit_id), hex(settlement.transaction));
                     self.store.mark_payment_settled(id, &deposit, &transaction, now_ms()).await?;

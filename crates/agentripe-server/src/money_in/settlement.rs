@@ -58,7 +58,7 @@ enum OnChain {
 
 impl MoneyIn {
     /// Gets the payment's tokens into the escrow, or a reason why they never will be.
-    pub(super) async fn settle(&self, payment: &Payment) -> Result<Settled, PipelineError> {
+    pub(super) async fn settle(&self, payment: &Payment, holder: &str) -> Result<Settled, PipelineError> {
         let subject = || format!("payment {}", payment.id);
         let request: FacilitatorRequest = serde_json::from_str(&payment.new.payment)
             .map_err(|error| PipelineError::corrupt(subject(), error.to_string()))?;
@@ -107,10 +107,13 @@ impl MoneyIn {
             Some(end) => end,
             None => {
                 // A remote facilitator may submit a settlement and fail to say so: that it was asked is
-                // stored first. Not before `/verify`, which submits nothing: a mark left by a failed
-                // verification would keep a later refusal in doubt for nothing.
-                if payment.settle_asked_at.is_none() && self.facilitator.writer().is_none() {
-                    self.store.note_settle_asked(payment.id, now_ms()).await?;
+                // stored first, by a holder that still holds the lease. Not before `/verify`, which
+                // submits nothing: a mark left by a failed verification would keep a later refusal in
+                // doubt for nothing.
+                if self.facilitator.writer().is_none()
+                    && !self.store.note_settle_asked(payment.id, holder, now_ms()).await?
+                {
+                    return Err(PipelineError::LeaseTakenOver(format!("payment {}", payment.id)));
                 }
                 self.facilitator.settle(payment.id, &request, asset).await?
             }
