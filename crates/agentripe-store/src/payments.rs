@@ -330,7 +330,9 @@ impl Store {
     }
 
     /// Notes that transaction `settlement_tx` moved the tokens into the escrow, to be recorded under
-    /// `deposit_id`.
+    /// `deposit_id`. A failed payment is settled too: its money moved after all (a holder taken over
+    /// whose settlement landed after its successor refused the payment), and money that moved is
+    /// recorded, never left beside a refusal.
     pub async fn mark_payment_settled(
         &self,
         id: i64,
@@ -339,8 +341,8 @@ impl Store {
         now_ms: i64,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE payments SET status = 'settled', deposit_id = $1, settlement_tx = $2, updated_at = $3 \
-             WHERE id = $4 AND status = 'verified'",
+            "UPDATE payments SET status = 'settled', deposit_id = $1, settlement_tx = $2, failure = NULL, \
+             updated_at = $3 WHERE id = $4 AND status IN ('verified', 'failed')",
         )
         .bind(deposit_id)
         .bind(settlement_tx)
