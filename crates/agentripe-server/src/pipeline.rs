@@ -59,10 +59,10 @@ pub enum PipelineError {
     /// The buyer may have been charged, and the chain does not show it yet: never a refusal.
     #[error("payment in doubt: {0}")]
     InDoubt(String),
-    /// This holder's lease was taken over before a step it may not take without it; its new holder
-    /// advances the payment.
-    #[error("the lease on {0} was taken over")]
-    LeaseTakenOver(String),
+    /// Another holder took the payment over or moved it on before a step this one may not take
+    /// without it; this one steps aside.
+    #[error("{0} was taken over by another holder")]
+    Overtaken(String),
     /// The server is stopping and takes no new purchase; nothing was stored.
     #[error("the server is stopping")]
     Stopping,

@@ -59,8 +59,9 @@ pub struct Payment {
     pub failure: Option<String>,
     /// The transaction a remote facilitator said it submitted, while not yet settled.
     pub submitted_tx: Option<String>,
-    /// When a remote facilitator was asked to settle it and has not answered since (see
-    /// [`Store::note_settle_asked`]): a settlement it never named may still land.
+    /// When a remote facilitator was first asked to settle it (see [`Store::note_settle_asked`]); cleared
+    /// only when the payment fails. While it is set and the nonce unused, a settlement the facilitator
+    /// never named may still land.
     pub settle_asked_at: Option<i64>,
     /// How many holders have leased it (see `lease_payment`): 1 for the first only. A holder of a version
     /// that did not count (before migration 0022) still makes the next one at least the second.
@@ -293,9 +294,9 @@ impl Store {
 
     /// Notes, before a remote facilitator is asked to settle payment `id`, that it was (the first ask's
     /// time is kept): an ask that gets no answer may have submitted a settlement no one names. Failing the
-    /// payment clears it. False, and nothing noted, unless `holder` still holds the payment's lease and
-    /// it is unsettled: a holder taken over must not ask, or a payment its successor refused could be
-    /// charged all the same.
+    /// payment clears it. False, and nothing noted, unless the payment is `verified` and its lease is
+    /// still `holder`'s (run out perhaps, but taken by no one): a holder taken over must not ask, or a
+    /// payment its successor refused could be charged all the same.
     pub async fn note_settle_asked(&self, id: i64, holder: &str, now_ms: i64) -> Result<bool, StoreError> {
         let result = sqlx::query(
             "UPDATE payments SET settle_asked_at = COALESCE(settle_asked_at, $1), updated_at = $1 \
@@ -330,19 +331,19 @@ impl Store {
     }
 
     /// Notes that transaction `settlement_tx` moved the tokens into the escrow, to be recorded under
-    /// `deposit_id`. A failed payment is settled too: its money moved after all (a holder taken over
-    /// whose settlement landed after its successor refused the payment), and money that moved is
-    /// recorded, never left beside a refusal.
+    /// `deposit_id`. False, and nothing noted, unless the payment was still unsettled: another holder
+    /// moved it on meanwhile (a failed payment's money, should it land all the same, is found again by a
+    /// retry of its authorization, or given back by the escrow audit).
     pub async fn mark_payment_settled(
         &self,
         id: i64,
         deposit_id: &str,
         settlement_tx: &str,
         now_ms: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE payments SET status = 'settled', deposit_id = $1, settlement_tx = $2, failure = NULL, \
-             updated_at = $3 WHERE id = $4 AND status IN ('verified', 'failed')",
+    ) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE payments SET status = 'settled', deposit_id = $1, settlement_tx = $2, updated_at = $3 \
+             WHERE id = $4 AND status = 'verified'",
         )
         .bind(deposit_id)
         .bind(settlement_tx)
@@ -351,7 +352,7 @@ impl Store {
         .execute(self.pool())
         .await
         .context("marking a payment settled")?;
-        Ok(())
+        Ok(result.rows_affected() == 1)
     }
 
     /// Marks a payment that was never settled as failed; whether it was. A settled payment cannot fail:

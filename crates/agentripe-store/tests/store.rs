@@ -167,19 +167,20 @@ on_both_engines!(only_an_unsettled_payment_can_fail, |store| async move {
     assert_eq!(settled.deposit_id.as_deref(), Some("0xdeposit"));
 });
 
-on_both_engines!(a_settlement_that_lands_after_a_refusal_settles_the_payment, |store| async move {
+on_both_engines!(only_an_unsettled_payment_is_marked_settled, |store| async move {
     let Claim::New(p) = store.claim_payment(&payment("0x01"), None, NOW).await.expect("claim") else {
         panic!()
     };
-    // A successor refused the payment while its first holder's settlement was landing: the money moved,
-    // so the payment is settled and recorded, its task beside a settled payment, not a failed one.
+    // A holder whose payment another failed meanwhile is told so, and records no task beside a refusal.
     assert!(store.fail_payment(p.id, "insufficient_funds", NOW).await.expect("fail"));
-    store.mark_payment_settled(p.id, "0xdeposit", "0xdeposit", NOW + 1).await.expect("settle");
-    let settled = store.payment(p.id).await.expect("read").expect("exists");
-    assert_eq!((settled.status, settled.failure), (PaymentStatus::Settled, None));
-    assert_eq!(settled.deposit_id.as_deref(), Some("0xdeposit"));
-    store.record_payment(p.id, &task("0xdeposit"), NOW + 2).await.expect("record");
-    assert_eq!(store.payment(p.id).await.expect("read").expect("exists").status, PaymentStatus::Recorded);
+    let marked = store.mark_payment_settled(p.id, "0xdeposit", "0xdeposit", NOW + 1).await.expect("settle");
+    assert!(!marked, "a failed payment is not settled by a stale holder");
+    assert_eq!(store.payment(p.id).await.expect("read").expect("exists").status, PaymentStatus::Failed);
+    // A retry of its authorization reopens it, and its settlement (found on chain) settles it once.
+    assert!(store.reopen_payment(p.id, NOW + 2).await.expect("reopen"));
+    assert!(store.mark_payment_settled(p.id, "0xdeposit", "0xdeposit", NOW + 3).await.expect("settle"));
+    let again = store.mark_payment_settled(p.id, "0xdeposit", "0xdeposit", NOW + 4).await.expect("settle");
+    assert!(!again, "settled once");
 });
 
 on_both_engines!(recording_creates_the_task_once, |store| async move {

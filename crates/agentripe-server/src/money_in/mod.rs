@@ -437,7 +437,13 @@ impl MoneyIn {
         };
         // The steps are dropped by now: a holder that lost its lease has stopped before it reads.
         let result = match advanced {
-            Ok(None) | Err(PipelineError::LeaseTakenOver(_)) => return self.after_losing_the_lease(id).await,
+            Ok(None) => return self.after_losing_the_lease(id).await,
+            Err(PipelineError::Overtaken(_)) => {
+                // Its lease may still be this holder's (another moved the payment on without it): given
+                // back, so that the reconciler takes the payment up at once.
+                self.store.unlease_payment(id, &holder).await?;
+                return self.after_losing_the_lease(id).await;
+            }
             Ok(Some(outcome)) => Ok(outcome),
             Err(error) => Err(error),
         };
@@ -459,7 +465,7 @@ impl MoneyIn {
         if matches!(outcome, Outcome::InProgress { .. }) {
             tracing::warn!(
                 payment = id,
-                "its lease was taken over (a process or the database stalled for longer than a lease); its new holder advances it"
+                "another holder took the payment over (a process or the database stalled for longer than a lease) and advances it"
             );
         }
         Ok(outcome)
@@ -495,13 +501,19 @@ impl MoneyIn {
             match self.settle(&payment, holder).await? {
                 Ok(settlement) => {
                     let (deposit, transaction) = (hex(settlement.deposit_id), hex(settlement.transaction));
-                    self.store.mark_payment_settled(id, &deposit, &transaction, now_ms()).await?;
+                    // Recorded only by the holder that settled it: one whose payment another holder
+                    // failed meanwhile creates no task beside a refusal.
+                    if !self.store.mark_payment_settled(id, &deposit, &transaction, now_ms()).await? {
+                        return Err(PipelineError::Overtaken(format!("payment {id}")));
+                    }
                     payment.status = PaymentStatus::Settled;
                     payment.deposit_id = Some(deposit);
                     payment.settlement_tx = Some(transaction);
                 }
                 Err(reason) => {
-                    self.store.fail_payment(id, &reason.to_string(), now_ms()).await?;
+                    if !self.store.fail_payment(id, &reason.to_string(), now_ms()).await? {
+                        return Err(PipelineError::Overtaken(format!("payment {id}")));
+                    }
                     tracing::info!(payment = id, %reason, "payment refused; nothing was charged");
                     return Ok(Outcome::Failed(reason));
                 }

@@ -113,7 +113,7 @@ impl MoneyIn {
                 if self.facilitator.writer().is_none()
                     && !self.store.note_settle_asked(payment.id, holder, now_ms()).await?
                 {
-                    return Err(PipelineError::LeaseTakenOver(format!("payment {}", payment.id)));
+                    return Err(PipelineError::Overtaken(subject()));
                 }
                 self.facilitator.settle(payment.id, &request, asset).await?
             }
