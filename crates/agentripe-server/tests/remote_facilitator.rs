@@ -45,6 +45,9 @@ enum Script {
     /// Puts its transaction in the node's pool, then answers 500 without naming it (it crashed or timed
     /// out); one it cannot submit it refuses as spent.
     SubmitsThenFails,
+    /// Puts its transaction in the node's pool, then answers a refusal that names it (as one whose wait
+    /// for the receipt timed out).
+    RefusesNamingItsTransaction,
     /// Answers its first `/verify` 503 (unreadable: the server cannot tell what it checked), then
     /// refuses every payment.
     VerifyFailsThenRefuses,
@@ -143,6 +146,14 @@ async fn settle(
     }
     let token = IERC3009::new(facilitator.usdc, &facilitator.provider);
     let call = token.call_builder(&settlement_call(&payment.payload));
+    if facilitator.script == Script::RefusesNamingItsTransaction {
+        let pending = call.send().await.expect("submit");
+        let (payer, network) = (Some(authorization.from), requirements.network);
+        let transaction = format!("{:#x}", pending.tx_hash());
+        let error_reason = Some(ErrorReason::UnexpectedSettleError);
+        return Json(SettleResponse { success: false, error_reason, payer, transaction, network })
+            .into_response();
+    }
     if matches!(facilitator.script, Script::AnswersBeforeMined | Script::SubmitsThenFails) {
         let Ok(pending) = call.send().await else {
             return refusal(ErrorReason::InvalidExactEvmPayloadAuthorizationNonceUsed);
@@ -568,3 +579,28 @@ on_both_engines!(
         assert_eq!(market.usdc_balance(buyer.address()).await, U256::from(PRICE), "nothing charged");
     }
 );
+
+on_both_engines!(a_refusal_that_names_its_transaction_is_waited_for, |market| async move {
+    use std::time::Duration;
+    let mut config = market.config();
+    config.facilitator =
+        FacilitatorConfig::Remote(start_facilitator(&market, Script::RefusesNamingItsTransaction).await);
+    config.chain_timeout = Duration::from_secs(1);
+    let server = market.start_with(config).await;
+    let buyer = market.buyer(PRICE).await;
+    let header = market.pay_v2(&buyer);
+
+    // The facilitator gave up waiting for its transaction and says "refused", naming it: while it waits in
+    // the pool the buyer is told to follow its payment, not to pay again.
+    market.hold_blocks().await;
+    let first = server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &header), "").await;
+    assert_eq!(first.status(), 503);
+    let (status, payment) = follow(&server, &header).await;
+    assert_eq!((status, payment["status"].as_str()), (200, Some("settling")), "{payment}");
+
+    market.resume_mining().await;
+    server.payment_eventually(&follow_path(&header), "recorded").await;
+    let response = server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &header), "").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(market.usdc_balance(buyer.address()).await, U256::ZERO, "charged once");
+});

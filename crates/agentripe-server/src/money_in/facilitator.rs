@@ -173,9 +173,14 @@ impl RemoteFacilitator {
                     settled.transaction
                 )),
             },
-            Ok(settled) => {
-                Attempt::Refused(settled.error_reason.unwrap_or(ErrorReason::UnexpectedSettleError))
-            }
+            // A refusal that names a transaction (its receipt wait timed out, or it reverted) is not
+            // final: that transaction may still be mined, and its receipt says.
+            Ok(settled) => match settled.transaction.parse() {
+                Ok(hash) => Attempt::Submitted(hash),
+                Err(_) => {
+                    Attempt::Refused(settled.error_reason.unwrap_or(ErrorReason::UnexpectedSettleError))
+                }
+            },
             Err(error) => {
                 Attempt::Unknown(format!("facilitator answered {status} with an unreadable body: {error}"))
             }
