@@ -217,8 +217,18 @@ async fn start_facilitator_on(
 }
 
 async fn server_with(market: &Market, script: Script) -> agentripe_server::testing::Server {
+    server_tuned(market, script, |_| {}).await
+}
+
+/// [`server_with`], its configuration tuned first (shorter timeouts or leases).
+async fn server_tuned(
+    market: &Market,
+    script: Script,
+    tune: impl FnOnce(&mut agentripe_server::Config),
+) -> agentripe_server::testing::Server {
     let mut config = market.config();
     config.facilitator = FacilitatorConfig::Remote(start_facilitator(market, script).await);
+    tune(&mut config);
     market.start_with(config).await
 }
 
@@ -468,12 +478,11 @@ on_both_engines!(a_settlement_mined_before_its_answer_is_no_stray, |market| asyn
 on_both_engines!(a_facilitators_settlement_still_in_the_pool_is_waited_for, |market| async move {
     use agentripe_store::{PaymentStatus, Store};
     use std::time::Duration;
-    let mut config = market.config();
-    config.facilitator =
-        FacilitatorConfig::Remote(start_facilitator(&market, Script::AnswersBeforeMined).await);
-    config.chain_timeout = Duration::from_secs(1);
-    config.payment_lease = Duration::from_secs(1);
-    let server = market.start_with(config).await;
+    let server = server_tuned(&market, Script::AnswersBeforeMined, |config| {
+        config.chain_timeout = Duration::from_secs(1);
+        config.payment_lease = Duration::from_secs(1);
+    })
+    .await;
     let store = Store::connect(&market.database_url).await.expect("store");
     let buyer = market.buyer(PRICE).await;
     let header = market.pay_v2(&buyer);
@@ -508,11 +517,10 @@ on_both_engines!(
     |market| async move {
         use agentripe_store::{PaymentStatus, Store};
         use std::time::Duration;
-        let mut config = market.config();
-        config.facilitator =
-            FacilitatorConfig::Remote(start_facilitator(&market, Script::SubmitsThenFails).await);
-        config.payment_lease = Duration::from_secs(1);
-        let server = market.start_with(config).await;
+        let server = server_tuned(&market, Script::SubmitsThenFails, |config| {
+            config.payment_lease = Duration::from_secs(1);
+        })
+        .await;
         let store = Store::connect(&market.database_url).await.expect("store");
         let buyer = market.buyer(PRICE).await;
         let header = market.pay_v2(&buyer);
@@ -543,11 +551,10 @@ on_both_engines!(
 
 on_both_engines!(a_verification_that_got_no_answer_leaves_a_refusal_final, |market| async move {
     use std::time::Duration;
-    let mut config = market.config();
-    config.facilitator =
-        FacilitatorConfig::Remote(start_facilitator(&market, Script::VerifyFailsThenRefuses).await);
-    config.payment_lease = Duration::from_secs(1);
-    let server = market.start_with(config).await;
+    let server = server_tuned(&market, Script::VerifyFailsThenRefuses, |config| {
+        config.payment_lease = Duration::from_secs(1);
+    })
+    .await;
     let buyer = market.buyer(PRICE).await;
     let header = market.pay_v2(&buyer);
 
@@ -582,11 +589,10 @@ on_both_engines!(
 
 on_both_engines!(a_refusal_that_names_its_transaction_is_waited_for, |market| async move {
     use std::time::Duration;
-    let mut config = market.config();
-    config.facilitator =
-        FacilitatorConfig::Remote(start_facilitator(&market, Script::RefusesNamingItsTransaction).await);
-    config.chain_timeout = Duration::from_secs(1);
-    let server = market.start_with(config).await;
+    let server = server_tuned(&market, Script::RefusesNamingItsTransaction, |config| {
+        config.chain_timeout = Duration::from_secs(1);
+    })
+    .await;
     let buyer = market.buyer(PRICE).await;
     let header = market.pay_v2(&buyer);
 
