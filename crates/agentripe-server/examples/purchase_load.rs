@@ -490,7 +490,7 @@ async fn write_earlier_purchases(store: &Store, market: &Market, count: usize) {
         for (purpose, subject) in [("settle", payment.id.to_string()), ("record", payment.id.to_string())] {
             let signed = SignedTx { tx_hash: format!("{:#x}", B256::random()), raw_tx: "0x".into() };
             store
-                .sign_and_store(&retired, purpose, &[&subject], now_ms(), |_| Ok::<_, ()>(signed))
+                .sign_and_store(&retired, purpose, &[&subject], None, now_ms(), |_| Ok::<_, ()>(signed))
                 .await
                 .expect("store")
                 .expect("signed");

@@ -8,7 +8,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use agentripe_store::{ChainTx, ChainTxStatus, SignedTx, Store, StoreError};
+use agentripe_store::{ChainTx, ChainTxStatus, PaymentLease, SignedTx, Store, StoreError};
 use alloy::{
     consensus::{SignableTransaction, TxEip1559, TxEnvelope},
     eips::{Decodable2718, Encodable2718, eip1559::Eip1559Estimation},
@@ -116,11 +116,13 @@ impl ChainWriter {
 
     /// Simulates `call` from this key (eth_estimateGas), signs it with the next nonce, stores it for each
     /// of `subjects` (one, or a batch's members), and broadcasts it. Returns the stored transaction;
-    /// confirm it with [`Self::confirm`].
+    /// confirm it with [`Self::confirm`]. A write for a payment under its `lease` is signed only while the
+    /// lease holds: a simulation that passed says nothing of who holds the payment by the time it is signed.
     pub async fn send(
         &self,
         purpose: &str,
         subjects: &[&str],
+        lease: Option<PaymentLease<'_>>,
         to: Address,
         input: Bytes,
     ) -> Result<ChainTx, WriteError> {
@@ -151,7 +153,7 @@ impl ChainWriter {
         let signer = self.signer.clone();
         let stored = self
             .store
-            .sign_and_store(&hex(self.address()), purpose, subjects, now_ms(), |nonce| {
+            .sign_and_store(&hex(self.address()), purpose, subjects, lease, now_ms(), |nonce| {
                 let tx = TxEip1559 {
                     chain_id,
                     nonce,
@@ -181,7 +183,19 @@ impl ChainWriter {
         to: Address,
         input: Bytes,
     ) -> Result<TransactionReceipt, WriteError> {
-        self.send_and_confirm_for(purpose, &[subject], to, input).await
+        self.send_and_confirm_under(purpose, &[subject], None, to, input).await
+    }
+
+    /// [`Self::send_and_confirm`] of a write for the payment `lease` holds, signed only while it holds
+    /// ([`StoreError::Overtaken`] otherwise); its subject is the payment's id.
+    pub async fn send_and_confirm_leased(
+        &self,
+        purpose: &str,
+        lease: PaymentLease<'_>,
+        to: Address,
+        input: Bytes,
+    ) -> Result<TransactionReceipt, WriteError> {
+        self.send_and_confirm_under(purpose, &[&lease.payment.to_string()], Some(lease), to, input).await
     }
 
     /// [`Self::send_and_confirm`] of one transaction serving several subjects: a batch.
@@ -192,9 +206,20 @@ impl ChainWriter {
         to: Address,
         input: Bytes,
     ) -> Result<TransactionReceipt, WriteError> {
+        self.send_and_confirm_under(purpose, subjects, None, to, input).await
+    }
+
+    async fn send_and_confirm_under(
+        &self,
+        purpose: &str,
+        subjects: &[&str],
+        lease: Option<PaymentLease<'_>>,
+        to: Address,
+        input: Bytes,
+    ) -> Result<TransactionReceipt, WriteError> {
         let mut attempts = 0;
         loop {
-            let tx = self.send(purpose, subjects, to, input.clone()).await?;
+            let tx = self.send(purpose, subjects, lease, to, input.clone()).await?;
             // A nonce just taken has no replacements yet: there is nothing to read back.
             match self.await_mined(vec![stored_hash(&tx)?], tx.clone()).await {
                 Err(WriteError::Dropped(hash)) if attempts < 3 => {

@@ -45,9 +45,9 @@ pub fn without_urls(text: &str) -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     #[error(transparent)]
-    Write(#[from] WriteError),
+    Write(WriteError),
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
     #[error(transparent)]
     Rpc(#[from] RpcError),
     /// A stored row is not what this code wrote.
@@ -69,6 +69,26 @@ pub enum PipelineError {
     /// The chain holds a deposit under this id with terms other than ours.
     #[error("deposit {deposit} is on chain with other terms than {subject}: {detail}")]
     Mismatch { subject: String, deposit: B256, detail: String },
+}
+
+/// A store that refused a write because its payment's lease is no longer this holder's says so as
+/// [`PipelineError::Overtaken`], however deep the write was made.
+impl From<StoreError> for PipelineError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Overtaken(payment) => Self::Overtaken(format!("payment {payment}")),
+            error => Self::Store(error),
+        }
+    }
+}
+
+impl From<WriteError> for PipelineError {
+    fn from(error: WriteError) -> Self {
+        match error {
+            WriteError::Store(error) => error.into(),
+            error => Self::Write(error),
+        }
+    }
 }
 
 impl PipelineError {

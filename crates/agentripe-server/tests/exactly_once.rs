@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use agentripe_server::{
     on_both_engines,
-    testing::{Market, PRICE, key},
+    testing::{LaggingRpc, Market, PRICE, key},
 };
 use agentripe_store::testing::{Engine, TableLock};
 use agentripe_x402::decode_header;
@@ -287,6 +287,42 @@ on_both_engines!(
         let response = buying.await.expect("join").expect("answer");
         assert_eq!(task_id_of(response).await, market.settlement_of(&header).await, "its task, settled once");
         assert_eq!(market.usdc_balance(buyer.address()).await, U256::ZERO, "charged once");
+    }
+);
+
+on_both_engines!(
+    a_holder_whose_payment_was_failed_meanwhile_does_not_sign_its_settlement,
+    |market| async move {
+        use agentripe_chain::bindings::IERC3009;
+        use alloy::sol_types::SolCall;
+        let rpc = LaggingRpc::start(market.anvil.endpoint(), std::time::Duration::ZERO).await;
+        // The claimant's simulation passed; then it stalled past its lease, and a successor whose own
+        // simulation reverted (the buyer's funds were gone) failed the payment. The buyer was told
+        // "refused", topped up, and may sign anew: the claimant must not go on to sign its settlement.
+        let rival = {
+            let database_url = market.database_url.clone();
+            async move {
+                let store = agentripe_store::Store::connect(&database_url).await.expect("store");
+                agentripe_store::testing::execute(
+                    &store,
+                    "UPDATE payments SET status = 'failed', failure = 'insufficient_funds', \
+                     lease_holder = 'rival', lease_until = NULL WHERE id = 1",
+                )
+                .await;
+            }
+        };
+        rpc.before_estimating(IERC3009::transferWithAuthorization_0Call::SELECTOR, rival);
+        let mut config = market.config();
+        config.rpc_url = rpc.url.clone();
+        let server = market.start_with(config).await;
+        let buyer = market.buyer(PRICE).await;
+
+        let response = server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &market.pay_v2(&buyer)), "").await;
+        assert_eq!(response.status(), 402);
+        assert_eq!(response.json::<Value>().await.expect("json")["error"], "insufficient_funds");
+        let store = agentripe_store::Store::connect(&market.database_url).await.expect("store");
+        assert_eq!(store.txs_for("settle", "1").await.expect("txs"), vec![], "nothing signed");
+        assert_eq!(market.usdc_balance(buyer.address()).await, U256::from(PRICE), "nothing charged");
     }
 );
 

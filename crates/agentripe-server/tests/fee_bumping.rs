@@ -134,7 +134,7 @@ on_both_engines!(a_stuck_transaction_is_replaced_with_higher_fees_and_happens_on
 
     // Blocks come only when the test mines them; the base fee jumps above what the transaction offers.
     market.hold_blocks().await;
-    let stuck = writer.send("test", &["stuck"], registry, register_call()).await.expect("sent");
+    let stuck = writer.send("test", &["stuck"], None, registry, register_call()).await.expect("sent");
     let offered = max_fee_of(&stuck.raw_tx);
     anvil(&provider, "anvil_setNextBlockBaseFeePerGas", (U256::from(offered * 10),)).await;
     anvil(&provider, "evm_mine", ()).await;
@@ -167,7 +167,7 @@ on_both_engines!(fees_are_never_raised_past_the_cap, |market| async move {
     let asked = provider.estimate_eip1559_fees().await.expect("fees").max_fee_per_gas;
     let writer = writer(&market, &store, asked, BUMP_AFTER).await;
     market.hold_blocks().await;
-    let stuck = writer.send("test", &["capped"], registry, register_call()).await.expect("sent");
+    let stuck = writer.send("test", &["capped"], None, registry, register_call()).await.expect("sent");
     anvil(&provider, "anvil_setNextBlockBaseFeePerGas", (U256::from(asked * 10),)).await;
     anvil(&provider, "evm_mine", ()).await;
     let waited = tokio::time::timeout(Duration::from_secs(3), writer.confirm(&stuck)).await;

@@ -4,7 +4,7 @@
 //! that stores the signed transaction: two server instances sharing a key never sign two transactions
 //! with one nonce, and a nonce is never handed out without a transaction that can be (re)broadcast.
 
-use crate::{Context, Store, StoreError};
+use crate::{Context, PaymentLease, Store, StoreError};
 
 /// What became of a signed transaction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,16 +77,25 @@ impl Store {
 
     /// Takes the signer's next nonce, signs with it (`sign`) and stores the signed transaction for each of
     /// `subjects` (one, or the members of a batch), all in one database transaction. If `sign` fails, the
-    /// nonce is not used up.
+    /// nonce is not used up. A write made under a payment's `lease` is stored only while the lease holds
+    /// ([`StoreError::Overtaken`] otherwise, and nothing signed).
     pub async fn sign_and_store<E>(
         &self,
         signer: &str,
         purpose: &str,
         subjects: &[&str],
+        lease: Option<PaymentLease<'_>>,
         now_ms: i64,
         sign: impl FnOnce(u64) -> Result<SignedTx, E>,
     ) -> Result<Result<ChainTx, E>, StoreError> {
         let mut tx = self.pool().begin().await.context("beginning to sign")?;
+        // The payment's row is locked before the nonce's; nothing takes the two the other way round.
+        if let Some(lease) = lease
+            && !lease.holds(&mut tx).await?
+        {
+            tx.rollback().await.context("giving up a write")?;
+            return Err(StoreError::Overtaken(lease.payment));
+        }
         let nonce: i64 = sqlx::query_scalar(
             "UPDATE signer_nonces SET next_nonce = next_nonce + 1 WHERE signer = $1 RETURNING next_nonce - 1",
         )

@@ -44,7 +44,7 @@ mod transfer_claims;
 
 pub use agents::{AgentResource, IndexedAgent, MAX_QUERY_WORDS};
 pub use chain_txs::{ChainTx, ChainTxStatus, SignedTx};
-pub use payments::{Claim, NewPayment, PayerOutlook, Payment, PaymentStatus};
+pub use payments::{Claim, NewPayment, PayerOutlook, Payment, PaymentLease, PaymentStatus};
 pub use registrations::{Registration, RegistrationStatus};
 pub use reviews::ReviewRecord;
 pub use tasks::{EscrowStatus, NewTask, Outcome, Task, TaskStatus, Verdict};
@@ -77,6 +77,9 @@ pub enum StoreError {
     /// A stored value is not what this code wrote.
     #[error("corrupt row while {context}: {detail}")]
     Corrupt { context: &'static str, detail: String },
+    /// A write made under a payment's lease found it no longer its holder's; nothing was stored.
+    #[error("payment {0} was taken over or moved on by another holder; nothing was stored")]
+    Overtaken(i64),
 }
 
 pub(crate) trait Context<T> {

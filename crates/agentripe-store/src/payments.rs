@@ -44,6 +44,32 @@ pub struct NewPayment {
     pub search_from_block: i64,
 }
 
+/// The lease of an unsettled payment that a settlement of it is signed under: a holder that was taken
+/// over (its lease gone to another, or given back) or whose payment another moved on stores nothing,
+/// so it cannot charge a buyer its successor refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PaymentLease<'a> {
+    pub payment: i64,
+    pub holder: &'a str,
+}
+
+impl PaymentLease<'_> {
+    /// Whether the payment is still unsettled and this lease's (run out perhaps, but taken by no one).
+    /// Its row stays locked until `tx` ends: a takeover waits, and then finds what `tx` stored.
+    pub(crate) async fn holds(self, tx: &mut sqlx::AnyConnection) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE payments SET lease_holder = lease_holder \
+             WHERE id = $1 AND status = 'verified' AND lease_holder = $2 AND lease_until IS NOT NULL",
+        )
+        .bind(self.payment)
+        .bind(self.holder)
+        .execute(tx)
+        .await
+        .context("checking a payment's lease")?;
+        Ok(result.rows_affected() == 1)
+    }
+}
+
 /// A stored payment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Payment {
@@ -292,23 +318,26 @@ impl Store {
         Ok(())
     }
 
-    /// Notes, before a remote facilitator is asked to settle payment `id`, that it was (the first ask's
-    /// time is kept): an ask that gets no answer may have submitted a settlement no one names. Failing the
-    /// payment clears it. False, and nothing noted, unless the payment is `verified` and its lease is
-    /// still `holder`'s (run out perhaps, but taken by no one): a holder taken over must not ask, or a
-    /// payment its successor refused could be charged all the same.
-    pub async fn note_settle_asked(&self, id: i64, holder: &str, now_ms: i64) -> Result<bool, StoreError> {
+    /// Notes, before a remote facilitator is asked to settle the payment `lease` holds, that it was (the
+    /// first ask's time is kept): an ask that gets no answer may have submitted a settlement no one names.
+    /// Failing the payment clears it. [`StoreError::Overtaken`], and nothing noted, unless the payment is
+    /// unsettled and still the lease's: a holder taken over must not ask, or a payment its successor
+    /// refused could be charged all the same.
+    pub async fn note_settle_asked(&self, lease: PaymentLease<'_>, now_ms: i64) -> Result<(), StoreError> {
         let result = sqlx::query(
             "UPDATE payments SET settle_asked_at = COALESCE(settle_asked_at, $1), updated_at = $1 \
              WHERE id = $2 AND status = 'verified' AND lease_holder = $3 AND lease_until IS NOT NULL",
         )
         .bind(now_ms)
-        .bind(id)
-        .bind(holder)
+        .bind(lease.payment)
+        .bind(lease.holder)
         .execute(self.pool())
         .await
         .context("noting a settlement asked for")?;
-        Ok(result.rows_affected() == 1)
+        match result.rows_affected() {
+            1 => Ok(()),
+            _ => Err(StoreError::Overtaken(lease.payment)),
+        }
     }
 
     /// Notes that a remote facilitator submitted transaction `submitted_tx` to settle payment `id`.

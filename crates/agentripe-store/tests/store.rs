@@ -3,7 +3,8 @@
 use std::collections::BTreeSet;
 
 use agentripe_store::{
-    Claim, EscrowStatus, NewPayment, NewTask, PaymentStatus, SignedTx, Store, TaskStatus, Verdict,
+    Claim, EscrowStatus, NewPayment, NewTask, PaymentLease, PaymentStatus, SignedTx, Store, StoreError,
+    TaskStatus, Verdict,
     testing::{Engine, fresh_store, store_upgraded_from},
 };
 
@@ -131,15 +132,19 @@ on_both_engines!(an_unanswered_ask_to_settle_is_kept_until_the_payment_fails, |s
     let claimed = store.claim_payment(&payment("0x01"), Some(("a", NOW + 30_000)), NOW).await;
     let Claim::New(p) = claimed.expect("claim") else { panic!() };
     assert_eq!(p.settle_asked_at, None);
-    assert!(!store.note_settle_asked(p.id, "b", NOW + 1).await.expect("note"), "only its holder asks");
-    assert!(store.note_settle_asked(p.id, "a", NOW + 1).await.expect("note"));
-    assert!(store.note_settle_asked(p.id, "a", NOW + 2).await.expect("note again"));
+    let ask = async |holder, now| store.note_settle_asked(PaymentLease { payment: p.id, holder }, now).await;
+    assert!(
+        matches!(ask("b", NOW + 1).await, Err(StoreError::Overtaken(id)) if id == p.id),
+        "only its holder asks"
+    );
+    ask("a", NOW + 1).await.expect("note");
+    ask("a", NOW + 2).await.expect("note again");
     let read = async || store.payment(p.id).await.expect("read").expect("exists");
     assert_eq!(read().await.settle_asked_at, Some(NOW + 1), "the first unanswered ask");
     assert!(store.fail_payment(p.id, "insufficient_funds", NOW + 3).await.expect("fail"));
     assert_eq!(read().await.settle_asked_at, None, "a refusal answered it");
     assert!(
-        !store.note_settle_asked(p.id, "a", NOW + 4).await.expect("note"),
+        matches!(ask("a", NOW + 4).await, Err(StoreError::Overtaken(_))),
         "a failed payment is not asked"
     );
     assert!(store.reopen_payment(p.id, NOW + 4).await.expect("reopen"));
@@ -208,7 +213,7 @@ on_both_engines!(nonces_are_handed_out_once_and_never_lost, |store| async move {
         let store = store.clone();
         async move {
             store
-                .sign_and_store("0xsigner", "settle", &[&i.to_string()], NOW, |nonce| {
+                .sign_and_store("0xsigner", "settle", &[&i.to_string()], None, NOW, |nonce| {
                     Ok::<_, ()>(SignedTx {
                         tx_hash: format!("0xhash{nonce}"),
                         raw_tx: format!("0xraw{nonce}"),
@@ -223,11 +228,13 @@ on_both_engines!(nonces_are_handed_out_once_and_never_lost, |store| async move {
     let nonces: BTreeSet<i64> = signed.iter().map(|tx| tx.nonce).collect();
     assert_eq!(nonces, (5..25).collect(), "20 distinct consecutive nonces from the chain's");
 
-    let refused =
-        store.sign_and_store("0xsigner", "record", &["x"], NOW, |_| Err("cannot sign")).await.expect("store");
+    let refused = store
+        .sign_and_store("0xsigner", "record", &["x"], None, NOW, |_| Err("cannot sign"))
+        .await
+        .expect("store");
     assert_eq!(refused, Err("cannot sign"));
     let next = store
-        .sign_and_store("0xsigner", "record", &["x"], NOW, |nonce| {
+        .sign_and_store("0xsigner", "record", &["x"], None, NOW, |nonce| {
             Ok::<_, ()>(SignedTx { tx_hash: "0xnext".into(), raw_tx: format!("0x{nonce}") })
         })
         .await
@@ -238,7 +245,7 @@ on_both_engines!(nonces_are_handed_out_once_and_never_lost, |store| async move {
     store.sync_nonce("0xsigner", 3).await.expect("sync lower");
     store.sync_nonce("0xsigner", 40).await.expect("sync higher");
     let after_sync = store
-        .sign_and_store("0xsigner", "record", &["y"], NOW, |_| {
+        .sign_and_store("0xsigner", "record", &["y"], None, NOW, |_| {
             Ok::<_, ()>(SignedTx { tx_hash: "0xafter".into(), raw_tx: "0x".into() })
         })
         .await
@@ -254,17 +261,50 @@ on_both_engines!(nonces_are_handed_out_once_and_never_lost, |store| async move {
     assert_eq!(for_x[0].tx_hash, "0xnext");
 });
 
+on_both_engines!(a_settlement_is_signed_only_under_its_payments_lease, |store| async move {
+    store.sync_nonce("0xsigner", 0).await.expect("sync");
+    let claimed = store.claim_payment(&payment("0x01"), Some(("a", NOW + 30_000)), NOW).await;
+    let Claim::New(p) = claimed.expect("claim") else { panic!() };
+    let subject = p.id.to_string();
+    let sign = async |holder, hash: &str| {
+        let lease = Some(PaymentLease { payment: p.id, holder });
+        let signed = SignedTx { tx_hash: hash.into(), raw_tx: "0x01".into() };
+        store.sign_and_store("0xsigner", "settle", &[&subject], lease, NOW, |_| Ok::<_, ()>(signed)).await
+    };
+    let overtaken = |result| matches!(result, Err(StoreError::Overtaken(id)) if id == p.id);
+    assert!(overtaken(sign("b", "0xb").await), "only its holder signs");
+    assert_eq!(sign("a", "0xa").await.expect("store").expect("sign").nonce, 0, "no nonce used up before");
+
+    // Its lease ran out and went to another: the stale holder signs nothing more, nor does anyone once
+    // the payment failed.
+    assert!(store.lease_payment(p.id, "b", NOW + 60_000, NOW + 90_000).await.expect("lease").is_some());
+    assert!(overtaken(sign("a", "0xa2").await), "a holder taken over does not sign");
+    assert!(store.fail_payment(p.id, "insufficient_funds", NOW + 60_001).await.expect("fail"));
+    assert!(overtaken(sign("b", "0xb2").await), "a failed payment is not settled");
+
+    let stored = store.txs_for("settle", &subject).await.expect("txs");
+    assert_eq!(stored.iter().map(|tx| tx.tx_hash.as_str()).collect::<Vec<_>>(), ["0xa"]);
+    let next = store
+        .sign_and_store("0xsigner", "record", &["x"], None, NOW, |_| {
+            Ok::<_, ()>(SignedTx { tx_hash: "0xnext".into(), raw_tx: "0x02".into() })
+        })
+        .await
+        .expect("store")
+        .expect("sign");
+    assert_eq!(next.nonce, 1, "a write refused for its lease uses up no nonce");
+});
+
 on_both_engines!(a_batch_transaction_is_found_by_each_of_its_members, |store| async move {
     store.sync_nonce("0xsigner", 0).await.expect("sync");
     let signed = |hash: &str| SignedTx { tx_hash: hash.into(), raw_tx: "0x01".into() };
     let batch = store
-        .sign_and_store("0xsigner", "record", &["1", "2", "3"], NOW, |_| Ok::<_, ()>(signed("0xbatch")))
+        .sign_and_store("0xsigner", "record", &["1", "2", "3"], None, NOW, |_| Ok::<_, ()>(signed("0xbatch")))
         .await
         .expect("store")
         .expect("sign");
     assert_eq!(batch.subject, "batch of 3: 1 .. 3");
     let alone = store
-        .sign_and_store("0xsigner", "record", &["4"], NOW, |_| Ok::<_, ()>(signed("0xalone")))
+        .sign_and_store("0xsigner", "record", &["4"], None, NOW, |_| Ok::<_, ()>(signed("0xalone")))
         .await
         .expect("store")
         .expect("sign");
@@ -290,12 +330,12 @@ on_both_engines!(a_mined_transaction_drops_every_other_of_its_nonce, |store| asy
     store.sync_nonce("0xsigner", 0).await.expect("sync");
     let signed = |hash: &str| SignedTx { tx_hash: hash.into(), raw_tx: "0x01".into() };
     let original = store
-        .sign_and_store("0xsigner", "record", &["x"], NOW, |_| Ok::<_, ()>(signed("0xoriginal")))
+        .sign_and_store("0xsigner", "record", &["x"], None, NOW, |_| Ok::<_, ()>(signed("0xoriginal")))
         .await
         .expect("store")
         .expect("sign");
     let next = store
-        .sign_and_store("0xsigner", "record", &["y"], NOW, |_| Ok::<_, ()>(signed("0xnext")))
+        .sign_and_store("0xsigner", "record", &["y"], None, NOW, |_| Ok::<_, ()>(signed("0xnext")))
         .await
         .expect("store")
         .expect("sign");

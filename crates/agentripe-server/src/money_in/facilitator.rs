@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use agentripe_chain::bindings::IERC3009;
+use agentripe_store::PaymentLease;
 use agentripe_x402::{
     ErrorReason, ExactEvmPayload, FacilitatorRequest, Network, SettleResponse, SupportedResponse,
     VerifyResponse, Version,
@@ -58,17 +59,20 @@ impl Facilitator {
         }
     }
 
-    /// Submits the payment for settlement. `payment_id` names the attempt in the durable store.
+    /// Submits the payment for settlement. Our own is signed only while `lease`, the payment's, holds
+    /// ([`StoreError::Overtaken`](agentripe_store::StoreError::Overtaken) otherwise), and stored under
+    /// the payment's id.
     pub async fn settle(
         &self,
-        payment_id: i64,
+        lease: PaymentLease<'_>,
         request: &FacilitatorRequest,
         asset: Address,
     ) -> Result<Attempt, WriteError> {
         match self {
             Self::BuiltIn(writer) => {
                 let input = settlement_call(request.payment_payload.exact()).abi_encode().into();
-                match writer.send_and_confirm("settle", &payment_id.to_string(), asset, input).await {
+                let payment_id = lease.payment;
+                match writer.send_and_confirm_leased("settle", lease, asset, input).await {
                     Ok(receipt) => Ok(Attempt::Mined(Box::new(receipt))),
                     Err(WriteError::WouldRevert(reason)) => {
                         tracing::info!(payment_id, %reason, "settlement simulation reverted");

@@ -4,7 +4,7 @@
 //! whose receipt must show the token `Transfer` from the payer into the escrow.
 
 use agentripe_chain::bindings::IERC3009;
-use agentripe_store::{Payment, TransferHolder};
+use agentripe_store::{Payment, PaymentLease, TransferHolder};
 use agentripe_x402::{
     Authorization, ErrorReason, FacilitatorRequest,
     exact::{CLOCK_SKEW_SECONDS, MIN_SETTLEMENT_WINDOW_SECONDS},
@@ -103,19 +103,20 @@ impl MoneyIn {
                 .await;
         }
 
+        // Only the lease's holder submits: one taken over, whose successor may have refused the payment
+        // meanwhile, stops here (`PipelineError::Overtaken`) rather than charge its buyer.
+        let lease = PaymentLease { payment: payment.id, holder };
         let attempt = match self.facilitator.verify(&request).await {
             Some(end) => end,
             None => {
                 // A remote facilitator may submit a settlement and fail to say so: that it was asked is
-                // stored first, by a holder that still holds the lease. Not before `/verify`, which
-                // submits nothing: a mark left by a failed verification would keep a later refusal in
-                // doubt for nothing.
-                if self.facilitator.writer().is_none()
-                    && !self.store.note_settle_asked(payment.id, holder, now_ms()).await?
-                {
-                    return Err(PipelineError::Overtaken(subject()));
+                // stored first, under the lease. Not before `/verify`, which submits nothing: a mark left
+                // by a failed verification would keep a later refusal in doubt for nothing. Our own
+                // settlement is signed under the lease.
+                if self.facilitator.writer().is_none() {
+                    self.store.note_settle_asked(lease, now_ms()).await?;
                 }
-                self.facilitator.settle(payment.id, &request, asset).await?
+                self.facilitator.settle(lease, &request, asset).await?
             }
         };
         let (receipt, sent_by_us) = match attempt {

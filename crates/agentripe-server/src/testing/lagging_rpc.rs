@@ -3,10 +3,13 @@
 //! readable `lag` after the proxy first sees them mined. It counts the calls by method, which is how
 //! the load run measures the RPC calls a purchase costs (with no lag). It can also play a node that
 //! does not stamp logs with their block's time (`blockTimestamp`, which older nodes leave out), and a
-//! node behind the others that still answers a deposit's expiry with 0.
+//! node behind the others that still answers a deposit's expiry with 0. A test may have it take one
+//! step of its own before it forwards the simulation of a given call: a rival's move, made between the
+//! server's simulation and its signature.
 
 use std::{
     collections::{BTreeMap, HashMap},
+    pin::Pin,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU32, Ordering},
@@ -34,6 +37,19 @@ pub struct LaggingRpc {
     calls: Arc<Mutex<BTreeMap<String, u64>>>,
     /// How many `depositExpiresAt` calls are still to be answered with 0.
     zero_expiries: Arc<AtomicU32>,
+    before_estimate: Arc<Mutex<Option<Interlude>>>,
+}
+
+/// A step to take before forwarding the next `eth_estimateGas` of a call with `selector` (0x hex).
+struct Interlude {
+    selector: String,
+    step: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl std::fmt::Debug for Interlude {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interlude").field("selector", &self.selector).finish_non_exhaustive()
+    }
 }
 
 impl LaggingRpc {
@@ -59,6 +75,7 @@ impl LaggingRpc {
             first_seen: Arc::default(),
             calls: Arc::default(),
             zero_expiries: Arc::default(),
+            before_estimate: Arc::default(),
         };
         let app = axum::Router::new().route("/", post(forward)).with_state(proxy.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -68,6 +85,22 @@ impl LaggingRpc {
     /// Answers the next `count` `depositExpiresAt` calls with 0, as a node that has not seen the deposit.
     pub fn answer_zero_expiries(&self, count: u32) {
         self.zero_expiries.store(count, Ordering::SeqCst);
+    }
+
+    /// Takes `step` (once) before forwarding the next simulation (`eth_estimateGas`) of a call with
+    /// `selector`, and only then forwards it.
+    pub fn before_estimating(&self, selector: [u8; 4], step: impl Future<Output = ()> + Send + 'static) {
+        let selector = format!("0x{}", alloy::primitives::hex::encode(selector));
+        *self.before_estimate.lock().expect("lock") = Some(Interlude { selector, step: Box::pin(step) });
+    }
+
+    /// The interlude waiting for a simulation of `input`, if any.
+    fn interlude_before_estimating(&self, input: &str) -> Option<Interlude> {
+        let mut waiting = self.before_estimate.lock().expect("lock");
+        match waiting.as_ref() {
+            Some(interlude) if input.starts_with(&interlude.selector) => waiting.take(),
+            _ => None,
+        }
     }
 
     /// Takes one of the zero answers left, if any.
@@ -125,14 +158,17 @@ impl LaggingRpc {
 
 async fn forward(State(proxy): State<LaggingRpc>, Json(request): Json<Value>) -> Json<Value> {
     let method = request["method"].as_str().unwrap_or_default().to_owned();
+    let input = request["params"][0]["input"].as_str().or(request["params"][0]["data"].as_str());
     // Calls are told apart by their selector (the first 4 bytes of the call data).
-    let counted = match (
-        method.as_str(),
-        request["params"][0]["input"].as_str().or(request["params"][0]["data"].as_str()),
-    ) {
+    let counted = match (method.as_str(), input) {
         ("eth_call", Some(input)) => format!("eth_call {}", input.get(..10).unwrap_or(input)),
         _ => method.clone(),
     };
+    if let ("eth_estimateGas", Some(input)) = (method.as_str(), input)
+        && let Some(interlude) = proxy.interlude_before_estimating(input)
+    {
+        interlude.step.await;
+    }
     let expiry =
         format!("eth_call 0x{}", alloy::primitives::hex::encode(Agentripe::depositExpiresAtCall::SELECTOR));
     if counted == expiry && proxy.take_zero_expiry() {
