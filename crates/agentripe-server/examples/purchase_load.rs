@@ -36,7 +36,7 @@ use agentripe_server::{
     util::now_ms,
 };
 use agentripe_store::{
-    Claim, NewPayment, NewTask, SignedTx, Store,
+    Claim, NewPayment, NewTask, PaymentLease, SignedTx, Store,
     testing::{Engine, postgres_transactions},
 };
 use agentripe_x402::{Offer, PaymentPayload, Version, client, encode_header, v2};
@@ -464,6 +464,7 @@ impl Run {
 /// a task, with a settlement and a record transaction each, signed by a retired operator key (so the
 /// running server's nonces are untouched).
 async fn write_earlier_purchases(store: &Store, market: &Market, count: usize) {
+    const HOLDER: &str = "earlier";
     let retired = format!("{:#x}", Address::repeat_byte(0x7e));
     store.sync_nonce(&retired, 0).await.expect("nonce counter");
     let asset = format!("{:#x}", market.deployment.usdc);
@@ -484,7 +485,8 @@ async fn write_earlier_purchases(store: &Store, market: &Market, count: usize) {
             request: "{}".into(),
             search_from_block: i as i64,
         };
-        let Claim::New(payment) = store.claim_payment(&new, None, now_ms()).await.expect("claim") else {
+        let lease = Some((HOLDER, i64::MAX));
+        let Claim::New(payment) = store.claim_payment(&new, lease, now_ms()).await.expect("claim") else {
             panic!("a random authorization was claimed before")
         };
         for (purpose, subject) in [("settle", payment.id.to_string()), ("record", payment.id.to_string())] {
@@ -495,7 +497,8 @@ async fn write_earlier_purchases(store: &Store, market: &Market, count: usize) {
                 .expect("store")
                 .expect("signed");
         }
-        store.mark_payment_settled(payment.id, &deposit, &deposit, now_ms()).await.expect("settled");
+        let lease = PaymentLease { payment: payment.id, holder: HOLDER };
+        store.mark_payment_settled(lease, &deposit, &deposit, now_ms()).await.expect("settled");
         let task = NewTask {
             id: deposit,
             agent_id: new.agent_id,

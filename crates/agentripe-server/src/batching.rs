@@ -268,6 +268,8 @@ fn shared(result: &Written) -> Written {
         WriteError::Rpc(RpcError { context, message }) => {
             WriteError::Rpc(RpcError { context, message: message.clone() })
         }
+        // A batch is written under no payment's lease, so this is never `StoreError::Overtaken`: a
+        // leased write batched would have to keep that error, which its holder acts on.
         WriteError::Store(error) => {
             RpcError { context: "storing a batched write", message: error.to_string() }.into()
         }

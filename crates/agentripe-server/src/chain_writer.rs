@@ -33,7 +33,7 @@ pub enum WriteError {
     /// The node could not be reached or answered nonsense; try again later.
     #[error(transparent)]
     Rpc(#[from] RpcError),
-    /// The database failed.
+    /// The database failed, or a write under a payment's lease found it gone ([`StoreError::Overtaken`]).
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The transaction was not mined within the wait.
@@ -195,7 +195,7 @@ impl ChainWriter {
         to: Address,
         input: Bytes,
     ) -> Result<TransactionReceipt, WriteError> {
-        self.send_and_confirm_under(purpose, &[&lease.payment.to_string()], Some(lease), to, input).await
+        self.send_and_confirm_under(purpose, &[&leased_subject(lease)], Some(lease), to, input).await
     }
 
     /// [`Self::send_and_confirm`] of one transaction serving several subjects: a batch.
@@ -403,6 +403,15 @@ impl ChainWriter {
         Ok(true)
     }
 
+    /// [`Self::resume`] of the writes [`Self::send_and_confirm_leased`] made for the payment `lease` holds.
+    pub async fn resume_leased(
+        &self,
+        purpose: &str,
+        lease: PaymentLease<'_>,
+    ) -> Result<Option<TransactionReceipt>, WriteError> {
+        self.resume(purpose, &leased_subject(lease)).await
+    }
+
     /// What the chain says of the transactions stored for `purpose` on `subject`, latest first: the
     /// receipt of one that is mined (even one taken for dropped), after confirming one a crash left in
     /// flight. Every caller asks this before sending, so no write is sent twice.
@@ -460,6 +469,11 @@ fn sign(signer: &PrivateKeySigner, mut tx: TxEip1559) -> Result<SignedTx, String
         tx_hash: hex(*envelope.tx_hash()),
         raw_tx: format!("0x{}", alloy::primitives::hex::encode(envelope.encoded_2718())),
     })
+}
+
+/// The subject a write for the payment `lease` holds is stored under: the payment's id.
+fn leased_subject(lease: PaymentLease<'_>) -> String {
+    lease.payment.to_string()
 }
 
 fn stored_hash(tx: &ChainTx) -> Result<B256, RpcError> {

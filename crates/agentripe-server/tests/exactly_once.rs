@@ -311,7 +311,8 @@ on_both_engines!(
                 .await;
             }
         };
-        rpc.before_estimating(IERC3009::transferWithAuthorization_0Call::SELECTOR, rival);
+        let selector = IERC3009::transferWithAuthorization_0Call::SELECTOR;
+        rpc.around_estimating(selector, std::future::ready(()), rival);
         let mut config = market.config();
         config.rpc_url = rpc.url.clone();
         let server = market.start_with(config).await;
@@ -323,6 +324,66 @@ on_both_engines!(
         let store = agentripe_store::Store::connect(&market.database_url).await.expect("store");
         assert_eq!(store.txs_for("settle", "1").await.expect("txs"), vec![], "nothing signed");
         assert_eq!(market.usdc_balance(buyer.address()).await, U256::from(PRICE), "nothing charged");
+    }
+);
+
+on_both_engines!(
+    a_holder_whose_simulation_was_refused_does_not_fail_a_payment_its_successor_settles,
+    |market| async move {
+        use agentripe_chain::bindings::IERC3009;
+        use alloy::sol_types::SolCall;
+        use std::{sync::Arc, time::Duration};
+        // The claimant's simulation is refused (its buyer blacklisted for a moment); then it stalls past
+        // its lease, and a successor (the buyer cleared) signs the settlement, which waits in the pool.
+        // The claimant must not fail the payment: its buyer would be told "refused" and charged, with no
+        // task, and the successor, its lease gone with the failure, would never record it.
+        let rpc = LaggingRpc::start(market.anvil.endpoint(), Duration::ZERO).await;
+        // Each step holds the simulation until the test has taken its own.
+        let turn = Arc::new(tokio::sync::Barrier::new(2));
+        let step = || {
+            let turn = turn.clone();
+            async move {
+                turn.wait().await;
+                turn.wait().await;
+            }
+        };
+        rpc.around_estimating(IERC3009::transferWithAuthorization_0Call::SELECTOR, step(), step());
+        let mut config = market.config();
+        config.rpc_url = rpc.url.clone();
+        // A stalled process renews nothing: with its renewals far apart, the claimant misses the takeover.
+        config.payment_lease = Duration::from_secs(600);
+        config.purchase_timeout = Duration::from_secs(5);
+        let claimant = market.start_with(config).await;
+        let store = agentripe_store::Store::connect(&market.database_url).await.expect("store");
+        let buyer = market.buyer(PRICE).await;
+        let header = market.pay_v2(&buyer);
+        let buying = tokio::spawn({
+            let (url, header) = (claimant.purchase_url(market.agent_id), header.clone());
+            async move { reqwest::Client::new().post(url).header("PAYMENT-SIGNATURE", header).send().await }
+        });
+
+        turn.wait().await;
+        market.blacklist(buyer.address()).await;
+        turn.wait().await;
+        turn.wait().await;
+        market.unblacklist(buyer.address()).await;
+        market.hold_blocks().await;
+        agentripe_store::testing::execute(&store, "UPDATE payments SET lease_until = 0 WHERE id = 1").await;
+        let successor = market.start().await;
+        while store.txs_for("settle", "1").await.expect("txs").is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        turn.wait().await;
+
+        let response = buying.await.expect("join").expect("answered");
+        assert_eq!(response.status(), 503, "in doubt, never refused");
+        let body: Value = response.json().await.expect("json");
+        let follow = body["payment"]["follow"].as_str().expect("follow");
+        market.resume_mining().await;
+        successor.payment_eventually(follow, "recorded").await;
+        let task = task_id_of(successor.buy(market.agent_id, ("PAYMENT-SIGNATURE", &header), "").await).await;
+        assert_eq!(task, market.settlement_of(&header).await, "the buyer's retry gets the task");
+        assert_eq!(market.usdc_balance(buyer.address()).await, U256::ZERO, "charged once");
     }
 );
 

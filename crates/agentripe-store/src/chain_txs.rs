@@ -91,10 +91,10 @@ impl Store {
         let mut tx = self.pool().begin().await.context("beginning to sign")?;
         // The payment's row is locked before the nonce's; nothing takes the two the other way round.
         if let Some(lease) = lease
-            && !lease.holds(&mut tx).await?
+            && let Err(not_held) = lease.holds(&mut tx).await
         {
             tx.rollback().await.context("giving up a write")?;
-            return Err(StoreError::Overtaken(lease.payment));
+            return Err(not_held);
         }
         let nonce: i64 = sqlx::query_scalar(
             "UPDATE signer_nonces SET next_nonce = next_nonce + 1 WHERE signer = $1 RETURNING next_nonce - 1",

@@ -53,20 +53,35 @@ pub struct PaymentLease<'a> {
     pub holder: &'a str,
 }
 
+/// The condition of an update that only the holder of an unsettled payment's lease makes, with the
+/// payment as `$1` and the holder as `$2`. A lease run out but taken by no one still holds: its holder
+/// stalled, and no one acted in its place.
+macro_rules! held_unsettled {
+    () => {
+        " WHERE id = $1 AND status = 'verified' AND lease_holder = $2 AND lease_until IS NOT NULL"
+    };
+}
+
 impl PaymentLease<'_> {
-    /// Whether the payment is still unsettled and this lease's (run out perhaps, but taken by no one).
-    /// Its row stays locked until `tx` ends: a takeover waits, and then finds what `tx` stored.
-    pub(crate) async fn holds(self, tx: &mut sqlx::AnyConnection) -> Result<bool, StoreError> {
-        let result = sqlx::query(
-            "UPDATE payments SET lease_holder = lease_holder \
-             WHERE id = $1 AND status = 'verified' AND lease_holder = $2 AND lease_until IS NOT NULL",
-        )
-        .bind(self.payment)
-        .bind(self.holder)
-        .execute(tx)
-        .await
-        .context("checking a payment's lease")?;
-        Ok(result.rows_affected() == 1)
+    /// [`StoreError::Overtaken`] unless the payment is still unsettled and this lease's. Its row stays
+    /// locked until `tx` ends: a takeover waits, and then finds what `tx` stored.
+    pub(crate) async fn holds(self, tx: &mut sqlx::AnyConnection) -> Result<(), StoreError> {
+        let result =
+            sqlx::query(concat!("UPDATE payments SET lease_holder = lease_holder", held_unsettled!()))
+                .bind(self.payment)
+                .bind(self.holder)
+                .execute(tx)
+                .await
+                .context("checking a payment's lease")?;
+        self.made(result.rows_affected())
+    }
+
+    /// Whether an update through [`held_unsettled!`] that changed `rows` rows was this lease's to make.
+    fn made(self, rows: u64) -> Result<(), StoreError> {
+        match rows {
+            1 => Ok(()),
+            _ => Err(StoreError::Overtaken(self.payment)),
+        }
     }
 }
 
@@ -324,20 +339,17 @@ impl Store {
     /// unsettled and still the lease's: a holder taken over must not ask, or a payment its successor
     /// refused could be charged all the same.
     pub async fn note_settle_asked(&self, lease: PaymentLease<'_>, now_ms: i64) -> Result<(), StoreError> {
-        let result = sqlx::query(
-            "UPDATE payments SET settle_asked_at = COALESCE(settle_asked_at, $1), updated_at = $1 \
-             WHERE id = $2 AND status = 'verified' AND lease_holder = $3 AND lease_until IS NOT NULL",
-        )
-        .bind(now_ms)
+        let result = sqlx::query(concat!(
+            "UPDATE payments SET settle_asked_at = COALESCE(settle_asked_at, $3), updated_at = $3",
+            held_unsettled!()
+        ))
         .bind(lease.payment)
         .bind(lease.holder)
+        .bind(now_ms)
         .execute(self.pool())
         .await
         .context("noting a settlement asked for")?;
-        match result.rows_affected() {
-            1 => Ok(()),
-            _ => Err(StoreError::Overtaken(lease.payment)),
-        }
+        lease.made(result.rows_affected())
     }
 
     /// Notes that a remote facilitator submitted transaction `submitted_tx` to settle payment `id`.
@@ -359,45 +371,57 @@ impl Store {
         Ok(())
     }
 
-    /// Notes that transaction `settlement_tx` moved the tokens into the escrow, to be recorded under
-    /// `deposit_id`. False, and nothing noted, unless the payment was still unsettled: another holder
-    /// moved it on meanwhile (a failed payment's money, should it land all the same, is found again by a
-    /// retry of its authorization, or given back by the escrow audit).
+    /// Notes that transaction `settlement_tx` moved the tokens into the escrow of the payment `lease`
+    /// holds, to be recorded under `deposit_id`. [`StoreError::Overtaken`], and nothing noted, unless the
+    /// payment is unsettled and still the lease's: its successor settles it (a failed payment's money,
+    /// should it land all the same, is found again by a retry of its authorization, or given back by the
+    /// escrow audit).
     pub async fn mark_payment_settled(
         &self,
-        id: i64,
+        lease: PaymentLease<'_>,
         deposit_id: &str,
         settlement_tx: &str,
         now_ms: i64,
-    ) -> Result<bool, StoreError> {
-        let result = sqlx::query(
-            "UPDATE payments SET status = 'settled', deposit_id = $1, settlement_tx = $2, updated_at = $3 \
-             WHERE id = $4 AND status = 'verified'",
-        )
+    ) -> Result<(), StoreError> {
+        let result = sqlx::query(concat!(
+            "UPDATE payments SET status = 'settled', deposit_id = $3, settlement_tx = $4, updated_at = $5",
+            held_unsettled!()
+        ))
+        .bind(lease.payment)
+        .bind(lease.holder)
         .bind(deposit_id)
         .bind(settlement_tx)
         .bind(now_ms)
-        .bind(id)
         .execute(self.pool())
         .await
         .context("marking a payment settled")?;
-        Ok(result.rows_affected() == 1)
+        lease.made(result.rows_affected())
     }
 
-    /// Marks a payment that was never settled as failed; whether it was. A settled payment cannot fail:
-    /// its money is in the escrow and it goes on to be recorded.
-    pub async fn fail_payment(&self, id: i64, reason: &str, now_ms: i64) -> Result<bool, StoreError> {
-        let result = sqlx::query(
-            "UPDATE payments SET status = 'failed', failure = $1, lease_until = NULL, settle_asked_at = NULL, \
-             updated_at = $2 WHERE id = $3 AND status = 'verified'",
-        )
+    /// Marks the unsettled payment `lease` holds as failed, and gives its lease back. A settled payment
+    /// cannot fail: its money is in the escrow and it goes on to be recorded. [`StoreError::Overtaken`],
+    /// and nothing marked, unless the payment is unsettled and still the lease's: a holder whose
+    /// simulation was refused, then stalled while its successor settled (the buyer topped up), must not
+    /// tell the buyer "refused" while the settlement lands.
+    pub async fn fail_payment(
+        &self,
+        lease: PaymentLease<'_>,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let result = sqlx::query(concat!(
+            "UPDATE payments SET status = 'failed', failure = $3, lease_until = NULL, settle_asked_at = NULL, \
+             updated_at = $4",
+            held_unsettled!()
+        ))
+        .bind(lease.payment)
+        .bind(lease.holder)
         .bind(reason)
         .bind(now_ms)
-        .bind(id)
         .execute(self.pool())
         .await
         .context("failing a payment")?;
-        Ok(result.rows_affected() == 1)
+        lease.made(result.rows_affected())
     }
 
     /// Reopens a failed payment whose authorization is presented again (the buyer may have topped up).

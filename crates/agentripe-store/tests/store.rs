@@ -3,8 +3,8 @@
 use std::collections::BTreeSet;
 
 use agentripe_store::{
-    Claim, EscrowStatus, NewPayment, NewTask, PaymentLease, PaymentStatus, SignedTx, Store, StoreError,
-    TaskStatus, Verdict,
+    Claim, EscrowStatus, NewPayment, NewTask, Payment, PaymentLease, PaymentStatus, SignedTx, Store,
+    StoreError, TaskStatus, Verdict,
     testing::{Engine, fresh_store, store_upgraded_from},
 };
 
@@ -40,6 +40,22 @@ fn payment(nonce: &str) -> NewPayment {
         request: "{}".into(),
         search_from_block: 7,
     }
+}
+
+/// The holder of the payments [`claim_held`] claims.
+const HOLDER: &str = "a";
+
+/// Claims `new` (a new authorization) under a lease of [`HOLDER`]'s.
+async fn claim_held(store: &Store, new: &NewPayment) -> Payment {
+    match store.claim_payment(new, Some((HOLDER, NOW + 30_000)), NOW).await.expect("claim") {
+        Claim::New(payment) => payment,
+        Claim::Existing(_) => panic!("a new authorization was claimed before"),
+    }
+}
+
+/// [`HOLDER`]'s lease of `payment`.
+fn held(payment: &Payment) -> PaymentLease<'static> {
+    PaymentLease { payment: payment.id, holder: HOLDER }
 }
 
 fn task(id: &str) -> NewTask {
@@ -141,7 +157,7 @@ on_both_engines!(an_unanswered_ask_to_settle_is_kept_until_the_payment_fails, |s
     ask("a", NOW + 2).await.expect("note again");
     let read = async || store.payment(p.id).await.expect("read").expect("exists");
     assert_eq!(read().await.settle_asked_at, Some(NOW + 1), "the first unanswered ask");
-    assert!(store.fail_payment(p.id, "insufficient_funds", NOW + 3).await.expect("fail"));
+    store.fail_payment(held(&p), "insufficient_funds", NOW + 3).await.expect("fail");
     assert_eq!(read().await.settle_asked_at, None, "a refusal answered it");
     assert!(
         matches!(ask("a", NOW + 4).await, Err(StoreError::Overtaken(_))),
@@ -152,19 +168,23 @@ on_both_engines!(an_unanswered_ask_to_settle_is_kept_until_the_payment_fails, |s
 });
 
 on_both_engines!(only_an_unsettled_payment_can_fail, |store| async move {
-    let Claim::New(p) = store.claim_payment(&payment("0x01"), None, NOW).await.expect("claim") else {
-        panic!()
-    };
-    assert!(store.fail_payment(p.id, "insufficient_funds", NOW).await.expect("fail"));
+    let p = claim_held(&store, &payment("0x01")).await;
+    store.fail_payment(held(&p), "insufficient_funds", NOW).await.expect("fail");
     let failed = store.payment(p.id).await.expect("read").expect("exists");
     assert_eq!(failed.status, PaymentStatus::Failed);
     assert_eq!(failed.failure.as_deref(), Some("insufficient_funds"));
     assert!(store.reopen_payment(p.id, NOW).await.expect("reopen"));
     assert!(!store.reopen_payment(p.id, NOW).await.expect("reopen twice"), "only a failed payment reopens");
-
-    store.mark_payment_settled(p.id, "0xdeposit", "0xdeposit", NOW).await.expect("settle");
+    let overtaken = |result| matches!(result, Err(StoreError::Overtaken(id)) if id == p.id);
     assert!(
-        !store.fail_payment(p.id, "unexpected_settle_error", NOW).await.expect("fail"),
+        overtaken(store.fail_payment(held(&p), "insufficient_funds", NOW).await),
+        "failing gave the lease back: a reopened payment is leased afresh"
+    );
+
+    store.lease_payment(p.id, HOLDER, NOW + 1, NOW + 30_000).await.expect("lease").expect("leased");
+    store.mark_payment_settled(held(&p), "0xdeposit", "0xdeposit", NOW + 2).await.expect("settle");
+    assert!(
+        overtaken(store.fail_payment(held(&p), "unexpected_settle_error", NOW + 3).await),
         "money is in escrow"
     );
     let settled = store.payment(p.id).await.expect("read").expect("exists");
@@ -172,28 +192,49 @@ on_both_engines!(only_an_unsettled_payment_can_fail, |store| async move {
     assert_eq!(settled.deposit_id.as_deref(), Some("0xdeposit"));
 });
 
+on_both_engines!(only_its_lease_holder_fails_or_settles_a_payment, |store| async move {
+    let p = claim_held(&store, &payment("0x01")).await;
+    let overtaken = |result| matches!(result, Err(StoreError::Overtaken(id)) if id == p.id);
+    let stranger = PaymentLease { payment: p.id, holder: "b" };
+    assert!(overtaken(store.fail_payment(stranger, "insufficient_funds", NOW).await), "not b's to fail");
+    assert!(overtaken(store.mark_payment_settled(stranger, "0xd", "0xd", NOW).await), "nor to settle");
+
+    // Its holder's simulation was refused, and it stalled past its lease; its successor (the buyer had
+    // topped up) settles. The stale holder must not tell the buyer "refused" meanwhile.
+    store.lease_payment(p.id, "b", NOW + 30_001, NOW + 60_000).await.expect("lease").expect("taken over");
+    assert!(overtaken(store.fail_payment(held(&p), "insufficient_funds", NOW + 30_002).await));
+    assert!(overtaken(store.mark_payment_settled(held(&p), "0xd", "0xd", NOW + 30_002).await));
+    assert_eq!(store.payment(p.id).await.expect("read").expect("exists").status, PaymentStatus::Verified);
+    store.mark_payment_settled(stranger, "0xdeposit", "0xdeposit", NOW + 30_003).await.expect("settle");
+    assert_eq!(store.payment(p.id).await.expect("read").expect("exists").status, PaymentStatus::Settled);
+
+    // A lease given back holds no more: its holder asked the reconciler to take the payment up.
+    let q = claim_held(&store, &payment("0x02")).await;
+    store.unlease_payment(q.id, HOLDER).await.expect("unlease");
+    let given_back = store.fail_payment(held(&q), "insufficient_funds", NOW).await;
+    assert!(matches!(given_back, Err(StoreError::Overtaken(id)) if id == q.id));
+});
+
 on_both_engines!(only_an_unsettled_payment_is_marked_settled, |store| async move {
-    let Claim::New(p) = store.claim_payment(&payment("0x01"), None, NOW).await.expect("claim") else {
-        panic!()
-    };
-    // A holder whose payment another failed meanwhile is told so, and records no task beside a refusal.
-    assert!(store.fail_payment(p.id, "insufficient_funds", NOW).await.expect("fail"));
-    let marked = store.mark_payment_settled(p.id, "0xdeposit", "0xdeposit", NOW + 1).await.expect("settle");
-    assert!(!marked, "a failed payment is not settled by a stale holder");
+    let p = claim_held(&store, &payment("0x01")).await;
+    let overtaken = |result| matches!(result, Err(StoreError::Overtaken(id)) if id == p.id);
+    // A holder whose payment was failed meanwhile is told so, and records no task beside a refusal.
+    store.fail_payment(held(&p), "insufficient_funds", NOW).await.expect("fail");
+    let marked = store.mark_payment_settled(held(&p), "0xdeposit", "0xdeposit", NOW + 1).await;
+    assert!(overtaken(marked), "a failed payment is not settled by a stale holder");
     assert_eq!(store.payment(p.id).await.expect("read").expect("exists").status, PaymentStatus::Failed);
     // A retry of its authorization reopens it, and its settlement (found on chain) settles it once.
     assert!(store.reopen_payment(p.id, NOW + 2).await.expect("reopen"));
-    assert!(store.mark_payment_settled(p.id, "0xdeposit", "0xdeposit", NOW + 3).await.expect("settle"));
-    let again = store.mark_payment_settled(p.id, "0xdeposit", "0xdeposit", NOW + 4).await.expect("settle");
-    assert!(!again, "settled once");
+    store.lease_payment(p.id, HOLDER, NOW + 2, NOW + 30_000).await.expect("lease").expect("leased");
+    store.mark_payment_settled(held(&p), "0xdeposit", "0xdeposit", NOW + 3).await.expect("settle");
+    let again = store.mark_payment_settled(held(&p), "0xdeposit", "0xdeposit", NOW + 4).await;
+    assert!(overtaken(again), "settled once");
 });
 
 on_both_engines!(recording_creates_the_task_once, |store| async move {
-    let Claim::New(p) = store.claim_payment(&payment("0x01"), None, NOW).await.expect("claim") else {
-        panic!()
-    };
+    let p = claim_held(&store, &payment("0x01")).await;
     assert_eq!(store.task("0xdeposit").await.expect("read"), None, "no task before the deposit is recorded");
-    store.mark_payment_settled(p.id, "0xdeposit", "0xdeposit", NOW).await.expect("settle");
+    store.mark_payment_settled(held(&p), "0xdeposit", "0xdeposit", NOW).await.expect("settle");
     store.record_payment(p.id, &task("0xdeposit"), NOW + 5).await.expect("record");
     store.record_payment(p.id, &task("0xdeposit"), NOW + 9).await.expect("recording twice is harmless");
 
@@ -279,7 +320,10 @@ on_both_engines!(a_settlement_is_signed_only_under_its_payments_lease, |store| a
     // the payment failed.
     assert!(store.lease_payment(p.id, "b", NOW + 60_000, NOW + 90_000).await.expect("lease").is_some());
     assert!(overtaken(sign("a", "0xa2").await), "a holder taken over does not sign");
-    assert!(store.fail_payment(p.id, "insufficient_funds", NOW + 60_001).await.expect("fail"));
+    store
+        .fail_payment(PaymentLease { payment: p.id, holder: "b" }, "insufficient_funds", NOW + 60_001)
+        .await
+        .expect("fail");
     assert!(overtaken(sign("b", "0xb2").await), "a failed payment is not settled");
 
     let stored = store.txs_for("settle", &subject).await.expect("txs");
@@ -367,10 +411,8 @@ where
 }
 
 async fn recorded_task(store: &Store, id: &str, nonce: &str) {
-    let Claim::New(p) = store.claim_payment(&payment(nonce), None, NOW).await.expect("claim") else {
-        panic!()
-    };
-    store.mark_payment_settled(p.id, id, id, NOW).await.expect("settle");
+    let p = claim_held(store, &payment(nonce)).await;
+    store.mark_payment_settled(held(&p), id, id, NOW).await.expect("settle");
     store.record_payment(p.id, &task(id), NOW).await.expect("record");
 }
 
@@ -499,18 +541,15 @@ on_both_engines!(refused_payments_are_forgotten_once_expired_and_nothing_else_is
         let store = store.clone();
         async move {
             let new = NewPayment { valid_before, ..payment(nonce) };
-            match store.claim_payment(&new, None, NOW).await.expect("claim") {
-                Claim::New(payment) => payment.id,
-                Claim::Existing(_) => panic!("new"),
-            }
+            claim_held(&store, &new).await
         }
     };
-    let expired_refusal = claimed("0x01", 1_000).await;
-    let recent_refusal = claimed("0x02", 5_000).await;
-    let expired_in_flight = claimed("0x03", 1_000).await;
-    for id in [expired_refusal, recent_refusal] {
-        assert!(store.fail_payment(id, "insufficient_funds", NOW).await.expect("fail"));
+    let (expired_refusal, recent_refusal) = (claimed("0x01", 1_000).await, claimed("0x02", 5_000).await);
+    let expired_in_flight = claimed("0x03", 1_000).await.id;
+    for refused in [&expired_refusal, &recent_refusal] {
+        store.fail_payment(held(refused), "insufficient_funds", NOW).await.expect("fail");
     }
+    let (expired_refusal, recent_refusal) = (expired_refusal.id, recent_refusal.id);
     assert_eq!(store.prune_failed_payments(2_000).await.expect("prune"), 1);
     assert_eq!(store.payment(expired_refusal).await.expect("read"), None);
     assert!(
@@ -574,10 +613,8 @@ on_both_engines!(agents_are_found_by_the_start_of_any_of_their_words, |store| as
 
 on_both_engines!(the_audits_lookup_finds_our_settlements_among_many, |store| async move {
     // One payment settled by 0xsettled, one still settling.
-    let Claim::New(settled) = store.claim_payment(&payment("0x01"), None, NOW).await.expect("claim") else {
-        panic!()
-    };
-    store.mark_payment_settled(settled.id, "0xsettled", "0xsettled", NOW).await.expect("settle");
+    let settled = claim_held(&store, &payment("0x01")).await;
+    store.mark_payment_settled(held(&settled), "0xsettled", "0xsettled", NOW).await.expect("settle");
     store.claim_payment(&payment("0x02"), None, NOW).await.expect("claim");
 
     // More values than one statement takes at a time (500), with the known ones past the first chunk.

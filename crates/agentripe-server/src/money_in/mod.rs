@@ -16,7 +16,7 @@ mod settlement;
 use std::{sync::Arc, time::Duration};
 
 use agentripe_chain::{Deployment, bindings::IERC3009};
-use agentripe_store::{Claim, NewPayment, Payment, PaymentStatus, Store};
+use agentripe_store::{Claim, NewPayment, Payment, PaymentLease, PaymentStatus, Store};
 use agentripe_x402::{
     ErrorReason, FacilitatorRequest, Offer, PaymentPayload, VerifiedPayment, v2::ResourceInfo,
 };
@@ -494,26 +494,23 @@ impl MoneyIn {
 
     /// Settles, then records: each step reads the payment it was handed and says what became of it.
     async fn advance_leased(&self, mut payment: Payment, holder: &str) -> Result<Outcome, PipelineError> {
-        let id = payment.id;
+        let (id, lease) = (payment.id, PaymentLease { payment: payment.id, holder });
         // A record is sent only for a settled payment, by its lease holder: one this call settles has none.
         let may_have_a_record = payment.status == PaymentStatus::Settled;
         if payment.status == PaymentStatus::Verified {
-            match self.settle(&payment, holder).await? {
+            match self.settle(&payment, lease).await? {
                 Ok(settlement) => {
                     let (deposit, transaction) = (hex(settlement.deposit_id), hex(settlement.transaction));
-                    // Recorded only by the holder that settled it: one whose payment another holder
-                    // failed meanwhile creates no task beside a refusal.
-                    if !self.store.mark_payment_settled(id, &deposit, &transaction, now_ms()).await? {
-                        return Err(PipelineError::Overtaken(format!("payment {id}")));
-                    }
+                    // Only while the lease holds: one whose payment another holder failed meanwhile
+                    // creates no task beside a refusal.
+                    self.store.mark_payment_settled(lease, &deposit, &transaction, now_ms()).await?;
                     payment.status = PaymentStatus::Settled;
                     payment.deposit_id = Some(deposit);
                     payment.settlement_tx = Some(transaction);
                 }
                 Err(reason) => {
-                    if !self.store.fail_payment(id, &reason.to_string(), now_ms()).await? {
-                        return Err(PipelineError::Overtaken(format!("payment {id}")));
-                    }
+                    // Only while the lease holds: a successor may have settled it meanwhile.
+                    self.store.fail_payment(lease, &reason.to_string(), now_ms()).await?;
                     tracing::info!(payment = id, %reason, "payment refused; nothing was charged");
                     return Ok(Outcome::Failed(reason));
                 }

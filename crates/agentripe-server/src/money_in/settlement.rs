@@ -58,7 +58,11 @@ enum OnChain {
 
 impl MoneyIn {
     /// Gets the payment's tokens into the escrow, or a reason why they never will be.
-    pub(super) async fn settle(&self, payment: &Payment, holder: &str) -> Result<Settled, PipelineError> {
+    pub(super) async fn settle(
+        &self,
+        payment: &Payment,
+        lease: PaymentLease<'_>,
+    ) -> Result<Settled, PipelineError> {
         let subject = || format!("payment {}", payment.id);
         let request: FacilitatorRequest = serde_json::from_str(&payment.new.payment)
             .map_err(|error| PipelineError::corrupt(subject(), error.to_string()))?;
@@ -70,7 +74,7 @@ impl MoneyIn {
         // An attempt of ours that a crash left in flight: only a payment leased before can have one.
         if payment.leases > 1
             && let Some(writer) = self.facilitator.writer()
-            && let Some(receipt) = writer.resume("settle", &payment.id.to_string()).await?
+            && let Some(receipt) = writer.resume_leased("settle", lease).await?
             && let Some(settlement) = self.transfer_into_escrow(&receipt, authorization, asset)
         {
             return Ok(Ok(settlement));
@@ -104,8 +108,8 @@ impl MoneyIn {
         }
 
         // Only the lease's holder submits: one taken over, whose successor may have refused the payment
-        // meanwhile, stops here (`PipelineError::Overtaken`) rather than charge its buyer.
-        let lease = PaymentLease { payment: payment.id, holder };
+        // meanwhile, asks no facilitator and signs nothing (`PipelineError::Overtaken`) rather than
+        // charge its buyer. Our own simulation may still run; the signature waits for the lease's check.
         let attempt = match self.facilitator.verify(&request).await {
             Some(end) => end,
             None => {

@@ -3,9 +3,9 @@
 //! readable `lag` after the proxy first sees them mined. It counts the calls by method, which is how
 //! the load run measures the RPC calls a purchase costs (with no lag). It can also play a node that
 //! does not stamp logs with their block's time (`blockTimestamp`, which older nodes leave out), and a
-//! node behind the others that still answers a deposit's expiry with 0. A test may have it take one
-//! step of its own before it forwards the simulation of a given call: a rival's move, made between the
-//! server's simulation and its signature.
+//! node behind the others that still answers a deposit's expiry with 0. A test may have it take steps
+//! of its own around the simulation of a given call: a rival's move, made before the server's
+//! simulation or between its answer and what the server does with it.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -37,13 +37,17 @@ pub struct LaggingRpc {
     calls: Arc<Mutex<BTreeMap<String, u64>>>,
     /// How many `depositExpiresAt` calls are still to be answered with 0.
     zero_expiries: Arc<AtomicU32>,
-    before_estimate: Arc<Mutex<Option<Interlude>>>,
+    around_estimate: Arc<Mutex<Option<Interlude>>>,
 }
 
-/// A step to take before forwarding the next `eth_estimateGas` of a call with `selector` (0x hex).
+type Step = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Steps to take around the next `eth_estimateGas` of a call with `selector` (0x hex): `before`
+/// forwarding it, and `after` its answer came back, before passing that on.
 struct Interlude {
     selector: String,
-    step: Pin<Box<dyn Future<Output = ()> + Send>>,
+    before: Step,
+    after: Step,
 }
 
 impl std::fmt::Debug for Interlude {
@@ -75,7 +79,7 @@ impl LaggingRpc {
             first_seen: Arc::default(),
             calls: Arc::default(),
             zero_expiries: Arc::default(),
-            before_estimate: Arc::default(),
+            around_estimate: Arc::default(),
         };
         let app = axum::Router::new().route("/", post(forward)).with_state(proxy.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -87,16 +91,22 @@ impl LaggingRpc {
         self.zero_expiries.store(count, Ordering::SeqCst);
     }
 
-    /// Takes `step` (once) before forwarding the next simulation (`eth_estimateGas`) of a call with
-    /// `selector`, and only then forwards it.
-    pub fn before_estimating(&self, selector: [u8; 4], step: impl Future<Output = ()> + Send + 'static) {
+    /// Around the next simulation (`eth_estimateGas`) of a call with `selector` (once): takes `before`,
+    /// forwards the simulation, takes `after`, and only then answers it.
+    pub fn around_estimating(
+        &self,
+        selector: [u8; 4],
+        before: impl Future<Output = ()> + Send + 'static,
+        after: impl Future<Output = ()> + Send + 'static,
+    ) {
         let selector = format!("0x{}", alloy::primitives::hex::encode(selector));
-        *self.before_estimate.lock().expect("lock") = Some(Interlude { selector, step: Box::pin(step) });
+        let interlude = Interlude { selector, before: Box::pin(before), after: Box::pin(after) };
+        *self.around_estimate.lock().expect("lock") = Some(interlude);
     }
 
     /// The interlude waiting for a simulation of `input`, if any.
-    fn interlude_before_estimating(&self, input: &str) -> Option<Interlude> {
-        let mut waiting = self.before_estimate.lock().expect("lock");
+    fn interlude_around_estimating(&self, input: &str) -> Option<Interlude> {
+        let mut waiting = self.around_estimate.lock().expect("lock");
         match waiting.as_ref() {
             Some(interlude) if input.starts_with(&interlude.selector) => waiting.take(),
             _ => None,
@@ -164,11 +174,17 @@ async fn forward(State(proxy): State<LaggingRpc>, Json(request): Json<Value>) ->
         ("eth_call", Some(input)) => format!("eth_call {}", input.get(..10).unwrap_or(input)),
         _ => method.clone(),
     };
-    if let ("eth_estimateGas", Some(input)) = (method.as_str(), input)
-        && let Some(interlude) = proxy.interlude_before_estimating(input)
-    {
-        interlude.step.await;
-    }
+    let interlude = match (method.as_str(), input) {
+        ("eth_estimateGas", Some(input)) => proxy.interlude_around_estimating(input),
+        _ => None,
+    };
+    let after = match interlude {
+        Some(Interlude { before, after, .. }) => {
+            before.await;
+            Some(after)
+        }
+        None => None,
+    };
     let expiry =
         format!("eth_call 0x{}", alloy::primitives::hex::encode(Agentripe::depositExpiresAtCall::SELECTOR));
     if counted == expiry && proxy.take_zero_expiry() {
@@ -186,6 +202,9 @@ async fn forward(State(proxy): State<LaggingRpc>, Json(request): Json<Value>) ->
     let mut answer = answer;
     if let Some(result) = answer.get_mut("result") {
         *result = proxy.lag_behind(&method, result.take());
+    }
+    if let Some(after) = after {
+        after.await;
     }
     Json(answer)
 }
