@@ -36,7 +36,7 @@ use agentripe_server::{
     util::now_ms,
 };
 use agentripe_store::{
-    Claim, NewPayment, NewTask, PaymentLease, SignedTx, Store,
+    Claim, NewPayment, NewTask, SignedTx, Store,
     testing::{Engine, postgres_transactions},
 };
 use agentripe_x402::{Offer, PaymentPayload, Version, client, encode_header, v2};
@@ -497,7 +497,7 @@ async fn write_earlier_purchases(store: &Store, market: &Market, count: usize) {
                 .expect("store")
                 .expect("signed");
         }
-        let lease = PaymentLease { payment: payment.id, holder: HOLDER };
+        let lease = payment.leased_by(HOLDER);
         store.mark_payment_settled(lease, &deposit, &deposit, now_ms()).await.expect("settled");
         let task = NewTask {
             id: deposit,

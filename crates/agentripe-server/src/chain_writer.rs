@@ -403,7 +403,8 @@ impl ChainWriter {
         Ok(true)
     }
 
-    /// [`Self::resume`] of the writes [`Self::send_and_confirm_leased`] made for the payment `lease` holds.
+    /// [`Self::resume`] of the writes [`Self::send_and_confirm_leased`] made for the payment `lease` holds
+    /// (by this holder or any before it). The lease is not checked: resuming signs nothing.
     pub async fn resume_leased(
         &self,
         purpose: &str,

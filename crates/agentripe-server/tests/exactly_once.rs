@@ -333,6 +333,7 @@ on_both_engines!(
         use agentripe_chain::bindings::IERC3009;
         use alloy::sol_types::SolCall;
         use std::{sync::Arc, time::Duration};
+        use tokio::time::timeout;
         // The claimant's simulation is refused (its buyer blacklisted for a moment); then it stalls past
         // its lease, and a successor (the buyer cleared) signs the settlement, which waits in the pool.
         // The claimant must not fail the payment: its buyer would be told "refused" and charged, with no
@@ -347,13 +348,19 @@ on_both_engines!(
                 turn.wait().await;
             }
         };
+        let take_turn = async || {
+            timeout(Duration::from_secs(30), turn.wait()).await.expect("the claimant simulates");
+        };
         rpc.around_estimating(IERC3009::transferWithAuthorization_0Call::SELECTOR, step(), step());
         let mut config = market.config();
         config.rpc_url = rpc.url.clone();
-        // A stalled process renews nothing: with its renewals far apart, the claimant misses the takeover.
+        // A stalled process renews nothing: with its renewals far apart, the claimant misses the takeover;
+        // and its own reconciler does not take the payment up in the successor's place.
         config.payment_lease = Duration::from_secs(600);
+        config.reconcile_interval = Duration::from_secs(3600);
         config.purchase_timeout = Duration::from_secs(5);
         let claimant = market.start_with(config).await;
+        let successor = market.start().await;
         let store = agentripe_store::Store::connect(&market.database_url).await.expect("store");
         let buyer = market.buyer(PRICE).await;
         let header = market.pay_v2(&buyer);
@@ -362,18 +369,20 @@ on_both_engines!(
             async move { reqwest::Client::new().post(url).header("PAYMENT-SIGNATURE", header).send().await }
         });
 
-        turn.wait().await;
+        take_turn().await;
         market.blacklist(buyer.address()).await;
-        turn.wait().await;
-        turn.wait().await;
+        take_turn().await;
+        take_turn().await;
         market.unblacklist(buyer.address()).await;
         market.hold_blocks().await;
         agentripe_store::testing::execute(&store, "UPDATE payments SET lease_until = 0 WHERE id = 1").await;
-        let successor = market.start().await;
-        while store.txs_for("settle", "1").await.expect("txs").is_empty() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        turn.wait().await;
+        let signed = async {
+            while store.txs_for("settle", "1").await.expect("txs").is_empty() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        timeout(Duration::from_secs(30), signed).await.expect("the successor signs its settlement");
+        take_turn().await;
 
         let response = buying.await.expect("join").expect("answered");
         assert_eq!(response.status(), 503, "in doubt, never refused");

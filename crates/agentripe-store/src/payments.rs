@@ -44,9 +44,10 @@ pub struct NewPayment {
     pub search_from_block: i64,
 }
 
-/// The lease of an unsettled payment that a settlement of it is signed under: a holder that was taken
-/// over (its lease gone to another, or given back) or whose payment another moved on stores nothing,
-/// so it cannot charge a buyer its successor refused.
+/// A holder's lease of an unsettled payment, which every step that moves the payment on is taken under
+/// (asking to settle it, signing its settlement, marking it settled or failed): a holder that was taken
+/// over (its lease gone to another, or given back) or whose payment another moved on stores nothing, so
+/// it can neither charge a buyer its successor refused nor refuse one its successor is charging.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PaymentLease<'a> {
     pub payment: i64,
@@ -107,6 +108,13 @@ pub struct Payment {
     /// How many holders have leased it (see `lease_payment`): 1 for the first only. A holder of a version
     /// that did not count (before migration 0022) still makes the next one at least the second.
     pub leases: i64,
+}
+
+impl Payment {
+    /// `holder`'s lease of this payment.
+    pub fn leased_by<'a>(&self, holder: &'a str) -> PaymentLease<'a> {
+        PaymentLease { payment: self.id, holder }
+    }
 }
 
 /// The outcome of claiming a payment.

@@ -55,7 +55,12 @@ async fn claim_held(store: &Store, new: &NewPayment) -> Payment {
 
 /// [`HOLDER`]'s lease of `payment`.
 fn held(payment: &Payment) -> PaymentLease<'static> {
-    PaymentLease { payment: payment.id, holder: HOLDER }
+    payment.leased_by(HOLDER)
+}
+
+/// Whether `result` is a step refused because `payment` was not the stepper's to move on.
+fn overtaken<T>(result: Result<T, StoreError>, payment: &Payment) -> bool {
+    matches!(result, Err(StoreError::Overtaken(id)) if id == payment.id)
 }
 
 fn task(id: &str) -> NewTask {
@@ -148,9 +153,9 @@ on_both_engines!(an_unanswered_ask_to_settle_is_kept_until_the_payment_fails, |s
     let claimed = store.claim_payment(&payment("0x01"), Some(("a", NOW + 30_000)), NOW).await;
     let Claim::New(p) = claimed.expect("claim") else { panic!() };
     assert_eq!(p.settle_asked_at, None);
-    let ask = async |holder, now| store.note_settle_asked(PaymentLease { payment: p.id, holder }, now).await;
+    let ask = async |holder, now| store.note_settle_asked(p.leased_by(holder), now).await;
     assert!(
-        matches!(ask("b", NOW + 1).await, Err(StoreError::Overtaken(id)) if id == p.id),
+        overtaken(ask("b", NOW + 1).await, &p),
         "only its holder asks"
     );
     ask("a", NOW + 1).await.expect("note");
@@ -160,7 +165,7 @@ on_both_engines!(an_unanswered_ask_to_settle_is_kept_until_the_payment_fails, |s
     store.fail_payment(held(&p), "insufficient_funds", NOW + 3).await.expect("fail");
     assert_eq!(read().await.settle_asked_at, None, "a refusal answered it");
     assert!(
-        matches!(ask("a", NOW + 4).await, Err(StoreError::Overtaken(_))),
+        overtaken(ask("a", NOW + 4).await, &p),
         "a failed payment is not asked"
     );
     assert!(store.reopen_payment(p.id, NOW + 4).await.expect("reopen"));
@@ -175,16 +180,15 @@ on_both_engines!(only_an_unsettled_payment_can_fail, |store| async move {
     assert_eq!(failed.failure.as_deref(), Some("insufficient_funds"));
     assert!(store.reopen_payment(p.id, NOW).await.expect("reopen"));
     assert!(!store.reopen_payment(p.id, NOW).await.expect("reopen twice"), "only a failed payment reopens");
-    let overtaken = |result| matches!(result, Err(StoreError::Overtaken(id)) if id == p.id);
     assert!(
-        overtaken(store.fail_payment(held(&p), "insufficient_funds", NOW).await),
+        overtaken(store.fail_payment(held(&p), "insufficient_funds", NOW).await, &p),
         "failing gave the lease back: a reopened payment is leased afresh"
     );
 
     store.lease_payment(p.id, HOLDER, NOW + 1, NOW + 30_000).await.expect("lease").expect("leased");
     store.mark_payment_settled(held(&p), "0xdeposit", "0xdeposit", NOW + 2).await.expect("settle");
     assert!(
-        overtaken(store.fail_payment(held(&p), "unexpected_settle_error", NOW + 3).await),
+        overtaken(store.fail_payment(held(&p), "unexpected_settle_error", NOW + 3).await, &p),
         "money is in escrow"
     );
     let settled = store.payment(p.id).await.expect("read").expect("exists");
@@ -194,41 +198,43 @@ on_both_engines!(only_an_unsettled_payment_can_fail, |store| async move {
 
 on_both_engines!(only_its_lease_holder_fails_or_settles_a_payment, |store| async move {
     let p = claim_held(&store, &payment("0x01")).await;
-    let overtaken = |result| matches!(result, Err(StoreError::Overtaken(id)) if id == p.id);
-    let stranger = PaymentLease { payment: p.id, holder: "b" };
-    assert!(overtaken(store.fail_payment(stranger, "insufficient_funds", NOW).await), "not b's to fail");
-    assert!(overtaken(store.mark_payment_settled(stranger, "0xd", "0xd", NOW).await), "nor to settle");
+    let stranger = p.leased_by("b");
+    assert!(overtaken(store.fail_payment(stranger, "insufficient_funds", NOW).await, &p), "not b's to fail");
+    assert!(overtaken(store.mark_payment_settled(stranger, "0xd", "0xd", NOW).await, &p), "nor to settle");
 
     // Its holder's simulation was refused, and it stalled past its lease; its successor (the buyer had
     // topped up) settles. The stale holder must not tell the buyer "refused" meanwhile.
     store.lease_payment(p.id, "b", NOW + 30_001, NOW + 60_000).await.expect("lease").expect("taken over");
-    assert!(overtaken(store.fail_payment(held(&p), "insufficient_funds", NOW + 30_002).await));
-    assert!(overtaken(store.mark_payment_settled(held(&p), "0xd", "0xd", NOW + 30_002).await));
+    assert!(overtaken(store.fail_payment(held(&p), "insufficient_funds", NOW + 30_002).await, &p));
+    assert!(overtaken(store.mark_payment_settled(held(&p), "0xd", "0xd", NOW + 30_002).await, &p));
     assert_eq!(store.payment(p.id).await.expect("read").expect("exists").status, PaymentStatus::Verified);
     store.mark_payment_settled(stranger, "0xdeposit", "0xdeposit", NOW + 30_003).await.expect("settle");
     assert_eq!(store.payment(p.id).await.expect("read").expect("exists").status, PaymentStatus::Settled);
+
+    // A lease run out but taken by no one still holds: its holder stalled, and no one acted instead.
+    let r = claim_held(&store, &payment("0x03")).await;
+    store.fail_payment(held(&r), "insufficient_funds", NOW + 40_000).await.expect("fail");
 
     // A lease given back holds no more: its holder asked the reconciler to take the payment up.
     let q = claim_held(&store, &payment("0x02")).await;
     store.unlease_payment(q.id, HOLDER).await.expect("unlease");
     let given_back = store.fail_payment(held(&q), "insufficient_funds", NOW).await;
-    assert!(matches!(given_back, Err(StoreError::Overtaken(id)) if id == q.id));
+    assert!(overtaken(given_back, &q));
 });
 
 on_both_engines!(only_an_unsettled_payment_is_marked_settled, |store| async move {
     let p = claim_held(&store, &payment("0x01")).await;
-    let overtaken = |result| matches!(result, Err(StoreError::Overtaken(id)) if id == p.id);
     // A holder whose payment was failed meanwhile is told so, and records no task beside a refusal.
     store.fail_payment(held(&p), "insufficient_funds", NOW).await.expect("fail");
     let marked = store.mark_payment_settled(held(&p), "0xdeposit", "0xdeposit", NOW + 1).await;
-    assert!(overtaken(marked), "a failed payment is not settled by a stale holder");
+    assert!(overtaken(marked, &p), "a failed payment is not settled by a stale holder");
     assert_eq!(store.payment(p.id).await.expect("read").expect("exists").status, PaymentStatus::Failed);
     // A retry of its authorization reopens it, and its settlement (found on chain) settles it once.
     assert!(store.reopen_payment(p.id, NOW + 2).await.expect("reopen"));
     store.lease_payment(p.id, HOLDER, NOW + 2, NOW + 30_000).await.expect("lease").expect("leased");
     store.mark_payment_settled(held(&p), "0xdeposit", "0xdeposit", NOW + 3).await.expect("settle");
     let again = store.mark_payment_settled(held(&p), "0xdeposit", "0xdeposit", NOW + 4).await;
-    assert!(overtaken(again), "settled once");
+    assert!(overtaken(again, &p), "settled once");
 });
 
 on_both_engines!(recording_creates_the_task_once, |store| async move {
@@ -308,23 +314,22 @@ on_both_engines!(a_settlement_is_signed_only_under_its_payments_lease, |store| a
     let Claim::New(p) = claimed.expect("claim") else { panic!() };
     let subject = p.id.to_string();
     let sign = async |holder, hash: &str| {
-        let lease = Some(PaymentLease { payment: p.id, holder });
+        let lease = Some(p.leased_by(holder));
         let signed = SignedTx { tx_hash: hash.into(), raw_tx: "0x01".into() };
         store.sign_and_store("0xsigner", "settle", &[&subject], lease, NOW, |_| Ok::<_, ()>(signed)).await
     };
-    let overtaken = |result| matches!(result, Err(StoreError::Overtaken(id)) if id == p.id);
-    assert!(overtaken(sign("b", "0xb").await), "only its holder signs");
+    assert!(overtaken(sign("b", "0xb").await, &p), "only its holder signs");
     assert_eq!(sign("a", "0xa").await.expect("store").expect("sign").nonce, 0, "no nonce used up before");
 
     // Its lease ran out and went to another: the stale holder signs nothing more, nor does anyone once
     // the payment failed.
     assert!(store.lease_payment(p.id, "b", NOW + 60_000, NOW + 90_000).await.expect("lease").is_some());
-    assert!(overtaken(sign("a", "0xa2").await), "a holder taken over does not sign");
+    assert!(overtaken(sign("a", "0xa2").await, &p), "a holder taken over does not sign");
     store
-        .fail_payment(PaymentLease { payment: p.id, holder: "b" }, "insufficient_funds", NOW + 60_001)
+        .fail_payment(p.leased_by("b"), "insufficient_funds", NOW + 60_001)
         .await
         .expect("fail");
-    assert!(overtaken(sign("b", "0xb2").await), "a failed payment is not settled");
+    assert!(overtaken(sign("b", "0xb2").await, &p), "a failed payment is not settled");
 
     let stored = store.txs_for("settle", &subject).await.expect("txs");
     assert_eq!(stored.iter().map(|tx| tx.tx_hash.as_str()).collect::<Vec<_>>(), ["0xa"]);

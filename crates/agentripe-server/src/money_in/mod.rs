@@ -16,7 +16,7 @@ mod settlement;
 use std::{sync::Arc, time::Duration};
 
 use agentripe_chain::{Deployment, bindings::IERC3009};
-use agentripe_store::{Claim, NewPayment, Payment, PaymentLease, PaymentStatus, Store};
+use agentripe_store::{Claim, NewPayment, Payment, PaymentStatus, Store};
 use agentripe_x402::{
     ErrorReason, FacilitatorRequest, Offer, PaymentPayload, VerifiedPayment, v2::ResourceInfo,
 };
@@ -494,11 +494,11 @@ impl MoneyIn {
 
     /// Settles, then records: each step reads the payment it was handed and says what became of it.
     async fn advance_leased(&self, mut payment: Payment, holder: &str) -> Result<Outcome, PipelineError> {
-        let (id, lease) = (payment.id, PaymentLease { payment: payment.id, holder });
+        let (id, lease) = (payment.id, payment.leased_by(holder));
         // A record is sent only for a settled payment, by its lease holder: one this call settles has none.
         let may_have_a_record = payment.status == PaymentStatus::Settled;
         if payment.status == PaymentStatus::Verified {
-            match self.settle(&payment, lease).await? {
+            match self.settle(&payment, holder).await? {
                 Ok(settlement) => {
                     let (deposit, transaction) = (hex(settlement.deposit_id), hex(settlement.transaction));
                     // Only while the lease holds: one whose payment another holder failed meanwhile

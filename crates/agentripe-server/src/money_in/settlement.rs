@@ -4,7 +4,7 @@
 //! whose receipt must show the token `Transfer` from the payer into the escrow.
 
 use agentripe_chain::bindings::IERC3009;
-use agentripe_store::{Payment, PaymentLease, TransferHolder};
+use agentripe_store::{Payment, TransferHolder};
 use agentripe_x402::{
     Authorization, ErrorReason, FacilitatorRequest,
     exact::{CLOCK_SKEW_SECONDS, MIN_SETTLEMENT_WINDOW_SECONDS},
@@ -58,11 +58,8 @@ enum OnChain {
 
 impl MoneyIn {
     /// Gets the payment's tokens into the escrow, or a reason why they never will be.
-    pub(super) async fn settle(
-        &self,
-        payment: &Payment,
-        lease: PaymentLease<'_>,
-    ) -> Result<Settled, PipelineError> {
+    pub(super) async fn settle(&self, payment: &Payment, holder: &str) -> Result<Settled, PipelineError> {
+        let lease = payment.leased_by(holder);
         let subject = || format!("payment {}", payment.id);
         let request: FacilitatorRequest = serde_json::from_str(&payment.new.payment)
             .map_err(|error| PipelineError::corrupt(subject(), error.to_string()))?;
