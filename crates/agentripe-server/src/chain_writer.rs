@@ -261,7 +261,7 @@ impl ChainWriter {
         latest: ChainTx,
     ) -> Result<TransactionReceipt, WriteError> {
         let now = tokio::time::Instant::now();
-        // Whoever hands a transaction to confirm has just broadcast it (send, resume, redo_vanished).
+        // Whoever hands a transaction to confirm has just broadcast it (send, resume, send_again, void).
         let mut rebroadcasting = Rebroadcasting {
             writer: self,
             awaited,
@@ -277,42 +277,86 @@ impl ChainWriter {
         Ok(receipt)
     }
 
-    /// Heals a chain that came back behind what we saw mined (a node restarted behind its head, a reorg
-    /// deeper than the confirmations): our transactions marked mined whose nonces the chain has not
-    /// reached are gone. Each is pending again and broadcast anew, in nonce order, which also closes the
-    /// nonce gap that would hold every later transaction back; it is then confirmed in the background,
-    /// and one that now reverts is logged as an error for the operator. Returns how many were redone.
-    pub async fn redo_vanished(&self) -> Result<usize, WriteError> {
-        let mut redone = 0;
+    /// Our transactions marked mined that a chain come back behind what we saw (a node restarted behind
+    /// its head, a reorg deeper than the confirmations) no longer has: those whose nonces it has not
+    /// reached and whose receipts it does not show, in nonce order. Each must be sent again
+    /// ([`Self::send_again`]) or its nonce taken by another ([`Self::void`]), in that order: a nonce
+    /// left open holds every later transaction back.
+    pub async fn vanished(&self) -> Result<Vec<ChainTx>, WriteError> {
+        let mut vanished = Vec::new();
         for tx in self.stored_past_mined_nonce(ChainTxStatus::Mined).await? {
             // A receipt the node still has (its nonce read lagged) means nothing vanished.
-            let hash = stored_hash(&tx)?;
-            if self.provider.get_transaction_receipt(hash).await.map_err(rpc("reading a receipt"))?.is_some()
-            {
-                continue;
+            let receipt = self.provider.get_transaction_receipt(stored_hash(&tx)?).await;
+            if receipt.map_err(rpc("reading a receipt"))?.is_none() {
+                vanished.push(tx);
             }
-            tracing::warn!(tx = %tx.tx_hash, purpose = %tx.purpose, subject = %tx.subject, nonce = tx.nonce,
-                "a mined transaction is gone from the chain (a reorg, or a node behind its head): sending it again");
-            self.store.mark_tx(&tx.tx_hash, ChainTxStatus::Pending, now_ms()).await?;
-            self.broadcast(&tx).await;
-            redone += 1;
-            let writer = self.clone();
-            tokio::spawn(async move {
-                match writer.confirm(&tx).await {
-                    Ok(receipt) if receipt.status() => {
-                        tracing::info!(tx = %receipt.transaction_hash, purpose = %tx.purpose, subject = %tx.subject, "a vanished transaction is mined again");
-                    }
-                    Ok(receipt) => {
-                        tracing::error!(tx = %receipt.transaction_hash, purpose = %tx.purpose, subject = %tx.subject,
-                        "a vanished transaction reverted when sent again: its step must be looked at")
-                    }
-                    Err(error) => {
-                        tracing::warn!(tx = %tx.tx_hash, %error, "a vanished transaction is not mined yet")
-                    }
-                }
-            });
         }
-        Ok(redone)
+        Ok(vanished)
+    }
+
+    /// Sends a [vanished](Self::vanished) transaction again from its stored bytes, and confirms it in
+    /// the background; false if another caller took it up first.
+    pub async fn send_again(&self, vanished: ChainTx) -> Result<bool, WriteError> {
+        tracing::warn!(tx = %vanished.tx_hash, purpose = %vanished.purpose, subject = %vanished.subject, nonce = vanished.nonce,
+            "a mined transaction is gone from the chain (a reorg, or a node behind its head): sending it again");
+        if !self.store.mark_vanished(&vanished, now_ms()).await? {
+            return Ok(false);
+        }
+        self.broadcast(&vanished).await;
+        self.confirm_in_background(vanished);
+        Ok(true)
+    }
+
+    /// Takes the nonce of a [vanished](Self::vanished) transaction that must not land again with a
+    /// transfer of nothing to ourselves, at fees that replace it in a pool that took it back (as nodes
+    /// do with a reorg's transactions) where the cap allows; stores, sends and confirms it in the
+    /// background. False if another caller took the vanished one up first.
+    pub async fn void(&self, vanished: ChainTx) -> Result<bool, WriteError> {
+        tracing::warn!(tx = %vanished.tx_hash, purpose = %vanished.purpose, subject = %vanished.subject, nonce = vanished.nonce,
+            "a mined transaction is gone from the chain, and must not land again: its nonce is taken by a transfer of nothing");
+        let old = stored_eip1559(&vanished)?;
+        let asked = self.provider.estimate_eip1559_fees().await.map_err(rpc("estimating fees"))?;
+        // At the cap, the old fees: they were enough for a block once, and the wait raises them later.
+        let (max_fee_per_gas, max_priority_fee_per_gas) =
+            self.raised_fees(&old, &asked).unwrap_or((old.max_fee_per_gas, old.max_priority_fee_per_gas));
+        let void = TxEip1559 {
+            chain_id: old.chain_id,
+            nonce: old.nonce,
+            gas_limit: 21_000,
+            max_fee_per_gas,
+            max_priority_fee_per_gas,
+            to: TxKind::Call(self.address()),
+            value: U256::ZERO,
+            access_list: Default::default(),
+            input: Bytes::new(),
+        };
+        let signed = sign(&self.signer, void).map_err(|message| RpcError { context: "signing", message })?;
+        let Some(void) = self.store.void_vanished(&vanished, &signed, now_ms()).await? else {
+            return Ok(false);
+        };
+        self.broadcast(&void).await;
+        self.confirm_in_background(void);
+        Ok(true)
+    }
+
+    /// Confirms `tx`, sent again, with no one waiting: one that now reverts is logged as an error for the
+    /// operator.
+    fn confirm_in_background(&self, tx: ChainTx) {
+        let writer = self.clone();
+        tokio::spawn(async move {
+            match writer.confirm(&tx).await {
+                Ok(receipt) if receipt.status() => {
+                    tracing::info!(tx = %receipt.transaction_hash, purpose = %tx.purpose, subject = %tx.subject, "a vanished transaction's nonce is mined again");
+                }
+                Ok(receipt) => {
+                    tracing::error!(tx = %receipt.transaction_hash, purpose = %tx.purpose, subject = %tx.subject,
+                    "a vanished transaction reverted when sent again: its step must be looked at")
+                }
+                Err(error) => {
+                    tracing::warn!(tx = %tx.tx_hash, %error, "a vanished transaction is not mined yet")
+                }
+            }
+        });
     }
 
     /// Broadcasts again, in nonce order, every transaction of ours still pending past the chain's nonce.
@@ -352,32 +396,17 @@ impl ChainWriter {
     /// at least an eighth, as nodes require of a replacement), within the cap; stores and broadcasts it.
     /// None when its fees already meet the chain's, or the cap leaves no room.
     async fn replace(&self, stuck: &ChainTx) -> Result<Option<ChainTx>, WriteError> {
-        let corrupt =
-            |detail: &str| RpcError { context: "reading a stored transaction", message: detail.to_owned() };
-        let raw = alloy::primitives::hex::decode(&stuck.raw_tx).map_err(|_| corrupt("not hex"))?;
-        let TxEnvelope::Eip1559(signed) =
-            TxEnvelope::decode_2718(&mut raw.as_slice()).map_err(|_| corrupt("not a transaction"))?
-        else {
-            return Ok(None);
-        };
-        let old = signed.tx().clone();
+        let old = stored_eip1559(stuck)?;
         let asked = self.provider.estimate_eip1559_fees().await.map_err(rpc("estimating fees"))?;
         if old.max_fee_per_gas >= asked.max_fee_per_gas
             && old.max_priority_fee_per_gas >= asked.max_priority_fee_per_gas
         {
             return Ok(None);
         }
-        let raised = |fee: u128| fee.saturating_add(fee / 8).saturating_add(1);
-        let cap = self.fees.max_fee_per_gas;
-        let max_fee_per_gas = raised(old.max_fee_per_gas).max(asked.max_fee_per_gas).min(cap);
-        let max_priority_fee_per_gas =
-            raised(old.max_priority_fee_per_gas).max(asked.max_priority_fee_per_gas).min(max_fee_per_gas);
-        if max_fee_per_gas < raised(old.max_fee_per_gas)
-            || max_priority_fee_per_gas < raised(old.max_priority_fee_per_gas)
-        {
-            tracing::warn!(tx = %stuck.tx_hash, cap, asked = asked.max_fee_per_gas, "a transaction is stuck at MAX_FEE_PER_GAS_WEI; it waits for fees to fall");
+        let Some((max_fee_per_gas, max_priority_fee_per_gas)) = self.raised_fees(&old, &asked) else {
+            tracing::warn!(tx = %stuck.tx_hash, cap = self.fees.max_fee_per_gas, asked = asked.max_fee_per_gas, "a transaction is stuck at MAX_FEE_PER_GAS_WEI; it waits for fees to fall");
             return Ok(None);
-        }
+        };
         let replacement = TxEip1559 { max_fee_per_gas, max_priority_fee_per_gas, ..old };
         let signed =
             sign(&self.signer, replacement).map_err(|message| RpcError { context: "signing", message })?;
@@ -385,6 +414,20 @@ impl ChainWriter {
         tracing::info!(stuck = %stuck.tx_hash, replacement = %stored.tx_hash, max_fee_per_gas, "fees raised on a transaction that was not mined");
         self.broadcast(&stored).await;
         Ok(Some(stored))
+    }
+
+    /// The fees (max, priority) of a transaction that replaces one signed with `old`'s in a node's pool:
+    /// what the chain `asked`, and at least an eighth above `old`'s, as nodes require; none when the cap
+    /// leaves no room for that.
+    fn raised_fees(&self, old: &TxEip1559, asked: &Eip1559Estimation) -> Option<(u128, u128)> {
+        let raised = |fee: u128| fee.saturating_add(fee / 8).saturating_add(1);
+        let max_fee_per_gas =
+            raised(old.max_fee_per_gas).max(asked.max_fee_per_gas).min(self.fees.max_fee_per_gas);
+        let max_priority_fee_per_gas =
+            raised(old.max_priority_fee_per_gas).max(asked.max_priority_fee_per_gas).min(max_fee_per_gas);
+        let room = max_fee_per_gas >= raised(old.max_fee_per_gas)
+            && max_priority_fee_per_gas >= raised(old.max_priority_fee_per_gas);
+        room.then_some((max_fee_per_gas, max_priority_fee_per_gas))
     }
 
     /// The chain's mined nonce passed ours, yet none of `awaited` has a receipt: another one took it.
@@ -475,6 +518,17 @@ fn sign(signer: &PrivateKeySigner, mut tx: TxEip1559) -> Result<SignedTx, String
 /// The subject a write for the payment `lease` holds is stored under: the payment's id.
 fn leased_subject(lease: PaymentLease<'_>) -> String {
     lease.payment.to_string()
+}
+
+/// The EIP-1559 transaction `tx` stored (every one we sign is).
+fn stored_eip1559(tx: &ChainTx) -> Result<TxEip1559, RpcError> {
+    let corrupt =
+        |detail: &str| RpcError { context: "reading a stored transaction", message: detail.to_owned() };
+    let raw = alloy::primitives::hex::decode(&tx.raw_tx).map_err(|_| corrupt("not hex"))?;
+    match TxEnvelope::decode_2718(&mut raw.as_slice()).map_err(|_| corrupt("not a transaction"))? {
+        TxEnvelope::Eip1559(signed) => Ok(signed.tx().clone()),
+        _ => Err(corrupt("not an EIP-1559 transaction")),
+    }
 }
 
 fn stored_hash(tx: &ChainTx) -> Result<B256, RpcError> {

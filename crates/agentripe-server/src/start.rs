@@ -24,6 +24,7 @@ use crate::{
     },
     money_out::MoneyOut,
     operator_funds::OperatorFunds,
+    pipeline::PipelineError,
     registrar::Registrar,
     routes,
     vendor_auth::Authorizations,
@@ -348,7 +349,7 @@ impl Reconciler {
             tracing::warn!(%error, "could not read the operator's balance");
         }
         for writer in &self.writers {
-            if let Err(error) = writer.redo_vanished().await {
+            if let Err(error) = self.redo_vanished(writer).await {
                 tracing::warn!(%error, signer = %writer.address(), "could not check for vanished transactions");
             }
         }
@@ -364,6 +365,18 @@ impl Reconciler {
         if let Err(error) = self.escrow_audit.pass().await {
             tracing::warn!(%error, "escrow audit pass failed");
         }
+    }
+
+    /// Heals what a chain come back behind what we saw mined lost of `writer`'s transactions: each is
+    /// sent again, unless it must not land now, when its nonce is taken by a transfer of nothing.
+    async fn redo_vanished(&self, writer: &ChainWriter) -> Result<(), PipelineError> {
+        for tx in writer.vanished().await? {
+            match self.money_in.may_land_again(&tx).await? {
+                true => writer.send_again(tx).await?,
+                false => writer.void(tx).await?,
+            };
+        }
+        Ok(())
     }
 }
 

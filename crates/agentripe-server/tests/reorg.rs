@@ -1,6 +1,6 @@
 //! A chain that comes back behind what the server saw mined (a node restarted behind its head, a reorg
 //! deeper than CONFIRMATIONS): the vanished transactions are sent again, the nonce gap closes, and the
-//! buyer's deposit is on chain again, once.
+//! buyer's deposit is on chain again, once; a refused payment's settlement is not sent again.
 
 use std::time::Duration;
 
@@ -48,3 +48,63 @@ on_both_engines!(transactions_a_rolled_back_chain_lost_are_redone_once, |market|
     let task_view: Value = server.task(&format!("{task:#x}")).await;
     assert!(task_view["task"].is_object(), "{task_view}");
 });
+
+on_both_engines!(
+    a_refused_payments_settlement_a_rolled_back_chain_lost_is_not_sent_again,
+    |market| async move {
+        use agentripe_server::testing::InBlock;
+        use tokio::time::timeout;
+        let server = market.start().await;
+        let store = agentripe_store::Store::connect(&market.database_url).await.expect("store");
+        let buyer = market.buyer(PRICE).await;
+        let snapshot: U256 = market.provider.raw_request("evm_snapshot".into(), ()).await.expect("snapshot");
+
+        // Our settlement waits in the pool, and the buyer is blacklisted ahead of it in the same block: it
+        // reverts, and the payment is refused.
+        market.hold_blocks().await;
+        let buying = tokio::spawn({
+            let (url, header) = (server.purchase_url(market.agent_id), market.pay_v2(&buyer));
+            async move { reqwest::Client::new().post(url).header("PAYMENT-SIGNATURE", header).send().await }
+        });
+        let signed = async {
+            loop {
+                if let [settlement] = &store.txs_for("settle", "1").await.expect("txs")[..] {
+                    return settlement.clone();
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let settlement = timeout(Duration::from_secs(30), signed).await.expect("the settlement is signed");
+        market.blacklist_in_pool(buyer.address(), InBlock::First).await;
+        market.resume_mining().await;
+        let response = buying.await.expect("join").expect("answered");
+        assert_eq!(response.status(), 402, "refused: its settlement reverted");
+        assert_eq!(market.usdc_balance(buyer.address()).await, U256::from(PRICE));
+
+        // The chain goes back to before that block: the blacklisting and the reverted settlement are gone.
+        let reverted: bool =
+            market.provider.raw_request("evm_revert".into(), (snapshot,)).await.expect("revert");
+        assert!(reverted);
+        let operator_nonce =
+            async || market.provider.get_transaction_count(market.operator.address()).await.expect("nonce");
+        assert_eq!(operator_nonce().await, settlement.nonce as u64, "the settlement's nonce is open again");
+
+        // Its nonce is taken by a transfer of nothing: the buyer, told "refused", is never charged, and no
+        // nonce gap holds later writes back.
+        let healed = async {
+            while operator_nonce().await <= settlement.nonce as u64 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        timeout(Duration::from_secs(30), healed).await.expect("the nonce is used again");
+        let hash: B256 = settlement.tx_hash.parse().expect("hash");
+        assert!(
+            market.provider.get_transaction_receipt(hash).await.expect("rpc").is_none(),
+            "not sent again"
+        );
+        assert_eq!(market.usdc_balance(buyer.address()).await, U256::from(PRICE), "never charged");
+        let response = server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &market.pay_v2(&buyer)), "").await;
+        assert_eq!(response.status(), 200, "its next payment goes through at once");
+        assert_eq!(market.usdc_balance(buyer.address()).await, U256::ZERO, "charged once, for that one");
+    }
+);

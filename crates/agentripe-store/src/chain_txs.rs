@@ -286,6 +286,62 @@ impl Store {
         Ok(())
     }
 
+    /// Notes that `vanished`, marked mined, is gone from the chain (a reorg, a node behind its head) and is
+    /// to be sent again; false if another caller took it up first.
+    pub async fn mark_vanished(&self, vanished: &ChainTx, now_ms: i64) -> Result<bool, StoreError> {
+        let result =
+            sqlx::query("UPDATE chain_txs SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4")
+                .bind(ChainTxStatus::Pending.as_str())
+                .bind(now_ms)
+                .bind(vanished.id)
+                .bind(ChainTxStatus::Mined.as_str())
+                .execute(self.pool())
+                .await
+                .context("marking a transaction vanished")?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Stores `void`, a transaction of nothing signed with the nonce of `vanished` (marked mined, gone from
+    /// the chain, and not to land again), as pending under purpose `void`, and `vanished` as dropped, in
+    /// one database transaction; none if another caller took `vanished` up first.
+    pub async fn void_vanished(
+        &self,
+        vanished: &ChainTx,
+        void: &SignedTx,
+        now_ms: i64,
+    ) -> Result<Option<ChainTx>, StoreError> {
+        let mut tx = self.pool().begin().await.context("beginning to void a transaction")?;
+        let dropped =
+            sqlx::query("UPDATE chain_txs SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4")
+                .bind(ChainTxStatus::Dropped.as_str())
+                .bind(now_ms)
+                .bind(vanished.id)
+                .bind(ChainTxStatus::Mined.as_str())
+                .execute(&mut *tx)
+                .await
+                .context("dropping a vanished transaction")?;
+        if dropped.rows_affected() != 1 {
+            return Ok(None);
+        }
+        let stored = sqlx::query_as(concat!(
+            "INSERT INTO chain_txs (signer, nonce, purpose, subject, tx_hash, raw_tx, status, created_at, updated_at) \
+             VALUES ($1, $2, 'void', $3, $4, $5, $6, $7, $7) RETURNING ",
+            columns!()
+        ))
+        .bind(&vanished.signer)
+        .bind(vanished.nonce)
+        .bind(&vanished.tx_hash)
+        .bind(&void.tx_hash)
+        .bind(&void.raw_tx)
+        .bind(ChainTxStatus::Pending.as_str())
+        .bind(now_ms)
+        .fetch_one(&mut *tx)
+        .await
+        .context("storing a void transaction")?;
+        tx.commit().await.context("committing a void transaction")?;
+        Ok(Some(stored))
+    }
+
     /// Notes what became of a transaction.
     pub async fn mark_tx(&self, tx_hash: &str, status: ChainTxStatus, now_ms: i64) -> Result<(), StoreError> {
         sqlx::query("UPDATE chain_txs SET status = $1, updated_at = $2 WHERE tx_hash = $3")

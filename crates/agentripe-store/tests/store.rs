@@ -154,20 +154,14 @@ on_both_engines!(an_unanswered_ask_to_settle_is_kept_until_the_payment_fails, |s
     let Claim::New(p) = claimed.expect("claim") else { panic!() };
     assert_eq!(p.settle_asked_at, None);
     let ask = async |holder, now| store.note_settle_asked(p.leased_by(holder), now).await;
-    assert!(
-        overtaken(ask("b", NOW + 1).await, &p),
-        "only its holder asks"
-    );
+    assert!(overtaken(ask("b", NOW + 1).await, &p), "only its holder asks");
     ask("a", NOW + 1).await.expect("note");
     ask("a", NOW + 2).await.expect("note again");
     let read = async || store.payment(p.id).await.expect("read").expect("exists");
     assert_eq!(read().await.settle_asked_at, Some(NOW + 1), "the first unanswered ask");
     store.fail_payment(held(&p), "insufficient_funds", NOW + 3).await.expect("fail");
     assert_eq!(read().await.settle_asked_at, None, "a refusal answered it");
-    assert!(
-        overtaken(ask("a", NOW + 4).await, &p),
-        "a failed payment is not asked"
-    );
+    assert!(overtaken(ask("a", NOW + 4).await, &p), "a failed payment is not asked");
     assert!(store.reopen_payment(p.id, NOW + 4).await.expect("reopen"));
     assert_eq!(read().await.settle_asked_at, None, "a retry is asked afresh");
 });
@@ -325,10 +319,7 @@ on_both_engines!(a_settlement_is_signed_only_under_its_payments_lease, |store| a
     // the payment failed.
     assert!(store.lease_payment(p.id, "b", NOW + 60_000, NOW + 90_000).await.expect("lease").is_some());
     assert!(overtaken(sign("a", "0xa2").await, &p), "a holder taken over does not sign");
-    store
-        .fail_payment(p.leased_by("b"), "insufficient_funds", NOW + 60_001)
-        .await
-        .expect("fail");
+    store.fail_payment(p.leased_by("b"), "insufficient_funds", NOW + 60_001).await.expect("fail");
     assert!(overtaken(sign("b", "0xb2").await, &p), "a failed payment is not settled");
 
     let stored = store.txs_for("settle", &subject).await.expect("txs");
@@ -371,6 +362,44 @@ on_both_engines!(a_batch_transaction_is_found_by_each_of_its_members, |store| as
     assert_eq!(store.txs_for("record", "4").await.expect("alone").len(), 1);
     assert!(store.txs_for("record", "5").await.expect("not a member").is_empty());
     assert!(store.txs_for("release", "1").await.expect("another purpose").is_empty());
+});
+
+on_both_engines!(a_vanished_transaction_is_taken_up_once, |store| async move {
+    use agentripe_store::ChainTxStatus;
+    store.sync_nonce("0xsigner", 0).await.expect("sync");
+    let sign = async |purpose, hash: &str| {
+        let signed = SignedTx { tx_hash: hash.into(), raw_tx: "0x01".into() };
+        let stored =
+            store.sign_and_store("0xsigner", purpose, &["1"], None, NOW, |_| Ok::<_, ()>(signed)).await;
+        let stored = stored.expect("store").expect("sign");
+        store.mark_mined("0xsigner", stored.nonce, hash, NOW).await.expect("mined");
+        store.txs_for(purpose, "1").await.expect("txs").remove(0)
+    };
+    let status = async |purpose, subject| {
+        let txs = store.txs_for(purpose, subject).await.expect("txs");
+        txs.iter().map(|tx| tx.status().expect("status")).collect::<Vec<_>>()
+    };
+    let void = SignedTx { tx_hash: "0xvoid".into(), raw_tx: "0x02".into() };
+
+    // Sent again: by one caller only, and then no longer to be voided.
+    let record = sign("record", "0xrecord").await;
+    assert!(store.mark_vanished(&record, NOW).await.expect("mark"));
+    assert!(!store.mark_vanished(&record, NOW).await.expect("mark again"), "taken up already");
+    assert_eq!(store.void_vanished(&record, &void, NOW).await.expect("void"), None);
+    assert_eq!(status("record", "1").await, [ChainTxStatus::Pending]);
+
+    // Voided: its nonce goes to a transaction of nothing.
+    let settlement = sign("settle", "0xsettle").await;
+    let stored = store.void_vanished(&settlement, &void, NOW).await.expect("void").expect("voided");
+    assert_eq!(
+        (stored.nonce, stored.purpose.as_str(), stored.subject.as_str()),
+        (settlement.nonce, "void", "0xsettle")
+    );
+    assert_eq!(status("settle", "1").await, [ChainTxStatus::Dropped], "never broadcast again");
+    assert_eq!(status("void", "0xsettle").await, [ChainTxStatus::Pending]);
+    let other_void = SignedTx { tx_hash: "0xvoid2".into(), raw_tx: "0x03".into() };
+    assert_eq!(store.void_vanished(&settlement, &other_void, NOW).await.expect("void again"), None);
+    assert!(!store.mark_vanished(&settlement, NOW).await.expect("mark"), "never sent again once voided");
 });
 
 on_both_engines!(a_mined_transaction_drops_every_other_of_its_nonce, |store| async move {

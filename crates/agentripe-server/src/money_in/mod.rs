@@ -16,7 +16,7 @@ mod settlement;
 use std::{sync::Arc, time::Duration};
 
 use agentripe_chain::{Deployment, bindings::IERC3009};
-use agentripe_store::{Claim, NewPayment, Payment, PaymentStatus, Store};
+use agentripe_store::{ChainTx, Claim, NewPayment, Payment, PaymentStatus, Store, StoreError};
 use agentripe_x402::{
     ErrorReason, FacilitatorRequest, Offer, PaymentPayload, VerifiedPayment, v2::ResourceInfo,
 };
@@ -521,6 +521,18 @@ impl MoneyIn {
             payment.status = PaymentStatus::Recorded;
         }
         outcome(&payment)
+    }
+
+    /// Whether our transaction `tx`, gone from the chain with a reorg, may be sent again. A settlement may
+    /// not once its payment was refused (the settlement reverted, or a holder refused the payment before
+    /// it landed) or forgotten: its buyer was told "refused", may have paid anew, and would be charged
+    /// for nothing. Every other write lands as it did before.
+    pub async fn may_land_again(&self, tx: &ChainTx) -> Result<bool, StoreError> {
+        let payment = match (tx.purpose.as_str(), tx.subject.parse::<i64>()) {
+            ("settle", Ok(id)) => self.store.payment(id).await?,
+            _ => return Ok(true),
+        };
+        Ok(payment.is_some_and(|payment| payment.status != PaymentStatus::Failed))
     }
 
     /// Advances every payment whose lease has run out (a crash, a timeout): at start-up and on a timer.

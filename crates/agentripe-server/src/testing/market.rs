@@ -227,27 +227,44 @@ impl Market {
     pub async fn appoint_operator_in_pool(&self, operator: Address, place: InBlock) {
         let owner_key = key(&self.anvil, OWNER);
         let owner = ProviderBuilder::new().wallet(owner_key.clone()).connect_http(self.anvil.endpoint_url());
-        let nonce = owner.get_transaction_count(owner_key.address()).pending().await.expect("nonce");
+        let escrow = Agentripe::new(self.deployment.agentripe, &owner);
+        self.send_in_pool(escrow.setOperator(operator), owner_key.address(), place).await;
+    }
+
+    /// Circle blacklists `account` without waiting for a block, at `place` in the next one (see
+    /// [`Self::appoint_operator_in_pool`]).
+    pub async fn blacklist_in_pool(&self, account: Address, place: InBlock) {
+        let admin_key = key(&self.anvil, MINTER);
+        let admin = ProviderBuilder::new().wallet(admin_key.clone()).connect_http(self.anvil.endpoint_url());
+        let token = FiatToken::new(self.deployment.usdc, &admin);
+        self.send_in_pool(token.blacklist(account), admin_key.address(), place).await;
+    }
+
+    /// Sends `sender`'s `call` without waiting for a block, at `place` in the next one.
+    async fn send_in_pool<P: Provider, C: alloy::sol_types::SolCall>(
+        &self,
+        call: alloy::contract::SolCallBuilder<P, C>,
+        sender: Address,
+        place: InBlock,
+    ) {
+        let nonce = self.provider.get_transaction_count(sender).pending().await.expect("nonce");
         let (tip, max_fee) = match place {
             InBlock::First => (1_000_000_000_000, 2_000_000_000_000),
             // Just above the next base fee (which moves by an eighth at most), well under what the server
             // offers (twice the base fee and more).
             InBlock::Last => {
-                let block =
-                    owner.get_block_by_number(BlockNumberOrTag::Latest).await.expect("rpc").expect("block");
+                let block = self
+                    .provider
+                    .get_block_by_number(BlockNumberOrTag::Latest)
+                    .await
+                    .expect("rpc")
+                    .expect("block");
                 let base_fee = u128::from(block.header.base_fee_per_gas.expect("a London chain"));
                 (0, base_fee * 6 / 5)
             }
         };
-        let _pending = Agentripe::new(self.deployment.agentripe, &owner)
-            .setOperator(operator)
-            .nonce(nonce)
-            .gas(100_000)
-            .max_priority_fee_per_gas(tip)
-            .max_fee_per_gas(max_fee)
-            .send()
-            .await
-            .expect("setOperator");
+        let call = call.nonce(nonce).gas(100_000).max_priority_fee_per_gas(tip).max_fee_per_gas(max_fee);
+        let _pending = call.send().await.expect("sent to the pool");
     }
 
     /// Mints USDC to `to`.
