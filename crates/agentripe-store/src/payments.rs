@@ -541,11 +541,14 @@ impl Store {
         Ok(pruned.rows_affected())
     }
 
-    /// Payments not yet recorded nor failed whose lease has run out: work for the reconciler.
+    /// Payments not yet recorded nor failed whose lease has run out: work for the reconciler, the one
+    /// left alone longest first. Each attempt leases (and so touches) its payment, so `limit` payments
+    /// that stay in doubt for hours (a facilitator that never answered) take their turns with the rest
+    /// rather than hold every later one back.
     pub async fn stalled_payments(&self, now_ms: i64, limit: i64) -> Result<Vec<i64>, StoreError> {
         sqlx::query_scalar(
             "SELECT id FROM payments WHERE status IN ('verified', 'settled') \
-             AND (lease_until IS NULL OR lease_until < $1) ORDER BY id LIMIT $2",
+             AND (lease_until IS NULL OR lease_until < $1) ORDER BY updated_at, id LIMIT $2",
         )
         .bind(now_ms)
         .bind(limit)

@@ -108,6 +108,25 @@ on_both_engines!(fifty_concurrent_claims_make_one_new, |store| async move {
     assert_eq!(ids.len(), 1, "every copy sees the same payment");
 });
 
+on_both_engines!(stalled_payments_take_turns, |store| async move {
+    // Three payments whose claimants died, the first two in doubt for hours: each attempt touches its
+    // payment, so the third is not held back behind them however small the reconciler's batch.
+    let mut ids = Vec::new();
+    for (nonce, at) in [("0x01", NOW), ("0x02", NOW + 1), ("0x03", NOW + 2)] {
+        let Claim::New(p) = store.claim_payment(&payment(nonce), None, at).await.expect("claim") else {
+            panic!()
+        };
+        ids.push(p.id);
+    }
+    let stalled = async |now| store.stalled_payments(now, 2).await.expect("stalled");
+    assert_eq!(stalled(NOW + 10).await, [ids[0], ids[1]], "the ones left alone longest");
+    for &id in &ids[..2] {
+        store.lease_payment(id, "reconciler", NOW + 10, NOW + 30_010).await.expect("lease").expect("leased");
+        store.unlease_payment(id, "reconciler").await.expect("still in doubt: given back");
+    }
+    assert_eq!(stalled(NOW + 20).await, [ids[2], ids[0]], "the third's turn");
+});
+
 on_both_engines!(a_lease_is_exclusive_until_it_runs_out, |store| async move {
     let Claim::New(p) = store.claim_payment(&payment("0x01"), None, NOW).await.expect("claim") else {
         panic!()
