@@ -8,7 +8,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use agentripe_store::{ChainTx, ChainTxStatus, PaymentLease, SignedTx, Store, StoreError};
+use agentripe_store::{ChainTx, ChainTxStatus, PaymentLease, SignedTx, Store, StoreError, VOID};
 use alloy::{
     consensus::{SignableTransaction, TxEip1559, TxEnvelope},
     eips::{Decodable2718, Encodable2718, eip1559::Eip1559Estimation},
@@ -261,7 +261,8 @@ impl ChainWriter {
         latest: ChainTx,
     ) -> Result<TransactionReceipt, WriteError> {
         let now = tokio::time::Instant::now();
-        // Whoever hands a transaction to confirm has just broadcast it (send, resume, send_again, void).
+        // Whoever hands a transaction to confirm has just broadcast it (send, resume, send_again, void, and
+        // rebroadcast_pending before its watch).
         let mut rebroadcasting = Rebroadcasting {
             writer: self,
             awaited,
@@ -297,28 +298,26 @@ impl ChainWriter {
     /// Sends a [vanished](Self::vanished) transaction again from its stored bytes, and confirms it in
     /// the background; false if another caller took it up first.
     pub async fn send_again(&self, vanished: ChainTx) -> Result<bool, WriteError> {
-        tracing::warn!(tx = %vanished.tx_hash, purpose = %vanished.purpose, subject = %vanished.subject, nonce = vanished.nonce,
-            "a mined transaction is gone from the chain (a reorg, or a node behind its head): sending it again");
         if !self.store.mark_vanished(&vanished, now_ms()).await? {
             return Ok(false);
         }
+        tracing::warn!(tx = %vanished.tx_hash, purpose = %vanished.purpose, subject = %vanished.subject, nonce = vanished.nonce,
+            "a mined transaction is gone from the chain (a reorg, or a node behind its head): sending it again");
         self.broadcast(&vanished).await;
-        self.confirm_in_background(vanished);
+        self.watch(vanished);
         Ok(true)
     }
 
     /// Takes the nonce of a [vanished](Self::vanished) transaction that must not land again with a
-    /// transfer of nothing to ourselves, at fees that replace it in a pool that took it back (as nodes
-    /// do with a reorg's transactions) where the cap allows; stores, sends and confirms it in the
-    /// background. False if another caller took the vanished one up first.
+    /// transfer of nothing to ourselves ([`VOID`]), and stores, sends and confirms it in the background;
+    /// false if another caller took the vanished one up first. Its fees replace the vanished one's in
+    /// a pool that took it back (as nodes do with a reorg's transactions): an eighth above them, and
+    /// above the chain's, whatever `MAX_FEE_PER_GAS_WEI` says, since at worst it costs 21,000 gas at
+    /// those fees, and losing to the vanished one charges a buyer for nothing.
     pub async fn void(&self, vanished: ChainTx) -> Result<bool, WriteError> {
-        tracing::warn!(tx = %vanished.tx_hash, purpose = %vanished.purpose, subject = %vanished.subject, nonce = vanished.nonce,
-            "a mined transaction is gone from the chain, and must not land again: its nonce is taken by a transfer of nothing");
         let old = stored_eip1559(&vanished)?;
         let asked = self.provider.estimate_eip1559_fees().await.map_err(rpc("estimating fees"))?;
-        // At the cap, the old fees: they were enough for a block once, and the wait raises them later.
-        let (max_fee_per_gas, max_priority_fee_per_gas) =
-            self.raised_fees(&old, &asked).unwrap_or((old.max_fee_per_gas, old.max_priority_fee_per_gas));
+        let (max_fee_per_gas, max_priority_fee_per_gas) = replacement_fees(&old, &asked);
         let void = TxEip1559 {
             chain_id: old.chain_id,
             nonce: old.nonce,
@@ -334,40 +333,81 @@ impl ChainWriter {
         let Some(void) = self.store.void_vanished(&vanished, &signed, now_ms()).await? else {
             return Ok(false);
         };
+        tracing::warn!(tx = %vanished.tx_hash, purpose = %vanished.purpose, subject = %vanished.subject, nonce = vanished.nonce, void = %void.tx_hash,
+            "a mined transaction is gone from the chain, and must not land again: its nonce is taken by a transfer of nothing");
         self.broadcast(&void).await;
-        self.confirm_in_background(void);
+        self.watch(void);
         Ok(true)
     }
 
-    /// Confirms `tx`, sent again, with no one waiting: one that now reverts is logged as an error for the
-    /// operator.
-    fn confirm_in_background(&self, tx: ChainTx) {
+    /// Confirms `tx`, sent again with no step waiting on it, for as long as it takes: its nonce holds
+    /// every later one back. One that now reverts is logged as an error for the operator, and so is a
+    /// void that lost to the transaction it was to keep off the chain.
+    fn watch(&self, tx: ChainTx) {
         let writer = self.clone();
         tokio::spawn(async move {
-            match writer.confirm(&tx).await {
-                Ok(receipt) if receipt.status() => {
-                    tracing::info!(tx = %receipt.transaction_hash, purpose = %tx.purpose, subject = %tx.subject, "a vanished transaction's nonce is mined again");
+            loop {
+                match writer.confirm(&tx).await {
+                    Ok(receipt) if receipt.status() => {
+                        tracing::info!(tx = %receipt.transaction_hash, purpose = %tx.purpose, subject = %tx.subject, "a vanished transaction's nonce is mined again");
+                    }
+                    Ok(receipt) => {
+                        tracing::error!(tx = %receipt.transaction_hash, purpose = %tx.purpose, subject = %tx.subject,
+                        "a vanished transaction reverted when sent again: its step must be looked at")
+                    }
+                    Err(WriteError::Dropped(_)) if tx.purpose == VOID => writer.void_lost(&tx).await,
+                    Err(WriteError::Dropped(hash)) => {
+                        tracing::warn!(tx = %hash, purpose = %tx.purpose, subject = %tx.subject, "a transaction sent again lost its nonce to another")
+                    }
+                    Err(error) => {
+                        tracing::warn!(tx = %tx.tx_hash, %error, "a vanished transaction's nonce is not mined yet; still waiting");
+                        tokio::time::sleep(REBROADCAST_EVERY).await;
+                        continue;
+                    }
                 }
-                Ok(receipt) => {
-                    tracing::error!(tx = %receipt.transaction_hash, purpose = %tx.purpose, subject = %tx.subject,
-                    "a vanished transaction reverted when sent again: its step must be looked at")
-                }
-                Err(error) => {
-                    tracing::warn!(tx = %tx.tx_hash, %error, "a vanished transaction is not mined yet")
-                }
+                return;
             }
         });
+    }
+
+    /// After `void` lost its nonce: the transaction it was to keep off the chain (its subject) may have
+    /// landed all the same, from a pool that kept it at fees the void could not beat.
+    async fn void_lost(&self, void: &ChainTx) {
+        let landed = match void.subject.parse::<B256>() {
+            Ok(hash) => self.provider.get_transaction_receipt(hash).await,
+            Err(_) => return,
+        };
+        match landed {
+            Ok(Some(_)) => {
+                if let Err(error) =
+                    self.store.mark_mined(&void.signer, void.nonce, &void.subject, now_ms()).await
+                {
+                    tracing::warn!(tx = %void.subject, %error, "could not note a transaction mined");
+                }
+                tracing::error!(tx = %void.subject,
+                    "a transaction that was not to land again (a refused payment's settlement) landed all the same: give its transfer back with `agentripe refund-unrecorded`")
+            }
+            Ok(None) => {
+                tracing::warn!(void = %void.tx_hash, "a void lost its nonce to a transaction not of ours")
+            }
+            Err(error) => {
+                tracing::warn!(void = %void.tx_hash, %error, "could not read what took a void's nonce")
+            }
+        }
     }
 
     /// Broadcasts again, in nonce order, every transaction of ours still pending past the chain's nonce.
     /// At start-up nobody waits on them, and each is otherwise sent again only when its own step is
     /// resumed, one payment or payout at a time: a node that forgot them (restarted, or dropped its
-    /// pool) would hold every later nonce back until the step of each earlier one came round. Returns
-    /// how many were sent.
+    /// pool) would hold every later nonce back until the step of each earlier one came round. A
+    /// [`VOID`] has no step: it is watched until mined. Returns how many were sent.
     pub async fn rebroadcast_pending(&self) -> Result<usize, WriteError> {
         let pending = self.stored_past_mined_nonce(ChainTxStatus::Pending).await?;
         for tx in &pending {
             self.broadcast(tx).await;
+            if tx.purpose == VOID {
+                self.watch(tx.clone());
+            }
         }
         Ok(pending.len())
     }
@@ -394,7 +434,8 @@ impl ChainWriter {
 
     /// Signs `stuck` again with the same nonce and call and fees raised to what the chain asks now (by
     /// at least an eighth, as nodes require of a replacement), within the cap; stores and broadcasts it.
-    /// None when its fees already meet the chain's, or the cap leaves no room.
+    /// None when its fees already meet the chain's, or the cap leaves no room; an error when its stored
+    /// bytes are not an EIP-1559 transaction (every one we sign is).
     async fn replace(&self, stuck: &ChainTx) -> Result<Option<ChainTx>, WriteError> {
         let old = stored_eip1559(stuck)?;
         let asked = self.provider.estimate_eip1559_fees().await.map_err(rpc("estimating fees"))?;
@@ -416,15 +457,12 @@ impl ChainWriter {
         Ok(Some(stored))
     }
 
-    /// The fees (max, priority) of a transaction that replaces one signed with `old`'s in a node's pool:
-    /// what the chain `asked`, and at least an eighth above `old`'s, as nodes require; none when the cap
-    /// leaves no room for that.
+    /// [`replacement_fees`] within the cap; none when the cap leaves no room for a replacement.
     fn raised_fees(&self, old: &TxEip1559, asked: &Eip1559Estimation) -> Option<(u128, u128)> {
-        let raised = |fee: u128| fee.saturating_add(fee / 8).saturating_add(1);
-        let max_fee_per_gas =
-            raised(old.max_fee_per_gas).max(asked.max_fee_per_gas).min(self.fees.max_fee_per_gas);
-        let max_priority_fee_per_gas =
-            raised(old.max_priority_fee_per_gas).max(asked.max_priority_fee_per_gas).min(max_fee_per_gas);
+        let cap = self.fees.max_fee_per_gas;
+        let (max_fee_per_gas, max_priority_fee_per_gas) = replacement_fees(old, asked);
+        let (max_fee_per_gas, max_priority_fee_per_gas) =
+            (max_fee_per_gas.min(cap), max_priority_fee_per_gas.min(cap));
         let room = max_fee_per_gas >= raised(old.max_fee_per_gas)
             && max_priority_fee_per_gas >= raised(old.max_priority_fee_per_gas);
         room.then_some((max_fee_per_gas, max_priority_fee_per_gas))
@@ -518,6 +556,20 @@ fn sign(signer: &PrivateKeySigner, mut tx: TxEip1559) -> Result<SignedTx, String
 /// The subject a write for the payment `lease` holds is stored under: the payment's id.
 fn leased_subject(lease: PaymentLease<'_>) -> String {
     lease.payment.to_string()
+}
+
+/// The fees (max, priority) of a transaction that replaces one signed with `old`'s in a node's pool:
+/// what the chain `asked`, and at least an eighth above `old`'s, as nodes require.
+fn replacement_fees(old: &TxEip1559, asked: &Eip1559Estimation) -> (u128, u128) {
+    let max_fee_per_gas = raised(old.max_fee_per_gas).max(asked.max_fee_per_gas);
+    let max_priority_fee_per_gas =
+        raised(old.max_priority_fee_per_gas).max(asked.max_priority_fee_per_gas).min(max_fee_per_gas);
+    (max_fee_per_gas, max_priority_fee_per_gas)
+}
+
+/// A fee raised by the eighth (and a wei) that nodes ask of a replacement.
+fn raised(fee: u128) -> u128 {
+    fee.saturating_add(fee / 8).saturating_add(1)
 }
 
 /// The EIP-1559 transaction `tx` stored (every one we sign is).

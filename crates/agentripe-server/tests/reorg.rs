@@ -53,8 +53,13 @@ on_both_engines!(
     a_refused_payments_settlement_a_rolled_back_chain_lost_is_not_sent_again,
     |market| async move {
         use agentripe_server::testing::InBlock;
+        use agentripe_store::{ChainTxStatus, VOID};
         use tokio::time::timeout;
-        let server = market.start().await;
+        // The reconciler's passes far enough apart that the settlement is back in the pool before one
+        // finds it gone.
+        let mut config = market.config();
+        config.reconcile_interval = Duration::from_secs(2);
+        let server = market.start_with(config).await;
         let store = agentripe_store::Store::connect(&market.database_url).await.expect("store");
         let buyer = market.buyer(PRICE).await;
         let snapshot: U256 = market.provider.raw_request("evm_snapshot".into(), ()).await.expect("snapshot");
@@ -81,27 +86,40 @@ on_both_engines!(
         assert_eq!(response.status(), 402, "refused: its settlement reverted");
         assert_eq!(market.usdc_balance(buyer.address()).await, U256::from(PRICE));
 
-        // The chain goes back to before that block: the blacklisting and the reverted settlement are gone.
+        // The chain goes back to before that block: the blacklisting and the reverted settlement are gone,
+        // and the settlement is back in the pool, as nodes do with a reorg's transactions.
+        market.hold_blocks().await;
         let reverted: bool =
             market.provider.raw_request("evm_revert".into(), (snapshot,)).await.expect("revert");
         assert!(reverted);
-        let operator_nonce =
-            async || market.provider.get_transaction_count(market.operator.address()).await.expect("nonce");
-        assert_eq!(operator_nonce().await, settlement.nonce as u64, "the settlement's nonce is open again");
+        let raw = alloy::primitives::hex::decode(&settlement.raw_tx).expect("hex");
+        let _pending = market.provider.send_raw_transaction(&raw).await.expect("back in the pool");
 
-        // Its nonce is taken by a transfer of nothing: the buyer, told "refused", is never charged, and no
-        // nonce gap holds later writes back.
-        let healed = async {
-            while operator_nonce().await <= settlement.nonce as u64 {
-                tokio::time::sleep(Duration::from_millis(50)).await;
+        // Its nonce is taken by a transfer of nothing that replaces it in the pool: the buyer, told
+        // "refused", is never charged, and no nonce gap holds later writes back.
+        let voided = async {
+            loop {
+                if let [void] = &store.txs_for(VOID, &settlement.tx_hash).await.expect("txs")[..] {
+                    return void.clone();
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
         };
-        timeout(Duration::from_secs(30), healed).await.expect("the nonce is used again");
+        let void = timeout(Duration::from_secs(30), voided).await.expect("the settlement is voided");
+        assert_eq!(void.nonce, settlement.nonce);
+        market.resume_mining().await;
+        let void_mined = async {
+            while store.txs_for(VOID, &settlement.tx_hash).await.expect("txs")[0].status().expect("status")
+                != ChainTxStatus::Mined
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        timeout(Duration::from_secs(30), void_mined).await.expect("the void is mined");
         let hash: B256 = settlement.tx_hash.parse().expect("hash");
-        assert!(
-            market.provider.get_transaction_receipt(hash).await.expect("rpc").is_none(),
-            "not sent again"
-        );
+        assert!(market.provider.get_transaction_receipt(hash).await.expect("rpc").is_none(), "never landed");
+        let stored = store.txs_for("settle", "1").await.expect("txs");
+        assert_eq!(stored[0].status().expect("status"), ChainTxStatus::Dropped, "never sent again");
         assert_eq!(market.usdc_balance(buyer.address()).await, U256::from(PRICE), "never charged");
         let response = server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &market.pay_v2(&buyer)), "").await;
         assert_eq!(response.status(), 200, "its next payment goes through at once");

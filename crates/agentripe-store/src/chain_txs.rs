@@ -6,6 +6,11 @@
 
 use crate::{Context, PaymentLease, Store, StoreError};
 
+/// The purpose of a transaction of nothing that takes the nonce of one of ours gone from the chain that
+/// must not land again (its subject is that one's hash). Others are named by their step: `settle`,
+/// `record`, `release`, `refund`, ...
+pub const VOID: &str = "void";
+
 /// What became of a signed transaction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChainTxStatus {
@@ -234,7 +239,8 @@ impl Store {
             columns!(),
             " FROM chain_txs WHERE purpose = $1 AND subject = $2 \
              UNION SELECT t.id, t.signer, t.nonce, t.purpose, t.subject, t.tx_hash, t.raw_tx, t.status \
-             FROM chain_tx_members m JOIN chain_txs t ON t.signer = m.signer AND t.nonce = m.nonce \
+             FROM chain_tx_members m \
+             JOIN chain_txs t ON t.signer = m.signer AND t.nonce = m.nonce AND t.purpose = m.purpose \
              WHERE m.purpose = $1 AND m.subject = $2 ORDER BY id"
         ))
         .bind(purpose)
@@ -302,7 +308,7 @@ impl Store {
     }
 
     /// Stores `void`, a transaction of nothing signed with the nonce of `vanished` (marked mined, gone from
-    /// the chain, and not to land again), as pending under purpose `void`, and `vanished` as dropped, in
+    /// the chain, and not to land again), as pending under purpose [`VOID`], and `vanished` as dropped, in
     /// one database transaction; none if another caller took `vanished` up first.
     pub async fn void_vanished(
         &self,
@@ -325,11 +331,12 @@ impl Store {
         }
         let stored = sqlx::query_as(concat!(
             "INSERT INTO chain_txs (signer, nonce, purpose, subject, tx_hash, raw_tx, status, created_at, updated_at) \
-             VALUES ($1, $2, 'void', $3, $4, $5, $6, $7, $7) RETURNING ",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING ",
             columns!()
         ))
         .bind(&vanished.signer)
         .bind(vanished.nonce)
+        .bind(VOID)
         .bind(&vanished.tx_hash)
         .bind(&void.tx_hash)
         .bind(&void.raw_tx)

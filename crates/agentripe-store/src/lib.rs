@@ -43,7 +43,7 @@ pub mod testing;
 mod transfer_claims;
 
 pub use agents::{AgentResource, IndexedAgent, MAX_QUERY_WORDS};
-pub use chain_txs::{ChainTx, ChainTxStatus, SignedTx};
+pub use chain_txs::{ChainTx, ChainTxStatus, SignedTx, VOID};
 pub use payments::{Claim, NewPayment, PayerOutlook, Payment, PaymentLease, PaymentStatus};
 pub use registrations::{Registration, RegistrationStatus};
 pub use reviews::ReviewRecord;

@@ -526,13 +526,21 @@ impl MoneyIn {
     /// Whether our transaction `tx`, gone from the chain with a reorg, may be sent again. A settlement may
     /// not once its payment was refused (the settlement reverted, or a holder refused the payment before
     /// it landed) or forgotten: its buyer was told "refused", may have paid anew, and would be charged
-    /// for nothing. Every other write lands as it did before.
+    /// for nothing; nor once its payment was settled by another transaction, which its deposit names.
+    /// Every other write lands as it did before.
     pub async fn may_land_again(&self, tx: &ChainTx) -> Result<bool, StoreError> {
         let payment = match (tx.purpose.as_str(), tx.subject.parse::<i64>()) {
             ("settle", Ok(id)) => self.store.payment(id).await?,
             _ => return Ok(true),
         };
-        Ok(payment.is_some_and(|payment| payment.status != PaymentStatus::Failed))
+        Ok(payment.is_some_and(|payment| match payment.status {
+            PaymentStatus::Verified => true,
+            PaymentStatus::Failed => false,
+            // Rows from before settlement transactions were stored name none.
+            PaymentStatus::Settled | PaymentStatus::Recorded => {
+                payment.settlement_tx.is_none_or(|settlement| settlement == tx.tx_hash)
+            }
+        }))
     }
 
     /// Advances every payment whose lease has run out (a crash, a timeout): at start-up and on a timer.
