@@ -312,8 +312,8 @@ impl ChainWriter {
     /// transfer of nothing to ourselves ([`VOID`]), and stores, sends and confirms it in the background;
     /// false if another caller took the vanished one up first. Its fees replace the vanished one's in
     /// a pool that took it back (as nodes do with a reorg's transactions): an eighth above them, and
-    /// above the chain's, whatever `MAX_FEE_PER_GAS_WEI` says, since at worst it costs 21,000 gas at
-    /// those fees, and losing to the vanished one charges a buyer for nothing.
+    /// above the chain's, whatever `MAX_FEE_PER_GAS_WEI` says (and so are its fee bumps), since it
+    /// costs 21,000 gas at those fees where losing to the vanished one charges a buyer for nothing.
     pub async fn void(&self, vanished: ChainTx) -> Result<bool, WriteError> {
         let old = stored_eip1559(&vanished)?;
         let asked = self.provider.estimate_eip1559_fees().await.map_err(rpc("estimating fees"))?;
@@ -349,18 +349,21 @@ impl ChainWriter {
             loop {
                 match writer.confirm(&tx).await {
                     Ok(receipt) if receipt.status() => {
-                        tracing::info!(tx = %receipt.transaction_hash, purpose = %tx.purpose, subject = %tx.subject, "a vanished transaction's nonce is mined again");
+                        tracing::info!(tx = %receipt.transaction_hash, purpose = %tx.purpose, subject = %tx.subject, "a transaction sent again is mined");
                     }
                     Ok(receipt) => {
                         tracing::error!(tx = %receipt.transaction_hash, purpose = %tx.purpose, subject = %tx.subject,
-                        "a vanished transaction reverted when sent again: its step must be looked at")
+                        "a transaction sent again reverted: its step must be looked at")
                     }
                     Err(WriteError::Dropped(_)) if tx.purpose == VOID => writer.void_lost(&tx).await,
                     Err(WriteError::Dropped(hash)) => {
                         tracing::warn!(tx = %hash, purpose = %tx.purpose, subject = %tx.subject, "a transaction sent again lost its nonce to another")
                     }
+                    Err(error @ WriteError::Store(StoreError::Corrupt { .. })) => {
+                        tracing::error!(tx = %tx.tx_hash, %error, "a transaction sent again cannot be watched")
+                    }
                     Err(error) => {
-                        tracing::warn!(tx = %tx.tx_hash, %error, "a vanished transaction's nonce is not mined yet; still waiting");
+                        tracing::warn!(tx = %tx.tx_hash, %error, "a transaction sent again is not mined yet; still waiting");
                         tokio::time::sleep(REBROADCAST_EVERY).await;
                         continue;
                     }
@@ -378,14 +381,18 @@ impl ChainWriter {
             Err(_) => return,
         };
         match landed {
-            Ok(Some(_)) => {
+            Ok(Some(receipt)) => {
                 if let Err(error) =
                     self.store.mark_mined(&void.signer, void.nonce, &void.subject, now_ms()).await
                 {
                     tracing::warn!(tx = %void.subject, %error, "could not note a transaction mined");
                 }
-                tracing::error!(tx = %void.subject,
-                    "a transaction that was not to land again (a refused payment's settlement) landed all the same: give its transfer back with `agentripe refund-unrecorded`")
+                if receipt.status() {
+                    tracing::error!(tx = %void.subject,
+                        "a settlement that was not to land again (its payment refused, forgotten or settled by another transaction) landed all the same: give its transfer back with `agentripe refund-unrecorded`")
+                } else {
+                    tracing::info!(tx = %void.subject, "a transaction a void was to keep off the chain landed, and reverted: nothing moved")
+                }
             }
             Ok(None) => {
                 tracing::warn!(void = %void.tx_hash, "a void lost its nonce to a transaction not of ours")
@@ -396,17 +403,21 @@ impl ChainWriter {
         }
     }
 
-    /// Broadcasts again, in nonce order, every transaction of ours still pending past the chain's nonce.
-    /// At start-up nobody waits on them, and each is otherwise sent again only when its own step is
-    /// resumed, one payment or payout at a time: a node that forgot them (restarted, or dropped its
-    /// pool) would hold every later nonce back until the step of each earlier one came round. A
-    /// [`VOID`] has no step: it is watched until mined. Returns how many were sent.
+    /// Broadcasts again, in nonce order, every transaction of ours still pending past the chain's nonce,
+    /// and watches each nonce until mined. At start-up nobody waits on them, and each is otherwise sent
+    /// again only when its own step is resumed, one payment or payout at a time, if ever (a [`VOID`] has
+    /// no step; a recorded payment's settlement, sent again after a reorg, has none left): a node that
+    /// forgot them (restarted, or dropped its pool) would hold every later nonce back. A watch beside
+    /// a step's own wait does no harm. Returns how many were sent.
     pub async fn rebroadcast_pending(&self) -> Result<usize, WriteError> {
         let pending = self.stored_past_mined_nonce(ChainTxStatus::Pending).await?;
         for tx in &pending {
             self.broadcast(tx).await;
-            if tx.purpose == VOID {
-                self.watch(tx.clone());
+        }
+        // A nonce's transactions (an original and its replacements) are confirmed together.
+        for nonce in pending.chunk_by(|one, next| one.nonce == next.nonce) {
+            if let Some(latest) = nonce.last() {
+                self.watch(latest.clone());
             }
         }
         Ok(pending.len())
@@ -444,7 +455,9 @@ impl ChainWriter {
         {
             return Ok(None);
         }
-        let Some((max_fee_per_gas, max_priority_fee_per_gas)) = self.raised_fees(&old, &asked) else {
+        // A void is raised past the cap, as it was signed: see `Self::void`.
+        let cap = if stuck.purpose == VOID { u128::MAX } else { self.fees.max_fee_per_gas };
+        let Some((max_fee_per_gas, max_priority_fee_per_gas)) = raised_fees(&old, &asked, cap) else {
             tracing::warn!(tx = %stuck.tx_hash, cap = self.fees.max_fee_per_gas, asked = asked.max_fee_per_gas, "a transaction is stuck at MAX_FEE_PER_GAS_WEI; it waits for fees to fall");
             return Ok(None);
         };
@@ -455,17 +468,6 @@ impl ChainWriter {
         tracing::info!(stuck = %stuck.tx_hash, replacement = %stored.tx_hash, max_fee_per_gas, "fees raised on a transaction that was not mined");
         self.broadcast(&stored).await;
         Ok(Some(stored))
-    }
-
-    /// [`replacement_fees`] within the cap; none when the cap leaves no room for a replacement.
-    fn raised_fees(&self, old: &TxEip1559, asked: &Eip1559Estimation) -> Option<(u128, u128)> {
-        let cap = self.fees.max_fee_per_gas;
-        let (max_fee_per_gas, max_priority_fee_per_gas) = replacement_fees(old, asked);
-        let (max_fee_per_gas, max_priority_fee_per_gas) =
-            (max_fee_per_gas.min(cap), max_priority_fee_per_gas.min(cap));
-        let room = max_fee_per_gas >= raised(old.max_fee_per_gas)
-            && max_priority_fee_per_gas >= raised(old.max_priority_fee_per_gas);
-        room.then_some((max_fee_per_gas, max_priority_fee_per_gas))
     }
 
     /// The chain's mined nonce passed ours, yet none of `awaited` has a receipt: another one took it.
@@ -565,6 +567,16 @@ fn replacement_fees(old: &TxEip1559, asked: &Eip1559Estimation) -> (u128, u128) 
     let max_priority_fee_per_gas =
         raised(old.max_priority_fee_per_gas).max(asked.max_priority_fee_per_gas).min(max_fee_per_gas);
     (max_fee_per_gas, max_priority_fee_per_gas)
+}
+
+/// [`replacement_fees`] within `cap`; none when the cap leaves no room for a replacement.
+fn raised_fees(old: &TxEip1559, asked: &Eip1559Estimation, cap: u128) -> Option<(u128, u128)> {
+    let (max_fee_per_gas, max_priority_fee_per_gas) = replacement_fees(old, asked);
+    let (max_fee_per_gas, max_priority_fee_per_gas) =
+        (max_fee_per_gas.min(cap), max_priority_fee_per_gas.min(cap));
+    let room = max_fee_per_gas >= raised(old.max_fee_per_gas)
+        && max_priority_fee_per_gas >= raised(old.max_priority_fee_per_gas);
+    room.then_some((max_fee_per_gas, max_priority_fee_per_gas))
 }
 
 /// A fee raised by the eighth (and a wei) that nodes ask of a replacement.

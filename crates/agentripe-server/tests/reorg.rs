@@ -126,3 +126,55 @@ on_both_engines!(
         assert_eq!(market.usdc_balance(buyer.address()).await, U256::ZERO, "charged once, for that one");
     }
 );
+
+on_both_engines!(
+    a_transaction_no_step_waits_on_is_watched_until_mined_after_a_restart,
+    |market| async move {
+        use agentripe_store::{ChainTxStatus, SignedTx};
+        use alloy::{
+            consensus::{SignableTransaction, TxEip1559, TxEnvelope},
+            eips::Encodable2718,
+            network::TxSignerSync,
+            primitives::TxKind,
+        };
+        // A transaction of ours stored pending, never broadcast, that no step will come round to (a recorded
+        // payment's settlement sent again after a reorg, when its process died): the restart sends it, and
+        // watches it until mined.
+        let store = agentripe_store::Store::connect(&market.database_url).await.expect("store");
+        let operator = market.operator.address();
+        let signer = format!("{operator:#x}");
+        let nonce = market.provider.get_transaction_count(operator).await.expect("nonce");
+        store.sync_nonce(&signer, nonce as i64).await.expect("sync");
+        let fees = market.provider.estimate_eip1559_fees().await.expect("fees");
+        let sign = |nonce: u64| {
+            let mut tx = TxEip1559 {
+                chain_id: market.deployment.chain_id,
+                nonce,
+                gas_limit: 21_000,
+                max_fee_per_gas: fees.max_fee_per_gas,
+                max_priority_fee_per_gas: fees.max_priority_fee_per_gas,
+                to: TxKind::Call(operator),
+                ..Default::default()
+            };
+            let signature =
+                market.operator.sign_transaction_sync(&mut tx).map_err(|error| error.to_string())?;
+            let envelope = TxEnvelope::from(tx.into_signed(signature));
+            let raw_tx = format!("0x{}", alloy::primitives::hex::encode(envelope.encoded_2718()));
+            Ok::<_, String>(SignedTx { tx_hash: format!("{:#x}", envelope.tx_hash()), raw_tx })
+        };
+        let stored =
+            store.sign_and_store(&signer, "settle", &["earlier"], None, 0, sign).await.expect("store");
+        assert_eq!(stored.expect("signed").nonce, nonce as i64);
+
+        let _server = market.start().await;
+        let watched = async {
+            while store.txs_for("settle", "earlier").await.expect("txs")[0].status().expect("status")
+                != ChainTxStatus::Mined
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), watched).await.expect("seen mined");
+        assert_eq!(market.provider.get_transaction_count(operator).await.expect("nonce"), nonce + 1);
+    }
+);

@@ -526,7 +526,7 @@ impl MoneyIn {
     /// Whether our transaction `tx`, gone from the chain with a reorg, may be sent again. A settlement may
     /// not once its payment was refused (the settlement reverted, or a holder refused the payment before
     /// it landed) or forgotten: its buyer was told "refused", may have paid anew, and would be charged
-    /// for nothing; nor once its payment was settled by another transaction, which its deposit names.
+    /// for nothing; nor once its payment was settled by another transaction (its `settlement_tx`).
     /// Every other write lands as it did before.
     pub async fn may_land_again(&self, tx: &ChainTx) -> Result<bool, StoreError> {
         let payment = match (tx.purpose.as_str(), tx.subject.parse::<i64>()) {
