@@ -160,6 +160,9 @@ impl Store {
         let rows = query.bind(limit).bind(offset).fetch_all(self.pool()).await.context("searching agents")?;
         let total = match rows.first() {
             Some(row) => row.total,
+            // An empty first page is the count, from the same snapshot: counting again could find an
+            // agent indexed meanwhile, and answer a total with none listed.
+            None if offset == 0 => 0,
             None => self.count(&from, None, &binds).await?,
         };
         Ok((rows.into_iter().map(|row| row.agent).collect(), total))
@@ -194,6 +197,9 @@ impl Store {
             query.bind(limit).bind(offset).fetch_all(self.pool()).await.context("searching resources")?;
         let total = match rows.first() {
             Some(row) => row.total,
+            // An empty first page is the count, from the same snapshot: counting again could find an
+            // agent indexed meanwhile, and answer a total with none listed.
+            None if offset == 0 => 0,
             None => self.count(&from, Some(min_amount), &binds).await?,
         };
         Ok((rows.into_iter().map(|row| (row.resource, row.updated_at)).collect(), total))
