@@ -19,7 +19,7 @@ use crate::{
     chain_writer::{ChainWriter, WriteError},
     escrow_audit::EscrowAudit,
     money_in::{
-        MoneyIn,
+        AfterAReorg, MoneyIn,
         facilitator::{Facilitator, RemoteFacilitator},
     },
     money_out::MoneyOut,
@@ -368,12 +368,14 @@ impl Reconciler {
     }
 
     /// Heals what a chain come back behind what we saw mined lost of `writer`'s transactions: each is
-    /// sent again, unless it must not land now, when its nonce is taken by a transfer of nothing.
+    /// sent again, unless it must not land now, when its nonce is taken by a transfer of nothing, or its
+    /// payment's live holder is still at work on it (asked again on the next pass).
     async fn redo_vanished(&self, writer: &ChainWriter) -> Result<(), PipelineError> {
         for tx in writer.vanished().await? {
-            match self.money_in.may_land_again(&tx).await? {
-                true => writer.send_again(tx).await?,
-                false => writer.void(tx).await?,
+            match self.money_in.after_a_reorg(&tx).await? {
+                AfterAReorg::SendAgain => writer.send_again(tx).await?,
+                AfterAReorg::Void => writer.void(tx).await?,
+                AfterAReorg::NotYet => false,
             };
         }
         Ok(())

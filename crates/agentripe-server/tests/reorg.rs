@@ -178,3 +178,56 @@ on_both_engines!(
         assert_eq!(market.provider.get_transaction_count(operator).await.expect("nonce"), nonce + 1);
     }
 );
+
+on_both_engines!(
+    a_settlement_a_rolled_back_chain_lost_is_left_to_its_payments_live_holder,
+    |market| async move {
+        use agentripe_store::ChainTxStatus;
+        use tokio::time::timeout;
+        let server = market.start().await;
+        let store = agentripe_store::Store::connect(&market.database_url).await.expect("store");
+        let buyer = market.buyer(PRICE).await;
+        let snapshot: U256 = market.provider.raw_request("evm_snapshot".into(), ()).await.expect("snapshot");
+        let response = server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &market.pay_v2(&buyer)), "").await;
+        assert_eq!(response.status(), 200);
+
+        // Its payment is, as far as the database says, still a live holder's: one that holds the
+        // settlement's reverted receipt, say, and is about to refuse the payment. Then the chain goes back.
+        agentripe_store::testing::execute(
+        &store,
+        "UPDATE payments SET status = 'verified', lease_holder = 'live', lease_until = 9000000000000 WHERE id = 1",
+    )
+    .await;
+        let reverted: bool =
+            market.provider.raw_request("evm_revert".into(), (snapshot,)).await.expect("revert");
+        assert!(reverted);
+        let settlement = store.txs_for("settle", "1").await.expect("txs").remove(0);
+        let hash: B256 = settlement.tx_hash.parse().expect("hash");
+
+        // The reconciler leaves it to that holder: it is neither sent again nor voided.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let untouched = store.txs_for("settle", "1").await.expect("txs").remove(0);
+        assert_eq!(untouched.status().expect("status"), ChainTxStatus::Mined, "left to its holder");
+        assert!(
+            market.provider.get_transaction_receipt(hash).await.expect("rpc").is_none(),
+            "not sent again"
+        );
+
+        // The holder refuses the payment: the settlement is voided, and the buyer never charged.
+        agentripe_store::testing::execute(
+        &store,
+        "UPDATE payments SET status = 'failed', failure = 'invalid_transaction_state', lease_until = NULL WHERE id = 1",
+    )
+    .await;
+        let voided = async {
+            while store.txs_for("settle", "1").await.expect("txs")[0].status().expect("status")
+                != ChainTxStatus::Dropped
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        timeout(Duration::from_secs(30), voided).await.expect("voided once refused");
+        assert!(market.provider.get_transaction_receipt(hash).await.expect("rpc").is_none(), "never landed");
+        assert_eq!(market.usdc_balance(buyer.address()).await, U256::from(PRICE), "never charged");
+    }
+);

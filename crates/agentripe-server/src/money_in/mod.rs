@@ -123,6 +123,17 @@ fn new_holder() -> String {
     hex(B256::random())
 }
 
+/// What becomes of a transaction of ours that the chain no longer has (see [`MoneyIn::after_a_reorg`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AfterAReorg {
+    /// Sent again from its stored bytes.
+    SendAgain,
+    /// Its nonce taken by a transaction of nothing: it must not land.
+    Void,
+    /// Left for now to the live holder of its payment's lease, and asked again on the next pass.
+    NotYet,
+}
+
 /// Where a payment ended up.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -523,24 +534,40 @@ impl MoneyIn {
         outcome(&payment)
     }
 
-    /// Whether our transaction `tx`, gone from the chain with a reorg, may be sent again. A settlement may
-    /// not once its payment was refused (the settlement reverted, or a holder refused the payment before
-    /// it landed) or forgotten: its buyer was told "refused", may have paid anew, and would be charged
-    /// for nothing; nor once its payment was settled by another transaction (its `settlement_tx`).
-    /// Every other write lands as it did before.
-    pub async fn may_land_again(&self, tx: &ChainTx) -> Result<bool, StoreError> {
-        let payment = match (tx.purpose.as_str(), tx.subject.parse::<i64>()) {
-            ("settle", Ok(id)) => self.store.payment(id).await?,
-            _ => return Ok(true),
+    /// What becomes of our transaction `tx`, gone from the chain with a reorg. A settlement may not land
+    /// again once its payment was refused (the settlement reverted, or a holder refused the payment
+    /// before it landed) or forgotten: its buyer was told "refused", may have paid anew, and would be
+    /// charged for nothing; nor once its payment was settled by another transaction (its
+    /// `settlement_tx`). Every other write lands as it did before.
+    pub async fn after_a_reorg(&self, tx: &ChainTx) -> Result<AfterAReorg, StoreError> {
+        let id = match (tx.purpose.as_str(), tx.subject.parse::<i64>()) {
+            ("settle", Ok(id)) => id,
+            _ => return Ok(AfterAReorg::SendAgain),
         };
-        Ok(payment.is_some_and(|payment| match payment.status {
-            PaymentStatus::Verified => true,
-            PaymentStatus::Failed => false,
+        let Some(payment) = self.store.payment(id).await? else {
+            return Ok(AfterAReorg::Void);
+        };
+        Ok(match payment.status {
+            PaymentStatus::Failed => AfterAReorg::Void,
             // Rows from before settlement transactions were stored name none.
             PaymentStatus::Settled | PaymentStatus::Recorded => {
-                payment.settlement_tx.is_none_or(|settlement| settlement == tx.tx_hash)
+                match payment.settlement_tx.is_none_or(|settlement| settlement == tx.tx_hash) {
+                    true => AfterAReorg::SendAgain,
+                    false => AfterAReorg::Void,
+                }
             }
-        }))
+            // Its holder may hold the settlement's reverted receipt and be about to refuse the payment.
+            // Taking its lease fences that holder out; the lease is left to run out, by which time the
+            // settlement is pending again for whoever takes the payment up to wait for. A holder still
+            // renewing its lease waits for the settlement itself, broadcasting it as it waits.
+            PaymentStatus::Verified => {
+                let until = now_ms().saturating_add(self.lease_ms());
+                match self.store.lease_payment(id, &new_holder(), now_ms(), until).await? {
+                    Some(_) => AfterAReorg::SendAgain,
+                    None => AfterAReorg::NotYet,
+                }
+            }
+        })
     }
 
     /// Advances every payment whose lease has run out (a crash, a timeout): at start-up and on a timer.
