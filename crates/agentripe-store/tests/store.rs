@@ -321,6 +321,43 @@ on_both_engines!(nonces_are_handed_out_once_and_never_lost, |store| async move {
     assert_eq!(for_x[0].tx_hash, "0xnext");
 });
 
+on_both_engines!(a_takeover_waits_for_a_settlement_being_signed_and_then_finds_it, |store| async move {
+    use std::time::Duration;
+    store.sync_nonce("0xsigner", 0).await.expect("sync");
+    let p = claim_held(&store, &payment("0x01")).await;
+    // The holder is signing (its lease checked, its database transaction open) when its lease runs out
+    // and another instance tries to take the payment over. On PostgreSQL the lease's check holds the
+    // payment's row (a plain read would not: this fails with one); on SQLite the write lock does.
+    let (entered, signing) = std::sync::mpsc::channel::<()>();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let holder = tokio::spawn({
+        let (store, lease) = (store.clone(), held(&p));
+        async move {
+            let subject = lease.payment.to_string();
+            store
+                .sign_and_store("0xsigner", "settle", &[&subject], Some(lease), NOW, move |_| {
+                    entered.send(()).expect("entered");
+                    released.recv().expect("released");
+                    Ok::<_, ()>(SignedTx { tx_hash: "0xa".into(), raw_tx: "0x01".into() })
+                })
+                .await
+        }
+    });
+    tokio::task::spawn_blocking(move || signing.recv().expect("signing")).await.expect("join");
+    let takeover = tokio::spawn({
+        let (store, id) = (store.clone(), p.id);
+        async move { store.lease_payment(id, "b", NOW + 30_001, NOW + 60_000).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!takeover.is_finished(), "the takeover waits for the payment's row");
+    release.send(()).expect("release");
+    let signed = holder.await.expect("join").expect("store").expect("sign");
+    let taken = takeover.await.expect("join").expect("lease").expect("taken over once the signer is done");
+    assert_eq!(taken.leases, 2);
+    let found = store.txs_for("settle", &p.id.to_string()).await.expect("txs");
+    assert_eq!(found, [signed], "its successor finds the settlement to wait for");
+});
+
 on_both_engines!(a_settlement_is_signed_only_under_its_payments_lease, |store| async move {
     store.sync_nonce("0xsigner", 0).await.expect("sync");
     let claimed = store.claim_payment(&payment("0x01"), Some(("a", NOW + 30_000)), NOW).await;
