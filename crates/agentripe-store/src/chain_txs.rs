@@ -295,16 +295,7 @@ impl Store {
     /// Notes that `vanished`, marked mined, is gone from the chain (a reorg, a node behind its head) and is
     /// to be sent again; false if another caller took it up first.
     pub async fn mark_vanished(&self, vanished: &ChainTx, now_ms: i64) -> Result<bool, StoreError> {
-        let result =
-            sqlx::query("UPDATE chain_txs SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4")
-                .bind(ChainTxStatus::Pending.as_str())
-                .bind(now_ms)
-                .bind(vanished.id)
-                .bind(ChainTxStatus::Mined.as_str())
-                .execute(self.pool())
-                .await
-                .context("marking a transaction vanished")?;
-        Ok(result.rows_affected() == 1)
+        take_up_vanished(self.pool(), vanished, ChainTxStatus::Pending, now_ms).await
     }
 
     /// Stores `void`, a transaction of nothing signed with the nonce of `vanished` (marked mined, gone from
@@ -317,16 +308,7 @@ impl Store {
         now_ms: i64,
     ) -> Result<Option<ChainTx>, StoreError> {
         let mut tx = self.pool().begin().await.context("beginning to void a transaction")?;
-        let dropped =
-            sqlx::query("UPDATE chain_txs SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4")
-                .bind(ChainTxStatus::Dropped.as_str())
-                .bind(now_ms)
-                .bind(vanished.id)
-                .bind(ChainTxStatus::Mined.as_str())
-                .execute(&mut *tx)
-                .await
-                .context("dropping a vanished transaction")?;
-        if dropped.rows_affected() != 1 {
+        if !take_up_vanished(&mut *tx, vanished, ChainTxStatus::Dropped, now_ms).await? {
             return Ok(None);
         }
         let stored = sqlx::query_as(concat!(
@@ -348,16 +330,24 @@ impl Store {
         tx.commit().await.context("committing a void transaction")?;
         Ok(Some(stored))
     }
+}
 
-    /// Notes what became of a transaction.
-    pub async fn mark_tx(&self, tx_hash: &str, status: ChainTxStatus, now_ms: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE chain_txs SET status = $1, updated_at = $2 WHERE tx_hash = $3")
+/// Moves `vanished` on from mined to `status` (pending to send it again, dropped to void it); false if
+/// another caller took it up first.
+async fn take_up_vanished<'e>(
+    executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    vanished: &ChainTx,
+    status: ChainTxStatus,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
+    let result =
+        sqlx::query("UPDATE chain_txs SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4")
             .bind(status.as_str())
             .bind(now_ms)
-            .bind(tx_hash)
-            .execute(self.pool())
+            .bind(vanished.id)
+            .bind(ChainTxStatus::Mined.as_str())
+            .execute(executor)
             .await
-            .context("marking a transaction")?;
-        Ok(())
-    }
+            .context("taking up a vanished transaction")?;
+    Ok(result.rows_affected() == 1)
 }

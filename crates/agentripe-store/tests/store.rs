@@ -313,7 +313,7 @@ on_both_engines!(nonces_are_handed_out_once_and_never_lost, |store| async move {
         .expect("sign");
     assert_eq!(after_sync.nonce, 40, "syncing only ever raises the counter");
 
-    store.mark_tx("0xafter", agentripe_store::ChainTxStatus::Mined, NOW).await.expect("mark");
+    store.mark_mined("0xsigner", after_sync.nonce, "0xafter", NOW).await.expect("mark");
     let for_y = store.txs_for("record", "y").await.expect("by subject");
     assert_eq!(for_y[0].status().expect("status"), agentripe_store::ChainTxStatus::Mined);
     let for_x = store.txs_for("record", "x").await.expect("by subject");
