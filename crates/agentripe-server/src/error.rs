@@ -106,9 +106,20 @@ impl From<CatalogError> for ApiError {
     }
 }
 
-/// A body that could not be read: too large (413), or cut off.
+/// A body that could not be read: too large (413), too slow (408: it stalled between chunks or was not
+/// whole by its deadline, see `http_server::HttpLimits`), or cut off (400).
 impl From<axum::extract::rejection::BytesRejection> for ApiError {
     fn from(rejection: axum::extract::rejection::BytesRejection) -> Self {
+        let timed_out =
+            std::iter::successors(Some(&rejection as &dyn std::error::Error), |error| error.source())
+                .any(|error| error.is::<tower_http::timeout::TimeoutError>());
+        if timed_out {
+            return Self::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "the request body arrived too slowly; send it whole and without pauses",
+            );
+        }
         let status = rejection.status();
         let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "body_too_large" } else { "bad_body" };
         Self::new(status, code, rejection.body_text())

@@ -1,5 +1,5 @@
 //! The HTTP listener: hyper's HTTP/1 with the limits a server open to the internet needs. A client
-//! that does not finish its headers in time is cut off, so is a body that stalls, and the number of
+//! that does not finish its headers in time is cut off, so is a body that stalls or only drips, and the number of
 //! open connections is capped (a new one waits in the listen backlog until another closes), so slow
 //! clients cannot hold the server's sockets and memory. Told to stop, it closes its listener and lets
 //! each connection finish the request it is serving.
@@ -26,6 +26,10 @@ pub struct HttpLimits {
     pub header_timeout: Duration,
     /// Between two chunks of a request body.
     pub body_timeout: Duration,
+    /// From the end of a request's headers to the end of its body, however steadily it arrives: a body
+    /// sent a byte at a time never stalls for `body_timeout`, and would otherwise hold its connection
+    /// (and a stopping server) for as long as its sender likes.
+    pub body_deadline: Duration,
     /// Connections served at once.
     pub max_connections: usize,
 }
@@ -39,7 +43,9 @@ pub async fn serve(
     limits: HttpLimits,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let router = router.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(limits.body_timeout));
+    let router = router
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(limits.body_timeout))
+        .layer(tower_http::timeout::RequestBodyDeadlineLayer::new(limits.body_deadline));
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
         // Waiting for a slot before accepting leaves further clients in the kernel's backlog.

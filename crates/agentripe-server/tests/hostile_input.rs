@@ -244,7 +244,10 @@ async fn a_flood_from_one_address_is_cut_off_before_any_work() {
 
 /// Reads what the server sends on `socket` until it closes the connection, for at most `within`;
 /// None if it is still open then.
-async fn until_closed(socket: &mut tokio::net::TcpStream, within: std::time::Duration) -> Option<String> {
+async fn until_closed(
+    socket: &mut (impl tokio::io::AsyncRead + Unpin),
+    within: std::time::Duration,
+) -> Option<String> {
     use tokio::io::AsyncReadExt;
     let mut received = Vec::new();
     let read = tokio::time::timeout(within, async {
@@ -285,10 +288,8 @@ async fn slow_clients_are_cut_off_and_cannot_hold_every_connection() {
     let head = "POST /agents/register HTTP/1.1\r\nHost: market\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"data\":";
     slow_body.write_all(head.as_bytes()).await.expect("write");
     let answer = until_closed(&mut slow_body, Duration::from_secs(5)).await.expect("closed");
-    let status: u16 =
-        answer.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or_else(|| panic!("{answer:?}"));
-    assert!((400..500).contains(&status), "{answer}");
-    assert!(answer.contains("\"error\""), "{answer}");
+    assert_eq!(status_of(&answer), 408, "{answer}");
+    assert!(answer.contains("\"body_timeout\""), "{answer}");
 
     // Two idle connections take every slot: a third client waits until the server cuts them off.
     let idle: Vec<TcpStream> = vec![
@@ -307,4 +308,43 @@ async fn slow_clients_are_cut_off_and_cannot_hold_every_connection() {
     }
     assert!(served, "served once the idle connections were cut off");
     drop(idle);
+}
+
+/// The status code of a raw HTTP/1 answer.
+fn status_of(answer: &str) -> u16 {
+    answer.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or_else(|| panic!("{answer:?}"))
+}
+
+/// A body sent a byte at a time never stalls for the body timeout, so without a deadline for the whole
+/// body its sender would hold the connection (and a stopping server) for as long as it liked: here, 200
+/// seconds for 1,000 bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_only_drips_is_cut_off_at_its_deadline() {
+    use std::time::{Duration, Instant};
+    use tokio::{io::AsyncWriteExt, net::TcpStream};
+
+    let market = Market::new(Engine::Sqlite, "dripping_body").await.expect("SQLite needs no set-up");
+    let mut config = market.config();
+    config.http.body_timeout = Duration::from_secs(2);
+    config.http.body_deadline = Duration::from_secs(3);
+    let server = market.start_with(config).await;
+    let address = server.base.trim_start_matches("http://").to_owned();
+
+    let socket = TcpStream::connect(&address).await.expect("connect");
+    let (mut from_server, mut to_server) = socket.into_split();
+    let head = "POST /agents/register HTTP/1.1\r\nHost: market\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"data\":";
+    let sent = Instant::now();
+    to_server.write_all(head.as_bytes()).await.expect("write");
+    let drip = tokio::spawn(async move {
+        while to_server.write_all(b" ").await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+
+    let answer =
+        until_closed(&mut from_server, Duration::from_secs(15)).await.expect("cut off at the deadline");
+    assert!(sent.elapsed() >= Duration::from_secs(3), "cut off before its deadline: {answer}");
+    assert_eq!(status_of(&answer), 408, "{answer}");
+    assert!(answer.contains("\"body_timeout\""), "{answer}");
+    drip.abort();
 }

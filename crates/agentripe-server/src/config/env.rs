@@ -143,6 +143,8 @@ impl Config {
         config.http.header_timeout =
             seconds("HTTP_HEADER_TIMEOUT_SECONDS")?.unwrap_or(config.http.header_timeout);
         config.http.body_timeout = seconds("HTTP_BODY_TIMEOUT_SECONDS")?.unwrap_or(config.http.body_timeout);
+        config.http.body_deadline =
+            seconds("HTTP_BODY_DEADLINE_SECONDS")?.unwrap_or(config.http.body_deadline);
         config.http.max_connections = parsed("MAX_CONNECTIONS")?.unwrap_or(config.http.max_connections);
         // 0 requests per second turns rate limiting off.
         config.rate_limit = match (config.rate_limit, parsed::<u32>("RATE_LIMIT_PER_SECOND")?) {

@@ -248,6 +248,7 @@ impl Config {
             http: HttpLimits {
                 header_timeout: Duration::from_secs(10),
                 body_timeout: Duration::from_secs(10),
+                body_deadline: Duration::from_secs(20),
                 max_connections: 1024,
             },
         }
