@@ -681,6 +681,47 @@ async fn a_retry_past_its_timeout_is_not_refused_by_the_row_it_reopens() {
     assert_eq!(market.usdc_balance(buyer.address()).await, U256::ZERO, "charged once");
 }
 
+/// A claim whose connection to the database is cut while it stores the payment (a database restarting or
+/// failing over) is answered as in doubt, with the payment to follow and "resend this same request":
+/// a buyer told only "internal error" might sign a new authorization, and pay twice. The same header
+/// then buys once. PostgreSQL only, as above.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_whose_database_connection_is_cut_is_in_doubt_and_its_retry_buys_once() {
+    use std::time::Duration;
+    let Some(market) = Market::new(Engine::Postgres, "claim_connection_cut").await else {
+        return;
+    };
+    let server = market.start().await;
+    let buyer = market.buyer(PRICE).await;
+    let header = market.pay_v2(&buyer);
+
+    let mut lock = TableLock::writes(&market.database_url, "payments").await;
+    let buying = tokio::spawn({
+        let (url, header) = (server.purchase_url(market.agent_id), header.clone());
+        async move { reqwest::Client::new().post(url).header("PAYMENT-SIGNATURE", header).send().await }
+    });
+    while !lock.blocks("INSERT INTO payments").await {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(lock.terminate_blocked("INSERT INTO payments").await, 1, "the claim's connection is cut");
+    let response = buying.await.expect("join").expect("answer");
+    let status = response.status();
+    let retry_after = response.headers().get("retry-after").cloned();
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(status, 503, "in doubt, not an internal error: {body}");
+    assert!(retry_after.is_some(), "{body}");
+    assert!(body["payment"]["follow"].is_string(), "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|message| message.contains("never a new signature")),
+        "{body}"
+    );
+    lock.release().await;
+
+    let retried = server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &header), "").await;
+    assert_eq!(task_id_of(retried).await, market.settlement_of(&header).await, "bought with the same header");
+    assert_eq!(market.usdc_balance(buyer.address()).await, U256::ZERO, "charged once");
+}
+
 fn base64_catalog() -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(agentripe_server::testing::CATALOG)

@@ -132,14 +132,27 @@ impl TableLock {
 
     /// Whether a statement that starts with `statement` waits for a lock in this database now.
     pub async fn blocks(&mut self, statement: &str) -> bool {
-        let query = "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
-                     AND wait_event_type = 'Lock' AND starts_with(query, $1)";
-        let blocked: i64 = sqlx::query_scalar(query)
+        self.on_blocked("COUNT(*)", statement).await > 0
+    }
+
+    /// Ends the connections whose statement starting with `statement` waits for a lock, as a database
+    /// restarting or failing over would; returns how many it ended.
+    pub async fn terminate_blocked(&mut self, statement: &str) -> i64 {
+        self.on_blocked("COUNT(pg_terminate_backend(pid))", statement).await
+    }
+
+    /// `aggregate` over the activity of this database's statements starting with `statement` that wait
+    /// for a lock.
+    async fn on_blocked(&mut self, aggregate: &str, statement: &str) -> i64 {
+        let query = format!(
+            "SELECT {aggregate} FROM pg_stat_activity WHERE datname = current_database() \
+             AND wait_event_type = 'Lock' AND starts_with(query, $1)"
+        );
+        sqlx::query_scalar(sqlx::AssertSqlSafe(query))
             .bind(statement)
             .fetch_one(&mut self.watcher)
             .await
-            .expect("read activity");
-        blocked > 0
+            .expect("read activity")
     }
 
     /// Releases the lock.

@@ -144,21 +144,6 @@ pub async fn purchase(
         verified,
         request,
     };
-    let purchased = state.money_in.purchase(&purchase, state.config.purchase_timeout).await;
-    let advanced = match purchased.map_err(|error| match error {
-        PipelineError::Rpc(error) => {
-            ApiError::unavailable_because("the chain cannot be read right now; nothing was charged", error, 5)
-        }
-        PipelineError::Stopping => ApiError::unavailable(
-            "this server is stopping and takes no new purchase; nothing was charged: resend this same request",
-            1,
-        ),
-        other => ApiError::internal(other),
-    })? {
-        Claimed::Payment(advanced) => advanced,
-        Claimed::ForAnotherPurchase(earlier) => return Err(reused(&earlier)),
-        Claimed::Refused(reason) => return Ok(terms.payment_required(&reason.to_string())),
-    };
     let authorization = &payment.exact().authorization;
     let follow = json!({
         "payer": hex(authorization.from),
@@ -171,6 +156,27 @@ pub async fn purchase(
             retry_after,
         )
         .with("payment", follow.clone())
+    };
+    let purchased = state.money_in.purchase(&purchase, state.config.purchase_timeout).await;
+    let advanced = match purchased.map_err(|error| match error {
+        PipelineError::Rpc(error) => {
+            ApiError::unavailable_because("the chain cannot be read right now; nothing was charged", error, 5)
+        }
+        PipelineError::Stopping => ApiError::unavailable(
+            "this server is stopping and takes no new purchase; nothing was charged: resend this same request",
+            1,
+        ),
+        // The claim's insert may have been lost, or committed with its answer lost: a buyer told only
+        // "internal error" might sign again, and pay twice once both settle.
+        PipelineError::Store(error) => {
+            tracing::error!(%error, "a purchase's payment could not be stored");
+            in_doubt("payment received, but the database could not be reached to store it".into(), 5)
+        }
+        other => ApiError::internal(other).with("payment", follow.clone()),
+    })? {
+        Claimed::Payment(advanced) => advanced,
+        Claimed::ForAnotherPurchase(earlier) => return Err(reused(&earlier)),
+        Claimed::Refused(reason) => return Ok(terms.payment_required(&reason.to_string())),
     };
     match advanced {
         Ok(Outcome::Recorded { task_id, transaction }) => Ok(terms.paid(&payment, task_id, transaction)),
