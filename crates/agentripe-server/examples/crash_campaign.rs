@@ -3,6 +3,8 @@
 //! When the load stops, the last server reconciles, and the chain is audited against the database:
 //!   - every authorization the buyers signed is either unused, or settled into exactly one deposit on
 //!     chain with exactly one task (and the buyer charged once);
+//!   - every task is worked to its end: the vendor keeps working after the load stops, so a purchase
+//!     answered late is not left pending;
 //!   - no deposit moved twice, and the platform's feedback count equals the final tasks';
 //!   - the escrow holds exactly its liabilities plus the unrecorded money it reports.
 //!
@@ -15,14 +17,14 @@ use std::{
     process::Stdio,
     sync::{
         Arc,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
 
 use agentripe_chain::bindings::{Agentripe, DepositStatus, IERC3009, ReputationRegistry};
 use agentripe_server::testing::{Market, PRICE, now, vendor_headers};
-use agentripe_store::{Store, testing::Engine};
+use agentripe_store::{Store, TaskStatus, testing::Engine};
 use agentripe_x402::v2;
 use alloy::primitives::{B256, U256};
 use serde_json::{Value, json};
@@ -114,11 +116,15 @@ async fn main() -> std::process::ExitCode {
             })
         })
         .collect();
+    // The vendor works until the audit, not only until the deadline: a purchase answered late (its buyer
+    // retries until it is) still gets its task done.
+    let vendor_working = Arc::new(AtomicBool::new(true));
     let vendor = tokio::spawn({
-        let (http, base, market) = (http.clone(), base.clone(), market.clone());
+        let (http, base, market, working) =
+            (http.clone(), base.clone(), market.clone(), vendor_working.clone());
         async move {
             let mut n = 0u64;
-            while Instant::now() < deadline {
+            while working.load(Ordering::Relaxed) {
                 let headers = vendor_headers(&market.vendor, market.agent_id, now());
                 let listed = http
                     .get(format!("{base}/vendor/tasks?status=pending,processing"))
@@ -175,7 +181,6 @@ async fn main() -> std::process::ExitCode {
     for buyer in buyers {
         buyer.await.expect("buyer");
     }
-    vendor.await.expect("vendor");
 
     // The last server reconciles: wait until no payment is in flight and no task's money is moving.
     let store = Store::connect(&market.database_url).await.expect("store");
@@ -192,12 +197,31 @@ async fn main() -> std::process::ExitCode {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+    let agent = market.agent_id.to_string();
+    let mut unworked = 0;
+    for _ in 0..60 {
+        unworked = store
+            .agent_tasks(&agent, &[TaskStatus::Pending, TaskStatus::Processing], 10_000)
+            .await
+            .expect("tasks")
+            .len();
+        if unworked == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    vendor_working.store(false, Ordering::Relaxed);
+    vendor.await.expect("vendor");
     tokio::time::sleep(Duration::from_secs(5)).await;
 
     // The audit.
     let mut violations = Vec::new();
     if !settled {
         violations.push("payments still in flight after two minutes of reconciliation".to_owned());
+    }
+    if unworked > 0 {
+        violations
+            .push(format!("{unworked} tasks still pending or processing a minute after the last purchase"));
     }
     let token = IERC3009::new(d.usdc, &market.provider);
     let escrow = Agentripe::new(d.agentripe, &market.provider);
@@ -254,14 +278,8 @@ async fn main() -> std::process::ExitCode {
             ));
         }
     }
-    let final_tasks = store
-        .agent_tasks(
-            &market.agent_id.to_string(),
-            &[agentripe_store::TaskStatus::Completed, agentripe_store::TaskStatus::Failed],
-            10_000,
-        )
-        .await
-        .expect("tasks");
+    let final_tasks =
+        store.agent_tasks(&agent, &[TaskStatus::Completed, TaskStatus::Failed], 10_000).await.expect("tasks");
     let feedback = ReputationRegistry::new(d.reputation_registry, &market.provider)
         .getLastIndex(market.agent_id, market.operator.address())
         .call()
