@@ -348,3 +348,44 @@ async fn a_body_that_only_drips_is_cut_off_at_its_deadline() {
     assert!(answer.contains("\"body_timeout\""), "{answer}");
     drip.abort();
 }
+
+/// A client that asks for responses and never reads them fills the sockets' buffers, and the server's
+/// writes wait on it: without a deadline on taking a response it would hold its connection (here the
+/// only one) for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_does_not_take_its_responses_is_cut_off() {
+    use std::time::Duration;
+    use tokio::{io::AsyncWriteExt, net::TcpSocket};
+
+    let market = Market::new(Engine::Sqlite, "unread_responses").await.expect("SQLite needs no set-up");
+    let mut config = market.config();
+    config.rate_limit = None;
+    config.http.max_connections = 1;
+    config.http.response_deadline = Duration::from_secs(2);
+    let server = market.start_with(config).await;
+    let address = server.base.trim_start_matches("http://").parse().expect("address");
+
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("a small receive buffer");
+    let (_never_read, mut to_server) = socket.connect(address).await.expect("connect").into_split();
+    // 400 requests for the API's document (53 KB each) in one go: far more than the sockets' buffers
+    // hold (4 MB at most here).
+    let asking = tokio::spawn(async move {
+        let requests = "GET /openapi.json HTTP/1.1\r\nHost: market\r\n\r\n".repeat(400);
+        let _ = to_server.write_all(requests.as_bytes()).await;
+        to_server
+    });
+
+    let quick = reqwest::Client::builder().timeout(Duration::from_millis(500)).build().expect("client");
+    let health = format!("{}/health", server.base);
+    assert!(quick.get(&health).send().await.is_err(), "no slot while the client that does not read holds it");
+    let mut served = false;
+    for _ in 0..30 {
+        if quick.get(&health).send().await.is_ok_and(|response| response.status() == 200) {
+            served = true;
+            break;
+        }
+    }
+    assert!(served, "served once the client that does not read was cut off");
+    asking.abort();
+}

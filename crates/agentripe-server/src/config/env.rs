@@ -82,16 +82,18 @@ impl Config {
         }
         let seconds = |name| Ok::<_, EnvError>(parsed::<u64>(name)?.map(Duration::from_secs));
         let millis = |name| Ok::<_, EnvError>(parsed::<u64>(name)?.map(Duration::from_millis));
+        // A limit of 0 would refuse everything it limits.
+        let at_least_a_second = |name: &'static str, default: Duration| {
+            let limit = seconds(name)?.unwrap_or(default);
+            if limit.is_zero() {
+                return Err(EnvError::Invalid { name, reason: "must be at least 1".into() });
+            }
+            Ok(limit)
+        };
         config.confirmations = parsed("CONFIRMATIONS")?.unwrap_or(config.confirmations);
         config.poll_interval = millis("POLL_INTERVAL_MS")?.unwrap_or(config.poll_interval);
         config.chain_timeout = seconds("CHAIN_TIMEOUT_SECONDS")?.unwrap_or(config.chain_timeout);
-        config.rpc_timeout = seconds("RPC_TIMEOUT_SECONDS")?.unwrap_or(config.rpc_timeout);
-        if config.rpc_timeout.is_zero() {
-            return Err(EnvError::Invalid {
-                name: "RPC_TIMEOUT_SECONDS",
-                reason: "must be at least 1".into(),
-            });
-        }
+        config.rpc_timeout = at_least_a_second("RPC_TIMEOUT_SECONDS", config.rpc_timeout)?;
         config.rpc_lag = millis("RPC_LAG_MS")?.unwrap_or(config.rpc_lag);
         config.batching.max_wait = millis("CHAIN_BATCH_WAIT_MS")?.unwrap_or(config.batching.max_wait);
         config.batching.max_size = parsed("CHAIN_BATCH_MAX")?.unwrap_or(config.batching.max_size);
@@ -108,13 +110,7 @@ impl Config {
         config.purchase_timeout = seconds("PURCHASE_TIMEOUT_SECONDS")?.unwrap_or(config.purchase_timeout);
         config.reconcile_interval =
             seconds("RECONCILE_INTERVAL_SECONDS")?.unwrap_or(config.reconcile_interval);
-        config.payment_lease = seconds("PAYMENT_LEASE_SECONDS")?.unwrap_or(config.payment_lease);
-        if config.payment_lease.is_zero() {
-            return Err(EnvError::Invalid {
-                name: "PAYMENT_LEASE_SECONDS",
-                reason: "must be at least 1".into(),
-            });
-        }
+        config.payment_lease = at_least_a_second("PAYMENT_LEASE_SECONDS", config.payment_lease)?;
         config.max_timeout_seconds = parsed("MAX_TIMEOUT_SECONDS")?.unwrap_or(config.max_timeout_seconds);
         config.token_name = var("TOKEN_EIP712_NAME").unwrap_or(config.token_name);
         config.token_version = var("TOKEN_EIP712_VERSION").unwrap_or(config.token_version);
@@ -140,11 +136,11 @@ impl Config {
         config.fees.max_fee_per_gas = parsed("MAX_FEE_PER_GAS_WEI")?.unwrap_or(config.fees.max_fee_per_gas);
         config.operator_min_balance =
             parsed("OPERATOR_MIN_BALANCE_WEI")?.unwrap_or(config.operator_min_balance);
-        config.http.header_timeout =
-            seconds("HTTP_HEADER_TIMEOUT_SECONDS")?.unwrap_or(config.http.header_timeout);
-        config.http.body_timeout = seconds("HTTP_BODY_TIMEOUT_SECONDS")?.unwrap_or(config.http.body_timeout);
-        config.http.body_deadline =
-            seconds("HTTP_BODY_DEADLINE_SECONDS")?.unwrap_or(config.http.body_deadline);
+        let http = &mut config.http;
+        http.header_timeout = at_least_a_second("HTTP_HEADER_TIMEOUT_SECONDS", http.header_timeout)?;
+        http.body_timeout = at_least_a_second("HTTP_BODY_TIMEOUT_SECONDS", http.body_timeout)?;
+        http.body_deadline = at_least_a_second("HTTP_BODY_DEADLINE_SECONDS", http.body_deadline)?;
+        http.response_deadline = at_least_a_second("HTTP_RESPONSE_DEADLINE_SECONDS", http.response_deadline)?;
         config.http.max_connections = parsed("MAX_CONNECTIONS")?.unwrap_or(config.http.max_connections);
         // 0 requests per second turns rate limiting off.
         config.rate_limit = match (config.rate_limit, parsed::<u32>("RATE_LIMIT_PER_SECOND")?) {

@@ -249,6 +249,7 @@ impl Config {
                 header_timeout: Duration::from_secs(10),
                 body_timeout: Duration::from_secs(10),
                 body_deadline: Duration::from_secs(20),
+                response_deadline: Duration::from_secs(20),
                 max_connections: 1024,
             },
         }

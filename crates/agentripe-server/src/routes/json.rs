@@ -1,16 +1,18 @@
 //! The one JSON body extractor of the API. Every body is a JSON object (an empty body is an empty
-//! object); what is wrong is answered as a JSON error: `body_too_large` (413), `bad_json` (400, not a
-//! JSON object), `bad_field` (400, naming the field and what it must be). Text holding U+0000 is refused
-//! here, before any money moves: PostgreSQL cannot store it, and both engines must behave alike.
+//! object); what is wrong is answered as a JSON error: `body_timeout` (408, not whole in time: see
+//! `http_server::HttpLimits`), `body_too_large` (413), `bad_json` (400, not a JSON object), `bad_field`
+//! (400, naming the field and what it must be). Text holding U+0000 is refused here, before any money
+//! moves: PostgreSQL cannot store it, and both engines must behave alike.
 
 use axum::{
-    body::Bytes,
+    body::{Body, Bytes},
     extract::{FromRequest, Request},
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use tower_http::timeout::DeadlineBody;
 
-use crate::ApiError;
+use crate::{ApiError, http_server::BodyDeadline};
 
 /// A JSON object body deserialized into `T`.
 #[derive(Debug)]
@@ -20,6 +22,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let request = match request.extensions().get::<BodyDeadline>().copied() {
+            Some(BodyDeadline(limit)) => request.map(|body| Body::new(DeadlineBody::new(limit, body))),
+            None => request,
+        };
         let bytes = Bytes::from_request(request, state).await?;
         let value: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
             Value::Object(serde_json::Map::new())
@@ -64,7 +70,20 @@ fn nul_at(value: &Value, path: String) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+
+    /// A handler may work before it reads its body (a vendor's signature checked on a slow chain): that
+    /// time is not the client's, and must not count against its body's deadline.
+    #[tokio::test]
+    async fn the_body_deadline_runs_from_the_read() {
+        let mut request = Request::new(Body::from(r#"{"task_detail":"sent at once"}"#));
+        request.extensions_mut().insert(BodyDeadline(Duration::from_millis(50)));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let JsonBody(body) = JsonBody::<Value>::from_request(request, &()).await.expect("read in time");
+        assert_eq!(body["task_detail"], "sent at once");
+    }
 
     #[test]
     fn finds_nul_anywhere() {

@@ -1,8 +1,11 @@
 //! The HTTP listener: hyper's HTTP/1 with the limits a server open to the internet needs. A client
-//! that does not finish its headers in time is cut off, so is a body that stalls or only drips, and the number of
-//! open connections is capped (a new one waits in the listen backlog until another closes), so slow
-//! clients cannot hold the server's sockets and memory. Told to stop, it closes its listener and lets
-//! each connection finish the request it is serving.
+//! that does not finish its headers in time is cut off, so is a body that stalls or only drips, and so
+//! is a client that does not take its response; the number of open connections is capped (a new one
+//! waits in the listen backlog until another closes), so slow clients cannot hold the server's sockets
+//! and memory. Told to stop, it closes its listener and lets each connection finish the request it is
+//! serving.
+
+mod response_deadline;
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
@@ -15,6 +18,8 @@ use tokio::{
 };
 use tower::ServiceExt;
 
+use self::response_deadline::ResponseDeadline;
+
 /// How many headers hyper parses: more than the API serves (100), so that a request with too many gets
 /// the API's JSON 431 rather than hyper's empty one.
 pub const MAX_HEADERS: usize = 256;
@@ -26,10 +31,12 @@ pub struct HttpLimits {
     pub header_timeout: Duration,
     /// Between two chunks of a request body.
     pub body_timeout: Duration,
-    /// From the end of a request's headers to the end of its body, however steadily it arrives: a body
-    /// sent a byte at a time never stalls for `body_timeout`, and would otherwise hold its connection
-    /// (and a stopping server) for as long as its sender likes.
+    /// From the moment a handler starts reading a request's body to its end, however steadily it
+    /// arrives: a body sent a byte at a time never stalls for `body_timeout`, and would otherwise hold
+    /// its connection (and a stopping server) for as long as its sender likes.
     pub body_deadline: Duration,
+    /// From the moment a response has to wait for its client to read to the moment it is all written.
+    pub response_deadline: Duration,
     /// Connections served at once.
     pub max_connections: usize,
 }
@@ -43,9 +50,7 @@ pub async fn serve(
     limits: HttpLimits,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let router = router
-        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(limits.body_timeout))
-        .layer(tower_http::timeout::RequestBodyDeadlineLayer::new(limits.body_deadline));
+    let router = router.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(limits.body_timeout));
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
         // Waiting for a slot before accepting leaves further clients in the kernel's backlog.
@@ -71,6 +76,7 @@ pub async fn serve(
             // The peer's address keys the rate limits, as axum's `into_make_service_with_connect_info`.
             let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
                 request.extensions_mut().insert(ConnectInfo(peer));
+                request.extensions_mut().insert(BodyDeadline(limits.body_deadline));
                 let router = router.clone();
                 async move {
                     Ok::<_, Infallible>(router.oneshot(request).await.unwrap_or_else(|never| match never {}))
@@ -80,7 +86,10 @@ pub async fn serve(
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_timeout)
                 .max_headers(MAX_HEADERS)
-                .serve_connection(TokioIo::new(socket), service)
+                .serve_connection(
+                    TokioIo::new(ResponseDeadline::new(socket, limits.response_deadline)),
+                    service,
+                )
                 .with_upgrades();
             let mut connection = std::pin::pin!(connection);
             let served = tokio::select! {
@@ -102,6 +111,13 @@ pub async fn serve(
     let _closed = slots.acquire_many(every_slot).await.map_err(std::io::Error::other)?;
     Ok(())
 }
+
+/// How long a request's body may take from the moment its reading starts ([`HttpLimits::body_deadline`]),
+/// for the body's reader to apply: a deadline that ran from the end of the headers would also count the
+/// handler's own work before it reads (a slow chain behind a vendor's signature check), and answer a
+/// client that sent its body at once with a timeout.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyDeadline(pub Duration);
 
 /// Returns once `stop` is true; never, if no one is left to set it.
 async fn stopped(stop: &mut watch::Receiver<bool>) {
