@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use agentripe_server::{
     on_both_engines,
-    testing::{LaggingRpc, Market, PRICE, key},
+    testing::{LaggingRpc, Market, PRICE, key, now},
 };
 use agentripe_store::testing::{Engine, TableLock};
 use agentripe_x402::decode_header;
@@ -711,16 +711,51 @@ async fn a_claim_whose_database_connection_is_cut_is_in_doubt_and_its_retry_buys
     assert_eq!(status, 503, "in doubt, not an internal error: {body}");
     assert!(retry_after.is_some(), "{body}");
     assert!(body["payment"]["follow"].is_string(), "{body}");
-    assert!(
-        body["message"].as_str().is_some_and(|message| message.contains("never a new signature")),
-        "{body}"
-    );
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(message.contains("database failed") && message.contains("never a new signature"), "{body}");
     lock.release().await;
+    let store = agentripe_store::Store::connect(&market.database_url).await.expect("store");
+    let stored = store.payments_in_flight(&format!("{:#x}", buyer.address()), 10).await.expect("read");
+    assert!(stored.is_empty(), "the cut insert stored nothing: {stored:?}");
 
     let retried = server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &header), "").await;
     assert_eq!(task_id_of(retried).await, market.settlement_of(&header).await, "bought with the same header");
     assert_eq!(market.usdc_balance(buyer.address()).await, U256::ZERO, "charged once");
 }
+
+// A header resent once its authorization is too close to expiry to settle (a 503 tells its buyer to
+// resend the same request, for as long as that takes) answers with what became of its payment, not
+// "payment required", on which its buyer would sign again and pay twice. The same header with another
+// body is that other purchase's 409; a stranger's signature over the same authorization learns nothing.
+on_both_engines!(a_header_resent_near_its_expiry_answers_with_its_payment, |market| async move {
+    use agentripe_x402::exact::MIN_SETTLEMENT_WINDOW_SECONDS;
+    let server = market.start().await;
+    let buyer = market.buyer(PRICE).await;
+    let offer = market.offer();
+    let accepted = agentripe_x402::v2::PaymentRequirements::for_offer(&offer);
+    let valid_before = now() + MIN_SETTLEMENT_WINDOW_SECONDS + 8;
+    let authorization = agentripe_x402::Authorization {
+        valid_before: U256::from(valid_before),
+        ..market.authorization(&buyer)
+    };
+    let header = market.v2_header(market.sign(&buyer, &offer, authorization.clone()), accepted.clone());
+    let task = task_id_of(server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &header), "").await).await;
+
+    while now() + MIN_SETTLEMENT_WINDOW_SECONDS <= valid_before {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let resent = server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &header), "").await;
+    assert_eq!(task_id_of(resent).await, task, "its task, not a 402");
+
+    let other_body = r#"{"task_detail":"another purchase"}"#;
+    let other = server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &header), other_body).await;
+    assert_eq!(other.status(), 409, "{}", other.text().await.unwrap_or_default());
+    let stranger = alloy::signers::local::PrivateKeySigner::random();
+    let forged = market.v2_header(market.sign(&stranger, &offer, authorization), accepted);
+    let refused = server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &forged), "").await;
+    assert_eq!(refused.status(), 402, "a stranger's signature is refused as it always was");
+    assert_eq!(market.usdc_balance(buyer.address()).await, U256::ZERO, "charged once");
+});
 
 fn base64_catalog() -> String {
     use base64::Engine as _;

@@ -138,7 +138,7 @@ impl TableLock {
     /// Ends the connections whose statement starting with `statement` waits for a lock, as a database
     /// restarting or failing over would; returns how many it ended.
     pub async fn terminate_blocked(&mut self, statement: &str) -> i64 {
-        self.on_blocked("COUNT(pg_terminate_backend(pid))", statement).await
+        self.on_blocked("COUNT(*) FILTER (WHERE pg_terminate_backend(pid))", statement).await
     }
 
     /// `aggregate` over the activity of this database's statements starting with `statement` that wait

@@ -296,6 +296,46 @@ impl MoneyIn {
         Ok(Claimed::Payment((id, advanced)))
     }
 
+    /// What became of `payment`, a header that no longer passes verification, if that very header was
+    /// claimed before: for this purchase (`agent_id`'s `service_path` with `request`), where its payment
+    /// got to; for another, that purchase. Read only: nothing is stored or advanced (the reconciler
+    /// advances a stored payment). Only the signed authorization stored once it was verified is answered
+    /// for, so a stranger's copy with another signature learns nothing.
+    pub async fn earlier_claim(
+        &self,
+        offer: &Offer,
+        payment: &PaymentPayload,
+        agent_id: U256,
+        service_path: &str,
+        request: &TaskRequest,
+    ) -> Result<Option<Claimed<Advanced>>, PipelineError> {
+        let authorization = &payment.exact().authorization;
+        let (asset, payer, nonce) = (hex(offer.asset), hex(authorization.from), hex(authorization.nonce));
+        let stored = self
+            .store
+            .payment_by_authorization(to_i64(offer.network.chain_id), &asset, &payer, &nonce)
+            .await?;
+        let Some(stored) = stored else {
+            return Ok(None);
+        };
+        let corrupt = |error: serde_json::Error| {
+            PipelineError::corrupt(format!("payment {}", stored.id), error.to_string())
+        };
+        let earlier: FacilitatorRequest = serde_json::from_str(&stored.new.payment).map_err(corrupt)?;
+        if earlier.payment_payload.exact() != payment.exact() {
+            return Ok(None);
+        }
+        let request = serde_json::to_string(request).map_err(corrupt)?;
+        let same_purchase = stored.new.agent_id == agent_id.to_string()
+            && stored.new.service_path == service_path
+            && stored.new.request == request;
+        Ok(Some(if same_purchase {
+            Claimed::Payment(outcome(&stored))
+        } else {
+            Claimed::ForAnotherPurchase(Box::new(stored))
+        }))
+    }
+
     /// Takes no new purchase: one that asks for a place from now on is refused with
     /// [`PipelineError::Stopping`], before anything is stored. Those already claimed go on.
     pub fn stop_taking_purchases(&self) {

@@ -131,19 +131,6 @@ pub async fn purchase(
         Some(Err(reason)) => return Ok(terms.payment_required(&reason.to_string())),
         Some(Ok(payment)) => payment,
     };
-    let verified = match payment.verify(&terms.offer, now_secs()) {
-        Ok(verified) => verified,
-        Err(reason) => return Ok(terms.payment_required(&reason.to_string())),
-    };
-    let purchase = Purchase {
-        agent_id: terms.agent_id,
-        service_path: terms.service_path.clone(),
-        offer: terms.offer.clone(),
-        resource: terms.resource.clone(),
-        payment: payment.clone(),
-        verified,
-        request,
-    };
     let authorization = &payment.exact().authorization;
     let follow = json!({
         "payer": hex(authorization.from),
@@ -157,7 +144,36 @@ pub async fn purchase(
         )
         .with("payment", follow.clone())
     };
-    let purchased = state.money_in.purchase(&purchase, state.config.purchase_timeout).await;
+    let purchased = match payment.verify(&terms.offer, now_secs()) {
+        Ok(verified) => {
+            let purchase = Purchase {
+                agent_id: terms.agent_id,
+                service_path: terms.service_path.clone(),
+                offer: terms.offer.clone(),
+                resource: terms.resource.clone(),
+                payment: payment.clone(),
+                verified,
+                request,
+            };
+            state.money_in.purchase(&purchase, state.config.purchase_timeout).await
+        }
+        // A header resent as a 503 told (its authorization now too close to expiry, say) is answered
+        // with what became of its payment: "payment required" would have its buyer sign again.
+        Err(reason) => {
+            let earlier = state.money_in.earlier_claim(
+                &terms.offer,
+                &payment,
+                terms.agent_id,
+                &terms.service_path,
+                &request,
+            );
+            match earlier.await {
+                Ok(Some(claimed)) => Ok(claimed),
+                Ok(None) => return Ok(terms.payment_required(&reason.to_string())),
+                Err(error) => Err(error),
+            }
+        }
+    };
     let advanced = match purchased.map_err(|error| match error {
         PipelineError::Rpc(error) => {
             ApiError::unavailable_because("the chain cannot be read right now; nothing was charged", error, 5)
@@ -170,9 +186,13 @@ pub async fn purchase(
         // "internal error" might sign again, and pay twice once both settle.
         PipelineError::Store(error) => {
             tracing::error!(%error, "a purchase's payment could not be stored");
-            in_doubt("payment received, but the database could not be reached to store it".into(), 5)
+            in_doubt("payment received; the database failed while storing it, so it may or may not be stored".into(), 5)
         }
-        other => ApiError::internal(other).with("payment", follow.clone()),
+        // A panic while claiming, say: a failure of ours, whose payment may be stored all the same.
+        other => {
+            tracing::error!(error = %other, "a purchase's payment could not be claimed");
+            ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, code: "internal", ..in_doubt("internal error, logged; the payment may have been stored".into(), 5) }
+        }
     })? {
         Claimed::Payment(advanced) => advanced,
         Claimed::ForAnotherPurchase(earlier) => return Err(reused(&earlier)),
