@@ -220,8 +220,9 @@ async fn main() -> std::process::ExitCode {
         violations.push("payments still in flight after two minutes of reconciliation".to_owned());
     }
     if unworked > 0 {
-        violations
-            .push(format!("{unworked} tasks still pending or processing a minute after the last purchase"));
+        violations.push(format!(
+            "{unworked} tasks still pending or processing a minute after the payments settled"
+        ));
     }
     let token = IERC3009::new(d.usdc, &market.provider);
     let escrow = Agentripe::new(d.agentripe, &market.provider);
