@@ -1,6 +1,6 @@
-//! A connection whose client must take its responses in time. hyper has no write timeout: a client
-//! that reads its responses a byte at a time, or not at all, would hold its connection (and its place
-//! among the connections served at once) for as long as it liked.
+//! A connection whose client must take its responses. hyper has no write timeout: a client that reads
+//! its responses a byte at a time, or not at all, would hold its connection (and its place among the
+//! connections served at once) for as long as it liked.
 
 use std::{
     future::Future,
@@ -12,37 +12,65 @@ use std::{
 
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
-    time::Sleep,
+    time::{Instant, Sleep},
 };
 
-/// `io`, on which whatever hyper writes must have reached the socket within `limit` of the moment a
-/// write first had to wait for the client to read; past it, the connection fails. The clock runs from
-/// that first wait to hyper's next flush, however the client drips its reads in between.
+/// The slowest pace at which a client that has been waited for may go on taking a response: a slow
+/// link's (16 KiB/s), so that a large response on one is not cut off, while a client that reads a byte
+/// now and then is.
+const MIN_READ_RATE: u64 = 16 * 1024;
+
+/// `io`, on which a client that has had to be waited for must take what hyper writes: once a write
+/// first waits, everything hyper has to write must reach the socket by `limit` after that moment, plus
+/// the time the bytes written since take at [`MIN_READ_RATE`]. The clock stops at hyper's next flush,
+/// which it makes once its whole response is written.
 pub struct ResponseDeadline<S> {
     io: S,
     limit: Duration,
-    deadline: Option<Pin<Box<Sleep>>>,
+    waited: Option<Waited>,
+}
+
+/// Since a write first had to wait for the client.
+struct Waited {
+    since: Instant,
+    written: u64,
+    timer: Pin<Box<Sleep>>,
 }
 
 impl<S> ResponseDeadline<S> {
     pub fn new(io: S, limit: Duration) -> Self {
-        Self { io, limit, deadline: None }
+        Self { io, limit, waited: None }
     }
 
-    /// `polled`, a write's poll of `io`: a write that waits starts the deadline if none runs, and
-    /// fails once it has passed.
-    fn in_time<T>(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
-        if polled.is_ready() {
-            return polled;
-        }
+    /// A write waits for the client: from now on if it is the first since the last flush. Ready with
+    /// the error to fail the connection with once the deadline has passed.
+    fn waiting(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
         let limit = self.limit;
-        let deadline = self.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-        match deadline.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the client did not take its response in time",
-            ))),
-            Poll::Pending => Poll::Pending,
+        let waited = self.waited.get_or_insert_with(|| {
+            let since = Instant::now();
+            Waited { since, written: 0, timer: Box::pin(tokio::time::sleep_until(since + limit)) }
+        });
+        let deadline = waited.since + limit + Duration::from_millis(waited.written * 1000 / MIN_READ_RATE);
+        if waited.timer.deadline() != deadline {
+            waited.timer.as_mut().reset(deadline);
+        }
+        waited
+            .timer
+            .as_mut()
+            .poll(cx)
+            .map(|()| io::Error::new(io::ErrorKind::TimedOut, "the client did not take its response in time"))
+    }
+
+    fn wrote(&mut self, polled: Poll<io::Result<usize>>, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        match polled {
+            Poll::Ready(Ok(written)) => {
+                if let Some(waited) = &mut self.waited {
+                    waited.written += written as u64;
+                }
+                Poll::Ready(Ok(written))
+            }
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            Poll::Pending => self.waiting(cx).map(Err),
         }
     }
 }
@@ -59,8 +87,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for ResponseDeadline<S> {
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for ResponseDeadline<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let written = Pin::new(&mut self.io).poll_write(cx, buf);
-        self.in_time(cx, written)
+        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.wrote(polled, cx)
     }
 
     fn poll_write_vectored(
@@ -68,8 +96,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ResponseDeadline<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let written = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
-        self.in_time(cx, written)
+        let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.wrote(polled, cx)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -78,15 +106,49 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ResponseDeadline<S> {
 
     /// hyper flushes once everything it had to write is written: the response was taken in time.
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let flushed = Pin::new(&mut self.io).poll_flush(cx);
-        if flushed.is_ready() {
-            self.deadline = None;
+        match Pin::new(&mut self.io).poll_flush(cx) {
+            Poll::Ready(flushed) => {
+                self.waited = None;
+                Poll::Ready(flushed)
+            }
+            Poll::Pending => self.waiting(cx).map(Err),
         }
-        self.in_time(cx, flushed)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let shut = Pin::new(&mut self.io).poll_shutdown(cx);
-        self.in_time(cx, shut)
+        match Pin::new(&mut self.io).poll_shutdown(cx) {
+            Poll::Ready(shut) => Poll::Ready(shut),
+            Poll::Pending => self.waiting(cx).map(Err),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A client that takes a response at a slow link's pace keeps its connection past the limit (here
+    /// 1.5 s of reading against 1 s); once it stops reading, it is cut off.
+    #[tokio::test]
+    async fn a_client_is_given_the_time_what_it_takes_needs() {
+        let (server, mut client) = tokio::io::duplex(1024);
+        let mut server = ResponseDeadline::new(server, Duration::from_secs(1));
+        let reading = tokio::spawn(async move {
+            let mut taken = [0u8; 1024];
+            // 50 KiB/s, three times the slowest pace allowed.
+            for _ in 0..75 {
+                client.read_exact(&mut taken).await.expect("still connected while reading");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            client
+        });
+        let response = vec![7u8; 256 * 1024];
+        let written = tokio::time::timeout(Duration::from_secs(20), server.write_all(&response)).await;
+        let error = written.expect("cut off in time").expect_err("cut off once the client stopped reading");
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        drop(server);
+        reading.await.expect("the client read all it asked for before it stopped");
     }
 }
