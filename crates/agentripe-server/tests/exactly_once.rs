@@ -730,7 +730,7 @@ async fn a_claim_whose_database_connection_is_cut_is_in_doubt_and_its_retry_buys
 on_both_engines!(a_header_resent_near_its_expiry_answers_with_its_payment, |market| async move {
     use agentripe_x402::exact::MIN_SETTLEMENT_WINDOW_SECONDS;
     let server = market.start().await;
-    let buyer = market.buyer(PRICE).await;
+    let buyer = market.buyer(2 * PRICE).await;
     let offer = market.offer();
     let accepted = agentripe_x402::v2::PaymentRequirements::for_offer(&offer);
     let valid_before = now() + MIN_SETTLEMENT_WINDOW_SECONDS + 8;
@@ -738,14 +738,19 @@ on_both_engines!(a_header_resent_near_its_expiry_answers_with_its_payment, |mark
         valid_before: U256::from(valid_before),
         ..market.authorization(&buyer)
     };
-    let header = market.v2_header(market.sign(&buyer, &offer, authorization.clone()), accepted.clone());
+    let signed = market.sign(&buyer, &offer, authorization.clone());
+    let header = market.v2_header(signed.clone(), accepted.clone());
     let task = task_id_of(server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &header), "").await).await;
 
     while now() + MIN_SETTLEMENT_WINDOW_SECONDS <= valid_before {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     let resent = server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &header), "").await;
+    assert!(resent.headers().contains_key("payment-response"), "{:?}", resent.headers());
     assert_eq!(task_id_of(resent).await, task, "its task, not a 402");
+    let as_v1 = market.v1_header(signed);
+    let resent_as_v1 = server.buy(market.agent_id, ("X-PAYMENT", &as_v1), "").await;
+    assert_eq!(task_id_of(resent_as_v1).await, task, "the same authorization in a v1 header");
 
     let other_body = r#"{"task_detail":"another purchase"}"#;
     let other = server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &header), other_body).await;
@@ -754,7 +759,7 @@ on_both_engines!(a_header_resent_near_its_expiry_answers_with_its_payment, |mark
     let forged = market.v2_header(market.sign(&stranger, &offer, authorization), accepted);
     let refused = server.buy(market.agent_id, ("PAYMENT-SIGNATURE", &forged), "").await;
     assert_eq!(refused.status(), 402, "a stranger's signature is refused as it always was");
-    assert_eq!(market.usdc_balance(buyer.address()).await, U256::ZERO, "charged once");
+    assert_eq!(market.usdc_balance(buyer.address()).await, U256::from(PRICE), "charged once");
 });
 
 fn base64_catalog() -> String {

@@ -300,7 +300,8 @@ impl MoneyIn {
     /// claimed before: for this purchase (`agent_id`'s `service_path` with `request`), where its payment
     /// got to; for another, that purchase. Read only: nothing is stored or advanced (the reconciler
     /// advances a stored payment). Only the signed authorization stored once it was verified is answered
-    /// for, so a stranger's copy with another signature learns nothing.
+    /// for: a copy under another signature gets the refusal it always got. (A settled header is public on
+    /// chain; what it is answered with, `GET /payments/{payer}/{nonce}` tells anyone.)
     pub async fn earlier_claim(
         &self,
         offer: &Offer,

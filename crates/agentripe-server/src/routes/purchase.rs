@@ -3,7 +3,7 @@
 //! money in, and answer `{"taskId", "message"}` with the settlement in the payment version's header.
 
 use agentripe_store::Payment;
-use agentripe_x402::{Offer, PaymentPayload, SettleResponse, encode_header, headers, v1, v2};
+use agentripe_x402::{ErrorReason, Offer, PaymentPayload, SettleResponse, encode_header, headers, v1, v2};
 use alloy::primitives::{B256, U256};
 use axum::{
     Json,
@@ -157,6 +157,12 @@ pub async fn purchase(
             };
             state.money_in.purchase(&purchase, state.config.purchase_timeout).await
         }
+        // A header this server verified and stored cannot have been signed by another or be not valid
+        // yet: for those, there is nothing to look up.
+        Err(
+            reason @ (ErrorReason::InvalidExactEvmPayloadSignature
+            | ErrorReason::InvalidExactEvmPayloadAuthorizationValidAfter),
+        ) => return Ok(terms.payment_required(&reason.to_string())),
         // A header resent as a 503 told (its authorization now too close to expiry, say) is answered
         // with what became of its payment: "payment required" would have its buyer sign again.
         Err(reason) => {
@@ -170,7 +176,14 @@ pub async fn purchase(
             match earlier.await {
                 Ok(Some(claimed)) => Ok(claimed),
                 Ok(None) => return Ok(terms.payment_required(&reason.to_string())),
-                Err(error) => Err(error),
+                Err(error) => {
+                    tracing::error!(%error, "whether a payment was stored before could not be read");
+                    return Err(in_doubt(
+                        "this payment no longer verifies, and whether it was stored before cannot be read right now"
+                            .into(),
+                        5,
+                    ));
+                }
             }
         }
     };
