@@ -138,11 +138,12 @@ fn report(label: &str, latencies: &[Duration], seconds: u64) {
 async fn main() {
     let seconds: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(15);
     let market = Arc::new(Market::new(Engine::Sqlite, "abuse_load").await.expect("SQLite"));
-    // The test market turns rate limits off; this run has them as a public server would.
+    // The test market turns the limits per client off; this run has them as a public server would.
     let defaults =
         Config::new(String::new(), market.deployment.clone(), market.operator.clone(), String::new());
     let mut config = market.config();
     config.rate_limit = defaults.rate_limit;
+    config.http.max_connections_per_client = defaults.http.max_connections_per_client;
     config.catalog_allow_private = false;
     config.poll_interval = Duration::from_millis(5);
     config.purchase_timeout = Duration::from_secs(60);

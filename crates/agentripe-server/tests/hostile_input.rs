@@ -389,3 +389,41 @@ async fn a_client_that_does_not_take_its_responses_is_cut_off() {
     assert!(served, "served once the client that does not read was cut off");
     asking.abort();
 }
+
+/// One address cannot take every connection (a request every few seconds keeps one open, a 429 being an
+/// answer too): beyond its cap, a new connection is told so in JSON and closed, while a client from
+/// another address is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_hold_every_connection() {
+    use std::time::Duration;
+    use tokio::{
+        io::AsyncWriteExt,
+        net::{TcpSocket, TcpStream},
+    };
+
+    let market = Market::new(Engine::Sqlite, "connections_per_client").await.expect("SQLite needs no set-up");
+    let mut config = market.config();
+    config.http.max_connections = 4;
+    config.http.max_connections_per_client = Some(2);
+    let server = market.start_with(config).await;
+    let address: std::net::SocketAddr = server.base.trim_start_matches("http://").parse().expect("address");
+
+    let _held = [
+        TcpStream::connect(address).await.expect("connect"),
+        TcpStream::connect(address).await.expect("connect"),
+    ];
+    let mut third = TcpStream::connect(address).await.expect("connect");
+    let answer = until_closed(&mut third, Duration::from_secs(5)).await.expect("refused at once");
+    assert_eq!(status_of(&answer), 429, "{answer}");
+    assert!(answer.contains("\"too_many_connections\""), "{answer}");
+
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket.bind("127.0.0.2:0".parse().expect("address")).expect("bind another loopback address");
+    let mut other = socket.connect(address).await.expect("connect");
+    other
+        .write_all(b"GET /health HTTP/1.1\r\nHost: market\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let answer = until_closed(&mut other, Duration::from_secs(5)).await.expect("answered");
+    assert_eq!(status_of(&answer), 200, "{answer}");
+}

@@ -154,6 +154,15 @@ impl Config {
                     .unwrap_or(limit.trust_forwarded_for),
             }),
         };
+        // Behind a reverse proxy every client arrives from the proxy's address: no cap per client then,
+        // unless one is set.
+        let behind_proxy = parsed::<bool>("RATE_LIMIT_TRUST_FORWARDED_FOR")?.unwrap_or(false);
+        config.http.max_connections_per_client = match parsed::<usize>("MAX_CONNECTIONS_PER_CLIENT")? {
+            Some(0) => None,
+            Some(cap) => Some(cap),
+            None if behind_proxy => None,
+            None => config.http.max_connections_per_client,
+        };
         config.reviewer = match var("REVIEWER_BASE_URL") {
             None => None,
             Some(base_url) => Some(ReviewerConfig {

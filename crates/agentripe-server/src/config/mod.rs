@@ -251,6 +251,7 @@ impl Config {
                 body_deadline: Duration::from_secs(20),
                 response_deadline: Duration::from_secs(20),
                 max_connections: 1024,
+                max_connections_per_client: Some(64),
             },
         }
     }

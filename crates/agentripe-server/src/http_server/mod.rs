@@ -5,7 +5,10 @@
 //! and memory. Told to stop, it closes its listener and lets each connection finish the request it is
 //! serving.
 
+mod per_client;
 mod response_deadline;
+
+pub use self::per_client::client_network;
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
@@ -13,12 +16,16 @@ use axum::{Router, extract::ConnectInfo, http::Request};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{
-    net::TcpListener,
-    sync::{Semaphore, watch},
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    sync::{OwnedSemaphorePermit, Semaphore, watch},
 };
 use tower::ServiceExt;
 
-use self::response_deadline::ResponseDeadline;
+use self::{per_client::ClientConnections, response_deadline::ResponseDeadline};
+
+/// How long a connection refused for its client's cap may take to be told so.
+const REFUSAL_PATIENCE: Duration = Duration::from_secs(1);
 
 /// How many headers hyper parses: more than the API serves (100), so that a request with too many gets
 /// the API's JSON 431 rather than hyper's empty one.
@@ -39,6 +46,9 @@ pub struct HttpLimits {
     pub response_deadline: Duration,
     /// Connections served at once.
     pub max_connections: usize,
+    /// Connections one client ([`client_network`]) may hold at once; none behind a reverse proxy, whose
+    /// address every client shares. Beyond it, a new connection is answered 429 and closed.
+    pub max_connections_per_client: Option<usize>,
 }
 
 /// Serves `router` on `listener` until `stop` turns true, then closes the listener, lets every
@@ -52,6 +62,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let router = router.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(limits.body_timeout));
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let clients = limits.max_connections_per_client.map(ClientConnections::new);
     loop {
         // Waiting for a slot before accepting leaves further clients in the kernel's backlog.
         let slot = tokio::select! {
@@ -70,6 +81,16 @@ pub async fn serve(
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
+        };
+        let client = match &clients {
+            Some(clients) => match clients.admit(peer.ip()) {
+                Some(client) => Some(client),
+                None => {
+                    tokio::spawn(refuse(socket, slot));
+                    continue;
+                }
+            },
+            None => None,
         };
         let (router, mut stop) = (router.clone(), stop.clone());
         tokio::spawn(async move {
@@ -102,7 +123,7 @@ pub async fn serve(
             if let Err(error) = served {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
-            drop(slot);
+            drop((client, slot));
         });
     }
     drop(listener);
@@ -110,6 +131,33 @@ pub async fn serve(
     let every_slot = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     let _closed = slots.acquire_many(every_slot).await.map_err(std::io::Error::other)?;
     Ok(())
+}
+
+/// Answers a connection whose client already holds its cap with a JSON 429, then closes it. It keeps its
+/// place among the connections served until then, so refusals cannot open more sockets than they may.
+async fn refuse(mut socket: TcpStream, slot: OwnedSemaphorePermit) {
+    let body = serde_json::json!({
+        "error": "too_many_connections",
+        "message": "your address holds as many connections to this server as one client may: reuse one, or close one first",
+    })
+    .to_string();
+    let answer = format!(
+        "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let told = tokio::time::timeout(REFUSAL_PATIENCE, async {
+        socket.write_all(answer.as_bytes()).await?;
+        socket.shutdown().await?;
+        // What the client sent is read, so that closing does not reset the connection before it reads
+        // its answer.
+        let mut sink = [0u8; 1024];
+        while socket.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    });
+    if let Ok(Err(error)) = told.await {
+        tracing::debug!(%error, "a connection over its client's cap was refused uncleanly");
+    }
+    drop(slot);
 }
 
 /// How long a request's body may take from the moment its reading starts ([`HttpLimits::body_deadline`]),

@@ -2,11 +2,7 @@
 //! requests, one refilled every `refill`. Beyond it, 429 with `Retry-After` and the API's JSON error,
 //! before any handler, database or RPC work.
 
-use std::{
-    net::{IpAddr, Ipv6Addr},
-    sync::Arc,
-    time::Duration,
-};
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use axum::{Router, body::Body, http::StatusCode, response::IntoResponse};
 use tower_governor::{
@@ -15,7 +11,7 @@ use tower_governor::{
     key_extractor::{KeyExtractor, PeerIpKeyExtractor, SmartIpKeyExtractor},
 };
 
-use crate::{ApiError, config::RateLimit};
+use crate::{ApiError, config::RateLimit, http_server::client_network};
 
 /// How often the buckets of clients that went quiet are dropped, so a scan from many addresses does not
 /// keep memory.
@@ -31,8 +27,7 @@ pub fn limited(router: Router, limit: RateLimit) -> Router {
     }
 }
 
-/// Keys a client by its IPv4 address, or by its IPv6 /64: one subscriber's network hands out a whole
-/// /64, so a client keyed by its full IPv6 address would get a fresh bucket per address.
+/// Keys a client by its network ([`client_network`]): its IPv4 address, or its IPv6 /64.
 #[derive(Clone, Copy, Debug)]
 struct ByNetwork<K>(K);
 
@@ -40,18 +35,7 @@ impl<K: KeyExtractor<Key = IpAddr>> KeyExtractor for ByNetwork<K> {
     type Key = IpAddr;
 
     fn extract<T>(&self, request: &axum::http::Request<T>) -> Result<IpAddr, GovernorError> {
-        self.0.extract(request).map(network)
-    }
-}
-
-/// The part of `address` that one client controls as a whole.
-fn network(address: IpAddr) -> IpAddr {
-    match address {
-        IpAddr::V4(_) => address,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
-        },
+        self.0.extract(request).map(client_network)
     }
 }
 
@@ -93,25 +77,5 @@ fn too_many(error: GovernorError) -> axum::http::Response<Body> {
         GovernorError::Other { code, msg, .. } => {
             ApiError::new(code, "rate_limited", msg.unwrap_or_else(|| "refused".into())).into_response()
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_ipv6_client_is_its_64_and_an_ipv4_client_its_address() {
-        let key = |text: &str| network(text.parse().expect("address"));
-        assert_eq!(
-            key("2001:db8:1:2:aaaa::1"),
-            key("2001:db8:1:2:ffff:eeee:dddd:cccc"),
-            "one /64, one bucket"
-        );
-        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"), "another /64, another bucket");
-        assert_eq!(key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::".parse::<IpAddr>().expect("address"));
-        assert_eq!(key("203.0.113.7"), "203.0.113.7".parse::<IpAddr>().expect("address"));
-        assert_ne!(key("203.0.113.7"), key("203.0.113.8"));
-        assert_eq!(key("::ffff:203.0.113.7"), key("203.0.113.7"), "IPv4 mapped into IPv6 is IPv4");
     }
 }

@@ -154,8 +154,10 @@ impl Market {
         config.reconcile_interval = Duration::from_millis(200);
         // Test catalogs are served on loopback.
         config.catalog_allow_private = true;
-        // Every test client is 127.0.0.1, and many tests burst (tests/hostile_input.rs turns it on).
+        // Every test client is 127.0.0.1, and many tests burst or open many connections
+        // (tests/hostile_input.rs turns both limits on).
         config.rate_limit = None;
+        config.http.max_connections_per_client = None;
         config
     }
 
