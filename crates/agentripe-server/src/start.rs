@@ -236,6 +236,7 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Running, Sta
         reviewer,
         money_out.clone(),
         config.max_rejections,
+        config.review_lease,
         config.purchase_timeout,
     ));
     let index =

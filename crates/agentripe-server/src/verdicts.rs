@@ -14,9 +14,6 @@ use agentripe_store::{EscrowStatus, ReviewRecord, Store, StoreError, Task, TaskS
 
 use crate::{money_out::MoneyOut, util::now_ms};
 
-/// A review claim older than this (a crash mid-review) may be taken over.
-const STALE_REVIEW_MS: i64 = 10 * 60 * 1000;
-
 /// Reviews submissions and turns verdicts into escrow decisions.
 #[derive(Debug)]
 pub struct Verdicts {
@@ -25,6 +22,8 @@ pub struct Verdicts {
     money_out: Arc<MoneyOut>,
     /// The rejection that refunds the buyer (Agentripe: the fifth).
     max_rejections: i32,
+    /// How long a review claim holds without a renewal.
+    review_lease: Duration,
     /// How long a request waits for the escrow to move before leaving it to the reconciler.
     payout_wait: Duration,
 }
@@ -66,9 +65,10 @@ impl Verdicts {
         reviewer: Reviewer,
         money_out: Arc<MoneyOut>,
         max_rejections: i32,
+        review_lease: Duration,
         payout_wait: Duration,
     ) -> Self {
-        Self { store, reviewer, money_out, max_rejections, payout_wait }
+        Self { store, reviewer, money_out, max_rejections, review_lease, payout_wait }
     }
 
     /// Whether buyers can ask for a review here.
@@ -80,19 +80,21 @@ impl Verdicts {
     /// and moves the money it decides.
     pub async fn submit(&self, task: &Task, result: &str) -> Result<Decided, DecisionError> {
         let id = &task.new.id;
-        let now = now_ms();
-        if !self.store.begin_review(id, now, now - STALE_REVIEW_MS).await? {
+        let claimed_at = now_ms();
+        let lease_ms = i64::try_from(self.review_lease.as_millis()).unwrap_or(i64::MAX);
+        if !self.store.begin_review(id, claimed_at, claimed_at.saturating_sub(lease_ms)).await? {
             return Err(self.why_not_open(id).await?);
         }
-        let verdict = match self.verdict(task, result).await {
+        let (reviewed, claimed_at) = self.renewing_claim(id, claimed_at, self.verdict(task, result)).await?;
+        let verdict = match reviewed {
             Ok(verdict) => verdict,
             Err(error) => {
-                self.store.abandon_review(id).await?;
+                self.store.abandon_review(id, claimed_at).await?;
                 return Err(error);
             }
         };
         if self.store.apply_verdict(id, result, &verdict, self.max_rejections, now_ms()).await?.is_none() {
-            self.store.abandon_review(id).await?;
+            self.store.abandon_review(id, claimed_at).await?;
             return Err(DecisionError::Superseded);
         }
         let escrow = self.money_out.carry_out_within(id, self.payout_wait).await;
@@ -106,6 +108,33 @@ impl Verdicts {
         }
         let escrow = self.money_out.carry_out_within(&task.new.id, self.payout_wait).await;
         Ok(Decided { verdict: None, escrow })
+    }
+
+    /// Runs `reviewing` while renewing the review claim of task `id` taken at `claimed_at` every third of
+    /// a lease, so that the claim goes stale within a lease of its reviewer's death and not before.
+    /// Returns the review's outcome and when the claim was last renewed; a claim taken over meanwhile
+    /// (this process stalled for a lease) stops the review, whose verdict would not be its to apply.
+    async fn renewing_claim<T>(
+        &self,
+        id: &str,
+        mut claimed_at: i64,
+        reviewing: impl std::future::Future<Output = T>,
+    ) -> Result<(T, i64), DecisionError> {
+        let every = self.review_lease / 3;
+        let mut renewals = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let mut reviewing = std::pin::pin!(reviewing);
+        loop {
+            tokio::select! {
+                reviewed = &mut reviewing => return Ok((reviewed, claimed_at)),
+                _ = renewals.tick() => {
+                    let now = now_ms();
+                    if !self.store.renew_review(id, claimed_at, now).await? {
+                        return Err(DecisionError::Superseded);
+                    }
+                    claimed_at = now;
+                }
+            }
+        }
     }
 
     async fn reload(&self, id: &str) -> Result<Task, DecisionError> {

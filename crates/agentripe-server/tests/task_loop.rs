@@ -359,3 +359,81 @@ on_both_engines!(
         next.crash();
     }
 );
+
+/// `POST /vendor/tasks/{task}/complete` as the market's vendor on `server`, from a task of its own.
+fn complete_in_background(
+    server: &Server,
+    market: &Market,
+    task: &str,
+    give_up_after: std::time::Duration,
+) -> tokio::task::JoinHandle<Result<reqwest::Response, reqwest::Error>> {
+    let request = reqwest::Client::builder()
+        .timeout(give_up_after)
+        .build()
+        .expect("client")
+        .post(format!("{}/vendor/tasks/{task}/complete", server.base))
+        .headers(vendor_headers(&market.vendor, market.agent_id, now()))
+        .json(&json!({ "result": "こんにちは世界" }));
+    tokio::spawn(request.send())
+}
+
+// A server that dies mid-review leaves its task claimed only until the review's lease runs out (the
+// claim is renewed while the review runs, so a live review keeps it): the vendor's next submission is
+// reviewed then, not ten minutes later.
+on_both_engines!(a_review_cut_off_by_a_crash_is_taken_up_once_its_claim_runs_out, |market| async move {
+    use std::time::{Duration, Instant};
+    let llm = ScriptedLlm::start(vec![
+        LlmAnswer::Slow(Duration::from_secs(60), "never heard".into()),
+        LlmAnswer::verdict(true, "accurate"),
+    ])
+    .await;
+    let mut config = market.config();
+    config.reviewer =
+        Some(agentripe_review::ReviewerConfig { timeout: Duration::from_secs(60), ..llm.reviewer() });
+    config.review_lease = Duration::from_secs(3);
+    let first = market.start_with(config.clone()).await;
+    let (_buyer, task) = first.purchase(&market, &request()).await;
+    first.vendor(&market, "start", &task, json!({})).await;
+    let _cut_off = complete_in_background(&first, &market, &task, Duration::from_secs(120));
+    while llm.requests.lock().expect("lock").is_empty() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Past a lease, the review still running holds its claim.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (status, busy) = first.vendor(&market, "complete", &task, json!({ "result": "again" })).await;
+    assert_eq!(status, 409, "{busy}");
+    first.crash();
+
+    let second = market.start_with(config).await;
+    let restarted = Instant::now();
+    let (status, done) = loop {
+        let (status, body) =
+            second.vendor(&market, "complete", &task, json!({ "result": "こんにちは世界" })).await;
+        if status != 409 || restarted.elapsed() > Duration::from_secs(20) {
+            break (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["review"], json!({ "approved": true, "reason": "accurate" }));
+    assert_eq!(done["task"]["status"], "completed");
+});
+
+// A vendor that hangs up while its submission is reviewed leaves no claim behind: the review goes on
+// without the request and its verdict is applied.
+on_both_engines!(a_review_goes_on_when_its_vendor_hangs_up, |market| async move {
+    use std::time::Duration;
+    // Within the scripted reviewer's timeout (2 s), well past the vendor's patience.
+    let llm = ScriptedLlm::start(vec![LlmAnswer::Slow(
+        Duration::from_secs(1),
+        json!({ "approved": true, "reason": "accurate" }).to_string(),
+    )])
+    .await;
+    let server = reviewed_server(&market, &llm).await;
+    let (_buyer, task) = server.purchase(&market, &request()).await;
+    server.vendor(&market, "start", &task, json!({})).await;
+    let hung_up = complete_in_background(&server, &market, &task, Duration::from_millis(300));
+    assert!(hung_up.await.expect("join").is_err(), "the vendor gave up before the verdict");
+    let released = server.escrow_status_eventually(&task, "released").await;
+    assert_eq!(released["task"]["status"], "completed", "{released}");
+});

@@ -348,8 +348,8 @@ impl Store {
         .await
     }
 
-    /// Claims the right to review a submission: one `/complete` at a time. A claim older than
-    /// `stale_before_ms` (a crash mid-review) may be taken over.
+    /// Claims the right to review a submission: one `/complete` at a time. A claim taken or last renewed
+    /// before `stale_before_ms` (its reviewer died mid-review) may be taken over.
     pub async fn begin_review(
         &self,
         id: &str,
@@ -366,12 +366,24 @@ impl Store {
         .await
     }
 
-    /// Gives a review claim back without a verdict (the reviewer was unavailable): nothing counted.
-    pub async fn abandon_review(&self, id: &str) -> Result<(), StoreError> {
+    /// Renews the review claim taken or last renewed at `claimed_at_ms`, to `now_ms`; false if the claim
+    /// is no longer that one (it went stale and was taken over, or was given back).
+    pub async fn renew_review(&self, id: &str, claimed_at_ms: i64, now_ms: i64) -> Result<bool, StoreError> {
+        self.transition(
+            "renewing a review claim",
+            "UPDATE tasks SET review_started_at = $1 WHERE id = $2 AND review_started_at = $3",
+            &[Bind::Int(now_ms), Bind::Text(Some(id)), Bind::Int(claimed_at_ms)],
+        )
+        .await
+    }
+
+    /// Gives the review claim taken or last renewed at `claimed_at_ms` back without a verdict (the
+    /// reviewer was unavailable): nothing counted. A claim taken over meanwhile is left to its holder.
+    pub async fn abandon_review(&self, id: &str, claimed_at_ms: i64) -> Result<(), StoreError> {
         self.transition(
             "abandoning a review",
-            "UPDATE tasks SET review_started_at = NULL WHERE id = $1",
-            &[Bind::Text(Some(id))],
+            "UPDATE tasks SET review_started_at = NULL WHERE id = $1 AND review_started_at = $2",
+            &[Bind::Text(Some(id)), Bind::Int(claimed_at_ms)],
         )
         .await?;
         Ok(())

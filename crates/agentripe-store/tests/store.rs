@@ -523,12 +523,17 @@ on_both_engines!(the_task_state_machine_moves_one_way_at_a_time, |store| async m
     assert!(store.start_task("0xt1", NOW + 1).await.expect("start"));
     assert!(!store.start_task("0xt1", NOW + 2).await.expect("start twice"), "already processing");
 
-    // One review at a time; a crashed review can be taken over once stale.
+    // One review at a time; a claim renewed holds, and a crashed review's can be taken over once stale.
     assert!(store.begin_review("0xt1", NOW + 10, NOW).await.expect("review"));
     assert!(!store.begin_review("0xt1", NOW + 11, NOW).await.expect("second review"));
     assert!(!store.fail_task("0xt1", "gave up", NOW + 12).await.expect("fail"), "not while under review");
+    assert!(store.renew_review("0xt1", NOW + 10, NOW + 13).await.expect("renew"));
+    assert!(!store.begin_review("0xt1", NOW + 14, NOW + 12).await.expect("review"), "renewed, not stale");
     assert!(store.begin_review("0xt1", NOW + 20, NOW + 15).await.expect("stale review taken over"));
-    store.abandon_review("0xt1").await.expect("abandon");
+    assert!(!store.renew_review("0xt1", NOW + 13, NOW + 21).await.expect("renew"), "taken over");
+    store.abandon_review("0xt1", NOW + 13).await.expect("abandon");
+    assert!(!store.begin_review("0xt1", NOW + 22, NOW).await.expect("review"), "its taker's claim stands");
+    store.abandon_review("0xt1", NOW + 20).await.expect("abandon");
     assert_eq!(
         status(&read("0xt1").await),
         (TaskStatus::Processing, EscrowStatus::Deposited, 0),

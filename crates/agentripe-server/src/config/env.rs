@@ -111,6 +111,7 @@ impl Config {
         config.reconcile_interval =
             seconds("RECONCILE_INTERVAL_SECONDS")?.unwrap_or(config.reconcile_interval);
         config.payment_lease = at_least_a_second("PAYMENT_LEASE_SECONDS", config.payment_lease)?;
+        config.review_lease = at_least_a_second("REVIEW_LEASE_SECONDS", config.review_lease)?;
         config.max_timeout_seconds = parsed("MAX_TIMEOUT_SECONDS")?.unwrap_or(config.max_timeout_seconds);
         config.token_name = var("TOKEN_EIP712_NAME").unwrap_or(config.token_name);
         config.token_version = var("TOKEN_EIP712_VERSION").unwrap_or(config.token_version);

@@ -95,6 +95,9 @@ pub struct Config {
     /// How long a payment stays with the process advancing it without a renewal: the longest a
     /// crashed process delays a payment (renewed every third of it while the holder lives).
     pub payment_lease: Duration,
+    /// How long a submission's review stays claimed by the request reviewing it without a renewal: the
+    /// longest a reviewer that died mid-review holds its task (renewed every third of it meanwhile).
+    pub review_lease: Duration,
     /// The longest a buyer's authorization may stay valid (`maxTimeoutSeconds`).
     pub max_timeout_seconds: u64,
     /// The token's EIP-712 domain name and version ("USDC", "2") and decimals (6).
@@ -220,6 +223,7 @@ impl Config {
             purchase_timeout: Duration::from_secs(30),
             reconcile_interval: Duration::from_secs(5),
             payment_lease: Duration::from_secs(10),
+            review_lease: Duration::from_secs(30),
             max_timeout_seconds: 300,
             token_name: "USDC".into(),
             token_version: "2".into(),

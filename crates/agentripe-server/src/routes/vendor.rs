@@ -171,7 +171,12 @@ pub async fn complete(
     let task = own_task(&state.store, &vendor, &task_id).await?;
     let result = required("result", body.result)?;
     refuse_if_expired(&task, "complete")?;
-    let decided = state.verdicts.submit(&task, &result).await.map_err(|error| match error {
+    // On a task of its own, so that a vendor hanging up mid-review leaves no claim to wait out.
+    let verdicts = state.verdicts.clone();
+    let submitted = tokio::spawn(async move { verdicts.submit(&task, &result).await });
+    let submitted =
+        submitted.await.map_err(|error| ApiError::internal(format!("a review panicked: {error}")))?;
+    let decided = submitted.map_err(|error| match error {
         DecisionError::NotOpen(task) => {
             wrong_state(&task, "complete", "processing or rejected (call /start first)")
         }
