@@ -93,7 +93,9 @@ impl Verdicts {
                 return Err(error);
             }
         };
-        if self.store.apply_verdict(id, result, &verdict, self.max_rejections, now_ms()).await?.is_none() {
+        let applied =
+            self.store.apply_verdict(id, claimed_at, result, &verdict, self.max_rejections, now_ms());
+        if applied.await?.is_none() {
             self.store.abandon_review(id, claimed_at).await?;
             return Err(DecisionError::Superseded);
         }
@@ -128,10 +130,13 @@ impl Verdicts {
                 reviewed = &mut reviewing => return Ok((reviewed, claimed_at)),
                 _ = renewals.tick() => {
                     let now = now_ms();
-                    if !self.store.renew_review(id, claimed_at, now).await? {
-                        return Err(DecisionError::Superseded);
+                    match self.store.renew_review(id, claimed_at, now).await {
+                        Ok(true) => claimed_at = now,
+                        Ok(false) => return Err(DecisionError::Superseded),
+                        // Two thirds of the lease are left for the next renewal: a paid review is not
+                        // thrown away for one failed statement.
+                        Err(error) => tracing::warn!(task = id, %error, "a review's claim could not be renewed"),
                     }
-                    claimed_at = now;
                 }
             }
         }

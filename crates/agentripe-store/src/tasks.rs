@@ -389,11 +389,14 @@ impl Store {
         Ok(())
     }
 
-    /// Applies a verdict to the submission under review. Approval decides the release; a rejection
-    /// counts, and the `max_rejections`-th decides the refund. Returns the rejection count after it.
+    /// Applies a verdict to the submission under the review claim taken or last renewed at
+    /// `claimed_at_ms` (None if that claim went stale and was taken over). Approval decides the release;
+    /// a rejection counts, and the `max_rejections`-th decides the refund. Returns the rejection count
+    /// after it.
     pub async fn apply_verdict(
         &self,
         id: &str,
+        claimed_at_ms: i64,
         result: &str,
         verdict: &Verdict,
         max_rejections: i32,
@@ -404,8 +407,14 @@ impl Store {
                 "approving a task",
                 "UPDATE tasks SET result = $1, review_approved = 1, review_reason = $2, review_started_at = NULL, \
                  status = 'processing', escrow_status = 'releasing', outcome = 'released', updated_at = $3 \
-                 WHERE id = $4 AND review_started_at IS NOT NULL AND escrow_status = 'deposited'",
-                &[Bind::Text(Some(result)), Bind::Text(Some(&verdict.reason)), Bind::Int(now_ms), Bind::Text(Some(id))],
+                 WHERE id = $4 AND review_started_at = $5 AND escrow_status = 'deposited'",
+                &[
+                    Bind::Text(Some(result)),
+                    Bind::Text(Some(&verdict.reason)),
+                    Bind::Int(now_ms),
+                    Bind::Text(Some(id)),
+                    Bind::Int(claimed_at_ms),
+                ],
             )
             .await?
         } else {
@@ -415,13 +424,14 @@ impl Store {
                  status = 'rejected', review_reject_count = review_reject_count + 1, \
                  escrow_status = CASE WHEN review_reject_count + 1 >= $3 THEN 'refunding' ELSE 'deposited' END, \
                  outcome = CASE WHEN review_reject_count + 1 >= $3 THEN 'rejected' ELSE NULL END, \
-                 updated_at = $4 WHERE id = $5 AND review_started_at IS NOT NULL AND escrow_status = 'deposited'",
+                 updated_at = $4 WHERE id = $5 AND review_started_at = $6 AND escrow_status = 'deposited'",
                 &[
                     Bind::Text(Some(result)),
                     Bind::Text(Some(&verdict.reason)),
                     Bind::Int(i64::from(max_rejections)),
                     Bind::Int(now_ms),
                     Bind::Text(Some(id)),
+                    Bind::Int(claimed_at_ms),
                 ],
             )
             .await?

@@ -531,6 +531,12 @@ on_both_engines!(the_task_state_machine_moves_one_way_at_a_time, |store| async m
     assert!(!store.begin_review("0xt1", NOW + 14, NOW + 12).await.expect("review"), "renewed, not stale");
     assert!(store.begin_review("0xt1", NOW + 20, NOW + 15).await.expect("stale review taken over"));
     assert!(!store.renew_review("0xt1", NOW + 13, NOW + 21).await.expect("renew"), "taken over");
+    let stale = Verdict { approved: true, reason: "from the review taken over".into() };
+    assert_eq!(
+        store.apply_verdict("0xt1", NOW + 13, "v0", &stale, 5, NOW + 21).await.expect("verdict"),
+        None,
+        "a claim taken over applies nothing"
+    );
     store.abandon_review("0xt1", NOW + 13).await.expect("abandon");
     assert!(!store.begin_review("0xt1", NOW + 22, NOW).await.expect("review"), "its taker's claim stands");
     store.abandon_review("0xt1", NOW + 20).await.expect("abandon");
@@ -544,13 +550,16 @@ on_both_engines!(the_task_state_machine_moves_one_way_at_a_time, |store| async m
     for round in 1..=4 {
         assert!(store.begin_review("0xt1", NOW + 30, NOW).await.expect("review"));
         assert_eq!(
-            store.apply_verdict("0xt1", "v1", &reject, 5, NOW + 31).await.expect("verdict"),
+            store.apply_verdict("0xt1", NOW + 30, "v1", &reject, 5, NOW + 31).await.expect("verdict"),
             Some(round)
         );
         assert_eq!(status(&read("0xt1").await), (TaskStatus::Rejected, EscrowStatus::Deposited, round));
     }
     assert!(store.begin_review("0xt1", NOW + 40, NOW).await.expect("review"));
-    assert_eq!(store.apply_verdict("0xt1", "v5", &reject, 5, NOW + 41).await.expect("verdict"), Some(5));
+    assert_eq!(
+        store.apply_verdict("0xt1", NOW + 40, "v5", &reject, 5, NOW + 41).await.expect("verdict"),
+        Some(5)
+    );
     let refunding = read("0xt1").await;
     assert_eq!(status(&refunding), (TaskStatus::Rejected, EscrowStatus::Refunding, 5));
     assert_eq!(refunding.review_reason.as_deref(), Some("wrong language"));
@@ -577,9 +586,12 @@ on_both_engines!(the_task_state_machine_moves_one_way_at_a_time, |store| async m
     recorded_task(&store, "0xt2", "0x02").await;
     assert!(store.start_task("0xt2", NOW).await.expect("start"));
     assert!(store.begin_review("0xt2", NOW, NOW).await.expect("review"));
-    store.apply_verdict("0xt2", "v1", &reject, 5, NOW).await.expect("reject");
+    store.apply_verdict("0xt2", NOW, "v1", &reject, 5, NOW).await.expect("reject");
     assert!(store.begin_review("0xt2", NOW + 1, NOW).await.expect("review"));
-    assert_eq!(store.apply_verdict("0xt2", "v2", &approve, 5, NOW + 2).await.expect("approve"), Some(1));
+    assert_eq!(
+        store.apply_verdict("0xt2", NOW + 1, "v2", &approve, 5, NOW + 2).await.expect("approve"),
+        Some(1)
+    );
     let releasing = read("0xt2").await;
     assert_eq!(
         status(&releasing),
