@@ -404,7 +404,7 @@ async fn one_address_cannot_hold_every_connection() {
     let market = Market::new(Engine::Sqlite, "connections_per_client").await.expect("SQLite needs no set-up");
     let mut config = market.config();
     config.http.max_connections = 4;
-    config.http.max_connections_per_client = Some(2);
+    config.http.max_connections_per_client = std::num::NonZeroUsize::new(2);
     let server = market.start_with(config).await;
     let address: std::net::SocketAddr = server.base.trim_start_matches("http://").parse().expect("address");
 

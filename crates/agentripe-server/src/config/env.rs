@@ -1,6 +1,10 @@
 //! Configuration from the environment (and `.env`), every setting documented in `.env.example`.
 
-use std::{num::NonZeroU32, str::FromStr, time::Duration};
+use std::{
+    num::{NonZeroU32, NonZeroUsize},
+    str::FromStr,
+    time::Duration,
+};
 
 use agentripe_chain::Deployment;
 use agentripe_review::ReviewerConfig;
@@ -159,8 +163,7 @@ impl Config {
         // unless one is set.
         let behind_proxy = parsed::<bool>("RATE_LIMIT_TRUST_FORWARDED_FOR")?.unwrap_or(false);
         config.http.max_connections_per_client = match parsed::<usize>("MAX_CONNECTIONS_PER_CLIENT")? {
-            Some(0) => None,
-            Some(cap) => Some(cap),
+            Some(cap) => NonZeroUsize::new(cap),
             None if behind_proxy => None,
             None => config.http.max_connections_per_client,
         };

@@ -2,7 +2,10 @@
 
 mod env;
 
-use std::{num::NonZeroU32, time::Duration};
+use std::{
+    num::{NonZeroU32, NonZeroUsize},
+    time::Duration,
+};
 
 use agentripe_chain::Deployment;
 use agentripe_review::ReviewerConfig;
@@ -255,7 +258,7 @@ impl Config {
                 body_deadline: Duration::from_secs(20),
                 response_deadline: Duration::from_secs(20),
                 max_connections: 1024,
-                max_connections_per_client: Some(64),
+                max_connections_per_client: NonZeroUsize::new(64),
             },
         }
     }

@@ -10,7 +10,7 @@ mod response_deadline;
 
 pub use self::per_client::client_network;
 
-use std::{convert::Infallible, sync::Arc, time::Duration};
+use std::{convert::Infallible, num::NonZeroUsize, sync::Arc, time::Duration};
 
 use axum::{Router, extract::ConnectInfo, http::Request};
 use hyper::body::Incoming;
@@ -24,8 +24,9 @@ use tower::ServiceExt;
 
 use self::{per_client::ClientConnections, response_deadline::ResponseDeadline};
 
-/// How long a connection refused for its client's cap may take to be told so.
-const REFUSAL_PATIENCE: Duration = Duration::from_secs(1);
+/// How long a connection refused for its client's cap may take to be told so: short, since it holds a
+/// place among the connections served meanwhile.
+const REFUSAL_PATIENCE: Duration = Duration::from_millis(200);
 
 /// How many headers hyper parses: more than the API serves (100), so that a request with too many gets
 /// the API's JSON 431 rather than hyper's empty one.
@@ -48,7 +49,7 @@ pub struct HttpLimits {
     pub max_connections: usize,
     /// Connections one client ([`client_network`]) may hold at once; none behind a reverse proxy, whose
     /// address every client shares. Beyond it, a new connection is answered 429 and closed.
-    pub max_connections_per_client: Option<usize>,
+    pub max_connections_per_client: Option<NonZeroUsize>,
 }
 
 /// Serves `router` on `listener` until `stop` turns true, then closes the listener, lets every

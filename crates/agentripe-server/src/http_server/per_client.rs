@@ -5,8 +5,13 @@
 use std::{
     collections::HashMap,
     net::{IpAddr, Ipv6Addr},
+    num::NonZeroUsize,
     sync::{Arc, Mutex},
+    time::{Duration, Instant},
 };
+
+/// Refusals are logged at most this often, so that a flood does not flood the log too.
+const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// The part of `address` that one client controls as a whole: an IPv4 address, or an IPv6 /64 (one
 /// subscriber's network hands out a whole /64, so a client counted by its full IPv6 address would
@@ -24,8 +29,15 @@ pub fn client_network(address: IpAddr) -> IpAddr {
 /// The connections open per client, and how many one may hold.
 #[derive(Debug)]
 pub struct ClientConnections {
-    cap: usize,
-    open: Mutex<HashMap<IpAddr, usize>>,
+    cap: NonZeroUsize,
+    counts: Mutex<Counts>,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    open: HashMap<IpAddr, usize>,
+    refused_unlogged: u64,
+    logged_at: Option<Instant>,
 }
 
 /// One open connection of a client, counted until it is dropped.
@@ -36,30 +48,47 @@ pub struct ClientConnection {
 }
 
 impl ClientConnections {
-    pub fn new(cap: usize) -> Arc<Self> {
-        Arc::new(Self { cap, open: Mutex::default() })
+    pub fn new(cap: NonZeroUsize) -> Arc<Self> {
+        Arc::new(Self { cap, counts: Mutex::default() })
     }
 
-    /// Counts a new connection from `peer`, unless its client already holds the cap.
+    fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.counts.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Counts a new connection from `peer`, unless its client already holds the cap. A refusal is
+    /// logged (at most once a minute, with how many there were): honest clients behind one address (a
+    /// reverse proxy not declared as one, a large NAT) are refused too, and the operator must hear of it.
     pub fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<ClientConnection> {
         let client = client_network(peer);
-        let mut open = self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let held = open.entry(client).or_default();
-        if *held >= self.cap {
-            return None;
+        let mut counts = self.counts();
+        let held = counts.open.entry(client).or_default();
+        if *held < self.cap.get() {
+            *held += 1;
+            return Some(ClientConnection { clients: self.clone(), client });
         }
-        *held += 1;
-        Some(ClientConnection { clients: self.clone(), client })
+        counts.refused_unlogged += 1;
+        if counts.logged_at.is_none_or(|logged| logged.elapsed() >= WARN_EVERY) {
+            tracing::warn!(
+                %client,
+                refused = counts.refused_unlogged,
+                cap = self.cap,
+                "connections refused: a client held MAX_CONNECTIONS_PER_CLIENT (behind a reverse proxy, set RATE_LIMIT_TRUST_FORWARDED_FOR)"
+            );
+            counts.refused_unlogged = 0;
+            counts.logged_at = Some(Instant::now());
+        }
+        None
     }
 }
 
 impl Drop for ClientConnection {
     fn drop(&mut self) {
-        let mut open = self.clients.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(held) = open.get_mut(&self.client) {
+        let mut counts = self.clients.counts();
+        if let Some(held) = counts.open.get_mut(&self.client) {
             *held -= 1;
             if *held == 0 {
-                open.remove(&self.client);
+                counts.open.remove(&self.client);
             }
         }
     }
@@ -86,13 +115,13 @@ mod tests {
 
     #[test]
     fn a_client_holds_at_most_its_cap_and_gets_a_place_back_when_one_closes() {
-        let clients = ClientConnections::new(2);
+        let clients = ClientConnections::new(NonZeroUsize::new(2).expect("non-zero"));
         let first = clients.admit(ip("2001:db8::1")).expect("first");
         let _second = clients.admit(ip("2001:db8::2")).expect("second, same /64");
         assert!(clients.admit(ip("2001:db8::3")).is_none(), "a third from the same /64");
         assert!(clients.admit(ip("203.0.113.7")).is_some(), "another client is not held back");
         drop(first);
         assert!(clients.admit(ip("2001:db8::3")).is_some(), "a place back once one closes");
-        assert_eq!(clients.open.lock().expect("lock").len(), 1, "closed clients are forgotten");
+        assert_eq!(clients.counts().open.len(), 1, "closed clients are forgotten");
     }
 }
