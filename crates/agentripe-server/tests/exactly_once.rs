@@ -619,14 +619,7 @@ async fn a_claim_stored_after_its_lease_ran_out_renews_it_first() {
     let buyer = market.buyer(PRICE).await;
     let header = market.pay_v2(&buyer);
 
-    let mut lock = TableLock::writes(&market.database_url, "payments").await;
-    let buying = tokio::spawn({
-        let (url, header) = (server.purchase_url(market.agent_id), header.clone());
-        async move { reqwest::Client::new().post(url).header("PAYMENT-SIGNATURE", header).send().await }
-    });
-    while !lock.blocks("INSERT INTO payments").await {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (lock, buying) = buy_behind_a_locked_claim(&server, &market, &header).await;
     // The lease the insert carries runs out while it waits; its settlement then waits in the pool.
     tokio::time::sleep(Duration::from_millis(3_500)).await;
     market.hold_blocks().await;
@@ -687,7 +680,6 @@ async fn a_retry_past_its_timeout_is_not_refused_by_the_row_it_reopens() {
 /// then buys once. PostgreSQL only, as above.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_whose_database_connection_is_cut_is_in_doubt_and_its_retry_buys_once() {
-    use std::time::Duration;
     let Some(market) = Market::new(Engine::Postgres, "claim_connection_cut").await else {
         return;
     };
@@ -695,14 +687,7 @@ async fn a_claim_whose_database_connection_is_cut_is_in_doubt_and_its_retry_buys
     let buyer = market.buyer(PRICE).await;
     let header = market.pay_v2(&buyer);
 
-    let mut lock = TableLock::writes(&market.database_url, "payments").await;
-    let buying = tokio::spawn({
-        let (url, header) = (server.purchase_url(market.agent_id), header.clone());
-        async move { reqwest::Client::new().post(url).header("PAYMENT-SIGNATURE", header).send().await }
-    });
-    while !lock.blocks("INSERT INTO payments").await {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (mut lock, buying) = buy_behind_a_locked_claim(&server, &market, &header).await;
     assert_eq!(lock.terminate_blocked("INSERT INTO payments").await, 1, "the claim's connection is cut");
     let response = buying.await.expect("join").expect("answer");
     let status = response.status();
@@ -761,6 +746,23 @@ on_both_engines!(a_header_resent_near_its_expiry_answers_with_its_payment, |mark
     assert_eq!(refused.status(), 402, "a stranger's signature is refused as it always was");
     assert_eq!(market.usdc_balance(buyer.address()).await, U256::from(PRICE), "charged once");
 });
+
+/// Buys with `header` from a task of its own while the payments table is locked for writes, and returns
+/// once the purchase's claim waits behind the lock: the lock, and the purchase's answer to come.
+async fn buy_behind_a_locked_claim(
+    server: &agentripe_server::testing::Server,
+    market: &Market,
+    header: &str,
+) -> (TableLock, tokio::task::JoinHandle<Result<reqwest::Response, reqwest::Error>>) {
+    let mut lock = TableLock::writes(&market.database_url, "payments").await;
+    let request =
+        reqwest::Client::new().post(server.purchase_url(market.agent_id)).header("PAYMENT-SIGNATURE", header);
+    let buying = tokio::spawn(request.send());
+    while !lock.blocks("INSERT INTO payments").await {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    (lock, buying)
+}
 
 fn base64_catalog() -> String {
     use base64::Engine as _;

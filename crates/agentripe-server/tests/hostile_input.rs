@@ -296,9 +296,17 @@ async fn slow_clients_are_cut_off_and_cannot_hold_every_connection() {
         TcpStream::connect(&address).await.expect("connect"),
         TcpStream::connect(&address).await.expect("connect"),
     ];
-    let quick = reqwest::Client::builder().timeout(Duration::from_millis(500)).build().expect("client");
+    no_place_until_cut_off(&server, "the idle connections").await;
+    drop(idle);
+}
+
+/// Checks that `holder` holds every place of `server` (a request gets no answer within half a second)
+/// until the server cuts it off (one is answered within 15 s).
+async fn no_place_until_cut_off(server: &agentripe_server::testing::Server, holder: &str) {
+    let quick =
+        reqwest::Client::builder().timeout(std::time::Duration::from_millis(500)).build().expect("client");
     let health = format!("{}/health", server.base);
-    assert!(quick.get(&health).send().await.is_err(), "no slot while both are held");
+    assert!(quick.get(&health).send().await.is_err(), "no place while {holder} hold it");
     let mut served = false;
     for _ in 0..30 {
         if quick.get(&health).send().await.is_ok_and(|response| response.status() == 200) {
@@ -306,8 +314,7 @@ async fn slow_clients_are_cut_off_and_cannot_hold_every_connection() {
             break;
         }
     }
-    assert!(served, "served once the idle connections were cut off");
-    drop(idle);
+    assert!(served, "served once {holder} were cut off");
 }
 
 /// The status code of a raw HTTP/1 answer.
@@ -376,17 +383,7 @@ async fn a_client_that_does_not_take_its_responses_is_cut_off() {
         to_server
     });
 
-    let quick = reqwest::Client::builder().timeout(Duration::from_millis(500)).build().expect("client");
-    let health = format!("{}/health", server.base);
-    assert!(quick.get(&health).send().await.is_err(), "no slot while the client that does not read holds it");
-    let mut served = false;
-    for _ in 0..30 {
-        if quick.get(&health).send().await.is_ok_and(|response| response.status() == 200) {
-            served = true;
-            break;
-        }
-    }
-    assert!(served, "served once the client that does not read was cut off");
+    no_place_until_cut_off(&server, "the connections of a client that does not read").await;
     asking.abort();
 }
 
