@@ -413,6 +413,7 @@ async fn one_address_cannot_hold_every_connection() {
     let answer = until_closed(&mut third, Duration::from_secs(5)).await.expect("refused at once");
     assert_eq!(status_of(&answer), 429, "{answer}");
     assert!(answer.contains("\"too_many_connections\""), "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("\r\ndate: "), "a Date, as every origin answer: {answer}");
 
     let socket = TcpSocket::new_v4().expect("socket");
     socket.bind("127.0.0.2:0".parse().expect("address")).expect("bind another loopback address");

@@ -143,7 +143,8 @@ async fn refuse(mut socket: TcpStream, slot: OwnedSemaphorePermit) {
     })
     .to_string();
     let answer = format!(
-        "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
+        "HTTP/1.1 429 Too Many Requests\r\ndate: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
+        httpdate::fmt_http_date(std::time::SystemTime::now()),
         body.len()
     );
     let told = tokio::time::timeout(REFUSAL_PATIENCE, async {
