@@ -10,7 +10,7 @@
 use std::{sync::Arc, time::Duration};
 
 use agentripe_review::{ReviewError, ReviewInput, Reviewer, input_hash};
-use agentripe_store::{EscrowStatus, ReviewRecord, Store, StoreError, Task, TaskStatus, Verdict};
+use agentripe_store::{EscrowStatus, ReviewRecord, Store, StoreError, Submission, Task, TaskStatus, Verdict};
 
 use crate::{money_out::MoneyOut, util::now_ms};
 
@@ -86,15 +86,16 @@ impl Verdicts {
             return Err(self.why_not_open(id).await?);
         }
         let (reviewed, claimed_at) = self.renewing_claim(id, claimed_at, self.verdict(task, result)).await?;
-        let verdict = match reviewed {
-            Ok(verdict) => verdict,
+        let (verdict, review) = match reviewed {
+            Ok(reviewed) => reviewed,
             Err(error) => {
                 self.store.abandon_review(id, claimed_at).await?;
                 return Err(error);
             }
         };
+        let submission = Submission { task_id: id, claimed_at_ms: claimed_at, result };
         let applied =
-            self.store.apply_verdict(id, claimed_at, result, &verdict, self.max_rejections, now_ms());
+            self.store.apply_verdict(submission, &verdict, review.as_ref(), self.max_rejections, now_ms());
         if applied.await?.is_none() {
             self.store.abandon_review(id, claimed_at).await?;
             return Err(DecisionError::Superseded);
@@ -156,9 +157,15 @@ impl Verdicts {
         Ok(if open { DecisionError::UnderReview } else { DecisionError::NotOpen(Box::new(task)) })
     }
 
-    async fn verdict(&self, task: &Task, result: &str) -> Result<Verdict, DecisionError> {
+    /// The verdict on `result`, and the review that reached it, to store as the verdict is applied (none
+    /// when the buyer asked for no review).
+    async fn verdict(
+        &self,
+        task: &Task,
+        result: &str,
+    ) -> Result<(Verdict, Option<ReviewRecord>), DecisionError> {
         let Some(criteria) = &task.new.reviewer_request else {
-            return Ok(Verdict { approved: true, reason: "no review requested".into() });
+            return Ok((Verdict { approved: true, reason: "no review requested".into() }, None));
         };
         let input = ReviewInput {
             reviewer_request: criteria.clone(),
@@ -184,10 +191,6 @@ impl Verdicts {
             review.total_tokens.map(i64::from),
             now_ms(),
         );
-        // A verdict is applied only once it is on record.
-        if !self.store.record_review(&record).await? {
-            return Err(DecisionError::Superseded);
-        }
-        Ok(Verdict { approved: review.approved, reason: review.reason })
+        Ok((Verdict { approved: review.approved, reason: review.reason }, Some(record)))
     }
 }

@@ -47,7 +47,7 @@ pub use chain_txs::{ChainTx, ChainTxStatus, SignedTx, VOID};
 pub use payments::{Claim, NewPayment, PayerOutlook, Payment, PaymentLease, PaymentStatus};
 pub use registrations::{Registration, RegistrationStatus};
 pub use reviews::ReviewRecord;
-pub use tasks::{EscrowStatus, NewTask, Outcome, Task, TaskStatus, Verdict};
+pub use tasks::{EscrowStatus, NewTask, Outcome, Submission, Task, TaskStatus, Verdict};
 pub use transfer_claims::TransferHolder;
 
 use sqlx::{

@@ -50,29 +50,32 @@ impl ReviewRecord {
     }
 }
 
-impl Store {
-    /// Stores a verdict; `false` if this exact submission was already reviewed for the task.
-    pub async fn record_review(&self, review: &ReviewRecord) -> Result<bool, StoreError> {
-        let result = sqlx::query(
-            "INSERT INTO reviews (task_id, attempt, model, prompt_version, input_hash, approved, reason, latency_ms, \
-             total_tokens, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
-        )
-        .bind(&review.task_id)
-        .bind(review.attempt)
-        .bind(&review.model)
-        .bind(&review.prompt_version)
-        .bind(&review.input_hash)
-        .bind(review.approved)
-        .bind(&review.reason)
-        .bind(review.latency_ms)
-        .bind(review.total_tokens)
-        .bind(review.created_at)
-        .execute(self.pool())
-        .await
-        .context("storing a review")?;
-        Ok(result.rows_affected() == 1)
-    }
+/// Stores a verdict on `connection` (a transaction's); `false` if this attempt is already on record.
+pub(crate) async fn insert_review(
+    connection: &mut sqlx::AnyConnection,
+    review: &ReviewRecord,
+) -> Result<bool, StoreError> {
+    let result = sqlx::query(
+        "INSERT INTO reviews (task_id, attempt, model, prompt_version, input_hash, approved, reason, latency_ms, \
+         total_tokens, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
+    )
+    .bind(&review.task_id)
+    .bind(review.attempt)
+    .bind(&review.model)
+    .bind(&review.prompt_version)
+    .bind(&review.input_hash)
+    .bind(review.approved)
+    .bind(&review.reason)
+    .bind(review.latency_ms)
+    .bind(review.total_tokens)
+    .bind(review.created_at)
+    .execute(connection)
+    .await
+    .context("storing a review")?;
+    Ok(result.rows_affected() == 1)
+}
 
+impl Store {
     /// A task's reviews, oldest first.
     pub async fn reviews(&self, task_id: &str) -> Result<Vec<ReviewRecord>, StoreError> {
         sqlx::query_as(

@@ -2,7 +2,7 @@
 
 use sqlx::{Any, Transaction};
 
-use crate::{Context, Store, StoreError};
+use crate::{Context, ReviewRecord, Store, StoreError, reviews::insert_review};
 
 /// Where the vendor's work is (the task states of Agentripe's guide).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -325,14 +325,7 @@ impl Store {
         sql: &'static str,
         binds: &[Bind<'_>],
     ) -> Result<bool, StoreError> {
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for &bind in binds {
-            query = match bind {
-                Bind::Text(text) => query.bind(text.map(str::to_owned)),
-                Bind::Int(int) => query.bind(int),
-            };
-        }
-        Ok(query.execute(self.pool()).await.context(context)?.rows_affected() == 1)
+        Ok(bound(sql, binds).execute(self.pool()).await.context(context)?.rows_affected() == 1)
     }
 
     /// pending or rejected -> processing, for the task's own agent while its money is still locked and
@@ -389,26 +382,34 @@ impl Store {
         Ok(())
     }
 
-    /// Applies a verdict to the submission under the review claim taken or last renewed at
-    /// `claimed_at_ms` (None if that claim went stale and was taken over). Approval decides the release;
-    /// a rejection counts, and the `max_rejections`-th decides the refund. Returns the rejection count
-    /// after it.
+    /// Applies a verdict to `submission`, under the review claim taken or last renewed at its
+    /// `claimed_at_ms`, and stores the `review` that reached it in the same database transaction: both or
+    /// neither, so that a crash cannot leave a submission reviewed on record but never applied (its
+    /// vendor could not submit it again). None if the claim went stale and was taken over, or this
+    /// review's attempt is already on record. Approval decides the release; a rejection counts, and the
+    /// `max_rejections`-th decides the refund. Returns the rejection count after it.
     pub async fn apply_verdict(
         &self,
-        id: &str,
-        claimed_at_ms: i64,
-        result: &str,
+        submission: Submission<'_>,
         verdict: &Verdict,
+        review: Option<&ReviewRecord>,
         max_rejections: i32,
         now_ms: i64,
     ) -> Result<Option<i32>, StoreError> {
-        let applied = if verdict.approved {
-            self.transition(
+        let Submission { task_id: id, claimed_at_ms, result } = submission;
+        let mut tx = self.pool().begin().await.context("beginning to apply a verdict")?;
+        if let Some(review) = review
+            && !insert_review(&mut tx, review).await?
+        {
+            return Ok(None);
+        }
+        let (context, sql, binds) = if verdict.approved {
+            (
                 "approving a task",
                 "UPDATE tasks SET result = $1, review_approved = 1, review_reason = $2, review_started_at = NULL, \
                  status = 'processing', escrow_status = 'releasing', outcome = 'released', updated_at = $3 \
                  WHERE id = $4 AND review_started_at = $5 AND escrow_status = 'deposited'",
-                &[
+                vec![
                     Bind::Text(Some(result)),
                     Bind::Text(Some(&verdict.reason)),
                     Bind::Int(now_ms),
@@ -416,16 +417,15 @@ impl Store {
                     Bind::Int(claimed_at_ms),
                 ],
             )
-            .await?
         } else {
-            self.transition(
+            (
                 "rejecting a task",
                 "UPDATE tasks SET result = $1, review_approved = 0, review_reason = $2, review_started_at = NULL, \
                  status = 'rejected', review_reject_count = review_reject_count + 1, \
                  escrow_status = CASE WHEN review_reject_count + 1 >= $3 THEN 'refunding' ELSE 'deposited' END, \
                  outcome = CASE WHEN review_reject_count + 1 >= $3 THEN 'rejected' ELSE NULL END, \
                  updated_at = $4 WHERE id = $5 AND review_started_at = $6 AND escrow_status = 'deposited'",
-                &[
+                vec![
                     Bind::Text(Some(result)),
                     Bind::Text(Some(&verdict.reason)),
                     Bind::Int(i64::from(max_rejections)),
@@ -434,11 +434,11 @@ impl Store {
                     Bind::Int(claimed_at_ms),
                 ],
             )
-            .await?
         };
-        if !applied {
+        if bound(sql, &binds).execute(&mut *tx).await.context(context)?.rows_affected() != 1 {
             return Ok(None);
         }
+        tx.commit().await.context("applying a verdict")?;
         Ok(self.task(id).await?.map(|task| task.review_reject_count))
     }
 
@@ -525,6 +525,27 @@ impl Store {
         self.transition("noting feedback", sql, &[Bind::Text(Some(id))]).await?;
         Ok(())
     }
+}
+
+/// A submission under review: the task's, under the review claim taken or last renewed at
+/// `claimed_at_ms`.
+#[derive(Clone, Copy, Debug)]
+pub struct Submission<'a> {
+    pub task_id: &'a str,
+    pub claimed_at_ms: i64,
+    pub result: &'a str,
+}
+
+/// `sql` with `binds` bound in order.
+fn bound<'q>(sql: &'static str, binds: &[Bind<'_>]) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments> {
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for &bind in binds {
+        query = match bind {
+            Bind::Text(text) => query.bind(text.map(str::to_owned)),
+            Bind::Int(int) => query.bind(int),
+        };
+    }
+    query
 }
 
 #[derive(Clone, Copy)]

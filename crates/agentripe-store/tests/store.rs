@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use agentripe_store::{
     Claim, EscrowStatus, NewPayment, NewTask, Payment, PaymentLease, PaymentStatus, SignedTx, Store,
-    StoreError, TaskStatus, Verdict,
+    StoreError, Submission, TaskStatus, Verdict,
     testing::{Engine, fresh_store, store_upgraded_from},
 };
 
@@ -532,11 +532,25 @@ on_both_engines!(the_task_state_machine_moves_one_way_at_a_time, |store| async m
     assert!(store.begin_review("0xt1", NOW + 20, NOW + 15).await.expect("stale review taken over"));
     assert!(!store.renew_review("0xt1", NOW + 13, NOW + 21).await.expect("renew"), "taken over");
     let stale = Verdict { approved: true, reason: "from the review taken over".into() };
+    let stale_review = agentripe_store::ReviewRecord::new(
+        "0xt1",
+        1,
+        "model",
+        "v1",
+        "0xhash",
+        true,
+        &stale.reason,
+        5,
+        None,
+        NOW + 21,
+    );
+    let taken_over = Submission { task_id: "0xt1", claimed_at_ms: NOW + 13, result: "v0" };
     assert_eq!(
-        store.apply_verdict("0xt1", NOW + 13, "v0", &stale, 5, NOW + 21).await.expect("verdict"),
+        store.apply_verdict(taken_over, &stale, Some(&stale_review), 5, NOW + 21).await.expect("verdict"),
         None,
         "a claim taken over applies nothing"
     );
+    assert_eq!(store.reviews("0xt1").await.expect("reviews"), vec![], "and stores no review either");
     store.abandon_review("0xt1", NOW + 13).await.expect("abandon");
     assert!(!store.begin_review("0xt1", NOW + 22, NOW).await.expect("review"), "its taker's claim stands");
     store.abandon_review("0xt1", NOW + 20).await.expect("abandon");
@@ -550,14 +564,32 @@ on_both_engines!(the_task_state_machine_moves_one_way_at_a_time, |store| async m
     for round in 1..=4 {
         assert!(store.begin_review("0xt1", NOW + 30, NOW).await.expect("review"));
         assert_eq!(
-            store.apply_verdict("0xt1", NOW + 30, "v1", &reject, 5, NOW + 31).await.expect("verdict"),
+            store
+                .apply_verdict(
+                    Submission { task_id: "0xt1", claimed_at_ms: NOW + 30, result: "v1" },
+                    &reject,
+                    None,
+                    5,
+                    NOW + 31
+                )
+                .await
+                .expect("verdict"),
             Some(round)
         );
         assert_eq!(status(&read("0xt1").await), (TaskStatus::Rejected, EscrowStatus::Deposited, round));
     }
     assert!(store.begin_review("0xt1", NOW + 40, NOW).await.expect("review"));
     assert_eq!(
-        store.apply_verdict("0xt1", NOW + 40, "v5", &reject, 5, NOW + 41).await.expect("verdict"),
+        store
+            .apply_verdict(
+                Submission { task_id: "0xt1", claimed_at_ms: NOW + 40, result: "v5" },
+                &reject,
+                None,
+                5,
+                NOW + 41
+            )
+            .await
+            .expect("verdict"),
         Some(5)
     );
     let refunding = read("0xt1").await;
@@ -586,10 +618,28 @@ on_both_engines!(the_task_state_machine_moves_one_way_at_a_time, |store| async m
     recorded_task(&store, "0xt2", "0x02").await;
     assert!(store.start_task("0xt2", NOW).await.expect("start"));
     assert!(store.begin_review("0xt2", NOW, NOW).await.expect("review"));
-    store.apply_verdict("0xt2", NOW, "v1", &reject, 5, NOW).await.expect("reject");
+    store
+        .apply_verdict(
+            Submission { task_id: "0xt2", claimed_at_ms: NOW, result: "v1" },
+            &reject,
+            None,
+            5,
+            NOW,
+        )
+        .await
+        .expect("reject");
     assert!(store.begin_review("0xt2", NOW + 1, NOW).await.expect("review"));
     assert_eq!(
-        store.apply_verdict("0xt2", NOW + 1, "v2", &approve, 5, NOW + 2).await.expect("approve"),
+        store
+            .apply_verdict(
+                Submission { task_id: "0xt2", claimed_at_ms: NOW + 1, result: "v2" },
+                &approve,
+                None,
+                5,
+                NOW + 2
+            )
+            .await
+            .expect("approve"),
         Some(1)
     );
     let releasing = read("0xt2").await;
