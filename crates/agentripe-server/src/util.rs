@@ -21,6 +21,11 @@ pub fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
+/// A duration in the unit of every stored time (milliseconds); none is that long.
+pub fn to_ms(duration: std::time::Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// How long a chain reading that many callers share (the fee estimate, the head) is reused: half of Base's
 /// 2 s block.
 pub const READING_TTL: std::time::Duration = std::time::Duration::from_secs(1);

@@ -12,7 +12,10 @@ use std::{sync::Arc, time::Duration};
 use agentripe_review::{ReviewError, ReviewInput, Reviewer, input_hash};
 use agentripe_store::{EscrowStatus, ReviewRecord, Store, StoreError, Submission, Task, TaskStatus, Verdict};
 
-use crate::{money_out::MoneyOut, util::now_ms};
+use crate::{
+    money_out::MoneyOut,
+    util::{now_ms, to_ms},
+};
 
 /// Reviews submissions and turns verdicts into escrow decisions.
 #[derive(Debug)]
@@ -81,7 +84,7 @@ impl Verdicts {
     pub async fn submit(&self, task: &Task, result: &str) -> Result<Decided, DecisionError> {
         let id = &task.new.id;
         let claimed_at = now_ms();
-        let lease_ms = i64::try_from(self.review_lease.as_millis()).unwrap_or(i64::MAX);
+        let lease_ms = to_ms(self.review_lease);
         if !self.store.begin_review(id, claimed_at, claimed_at.saturating_sub(lease_ms)).await? {
             return Err(self.why_not_open(id).await?);
         }
@@ -187,7 +190,7 @@ impl Verdicts {
             &hash,
             review.approved,
             &review.reason,
-            i64::try_from(review.latency.as_millis()).unwrap_or(i64::MAX),
+            to_ms(review.latency),
             review.total_tokens.map(i64::from),
             now_ms(),
         );

@@ -146,7 +146,9 @@ impl Config {
         http.body_timeout = at_least_a_second("HTTP_BODY_TIMEOUT_SECONDS", http.body_timeout)?;
         http.body_deadline = at_least_a_second("HTTP_BODY_DEADLINE_SECONDS", http.body_deadline)?;
         http.response_deadline = at_least_a_second("HTTP_RESPONSE_DEADLINE_SECONDS", http.response_deadline)?;
-        config.http.max_connections = parsed("MAX_CONNECTIONS")?.unwrap_or(config.http.max_connections);
+        http.max_connections = parsed("MAX_CONNECTIONS")?.unwrap_or(http.max_connections);
+        // Behind a reverse proxy every client arrives from the proxy's address.
+        let behind_proxy = parsed::<bool>("RATE_LIMIT_TRUST_FORWARDED_FOR")?;
         // 0 requests per second turns rate limiting off.
         config.rate_limit = match (config.rate_limit, parsed::<u32>("RATE_LIMIT_PER_SECOND")?) {
             (_, Some(0)) | (None, _) => None,
@@ -155,16 +157,13 @@ impl Config {
                     .and_then(NonZeroU32::new)
                     .map_or(limit.refill, |rate| Duration::from_secs(1) / rate.get()),
                 burst: parsed("RATE_LIMIT_BURST")?.unwrap_or(limit.burst),
-                trust_forwarded_for: parsed("RATE_LIMIT_TRUST_FORWARDED_FOR")?
-                    .unwrap_or(limit.trust_forwarded_for),
+                trust_forwarded_for: behind_proxy.unwrap_or(limit.trust_forwarded_for),
             }),
         };
-        // Behind a reverse proxy every client arrives from the proxy's address: no cap per client then,
-        // unless one is set.
-        let behind_proxy = parsed::<bool>("RATE_LIMIT_TRUST_FORWARDED_FOR")?.unwrap_or(false);
+        // No cap per client behind a proxy, unless one is set.
         config.http.max_connections_per_client = match parsed::<usize>("MAX_CONNECTIONS_PER_CLIENT")? {
             Some(cap) => NonZeroUsize::new(cap),
-            None if behind_proxy => None,
+            None if behind_proxy == Some(true) => None,
             None => config.http.max_connections_per_client,
         };
         config.reviewer = match var("REVIEWER_BASE_URL") {

@@ -33,7 +33,7 @@ use crate::{
     batching::Batcher,
     chain_writer::{ChainWriter, Confirmation},
     pipeline::{PipelineError, rpc},
-    util::{READING_TTL, Recent, hex, now_ms, now_secs, to_i64},
+    util::{READING_TTL, Recent, hex, now_ms, now_secs, to_i64, to_ms},
 };
 pub use facilitator::Facilitator;
 
@@ -260,7 +260,9 @@ impl MoneyIn {
         let stored =
             self.store.payment_by_authorization(claim.chain_id, &claim.asset, &claim.payer, &claim.nonce);
         match tokio::time::timeout(SO_FAR_READ, stored).await {
-            Ok(Ok(Some(stored))) if !same_purchase(&stored.new, claim) => {
+            Ok(Ok(Some(stored)))
+                if !same_purchase(&stored.new, &claim.agent_id, &claim.service_path, &claim.request) =>
+            {
                 Claimed::ForAnotherPurchase(Box::new(stored))
             }
             Ok(Ok(Some(stored))) if stored.status != PaymentStatus::Failed => {
@@ -327,10 +329,7 @@ impl MoneyIn {
             return Ok(None);
         }
         let request = serde_json::to_string(request).map_err(corrupt)?;
-        let same_purchase = stored.new.agent_id == agent_id.to_string()
-            && stored.new.service_path == service_path
-            && stored.new.request == request;
-        Ok(Some(if same_purchase {
+        Ok(Some(if same_purchase(&stored.new, &agent_id.to_string(), service_path, &request) {
             Claimed::Payment(outcome(&stored))
         } else {
             Claimed::ForAnotherPurchase(Box::new(stored))
@@ -407,7 +406,7 @@ impl MoneyIn {
                 Claimed::Payment(ToAdvance::Held(Box::new(Held { payment, holder, until_ms })))
             }
             Claim::Existing(stored) => {
-                if !same_purchase(&stored.new, claim) {
+                if !same_purchase(&stored.new, &claim.agent_id, &claim.service_path, &claim.request) {
                     return Ok(Claimed::ForAnotherPurchase(Box::new(stored)));
                 }
                 if stored.status == PaymentStatus::Failed {
@@ -524,7 +523,7 @@ impl MoneyIn {
     }
 
     fn lease_ms(&self) -> i64 {
-        i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX)
+        to_ms(self.lease)
     }
 
     /// Waits until the payment is recorded or failed, or `deadline` passes.
@@ -627,10 +626,11 @@ impl MoneyIn {
     }
 }
 
-/// Whether two claims of one authorization are one purchase: the same agent, path and body.
-fn same_purchase(earlier: &NewPayment, claim: &NewPayment) -> bool {
-    (&earlier.agent_id, &earlier.service_path, &earlier.request)
-        == (&claim.agent_id, &claim.service_path, &claim.request)
+/// Whether `earlier`, a stored claim of an authorization, is the purchase of `agent_id`'s `service_path`
+/// with `request` (as stored): the same agent, path and body make a retry, anything else another purchase.
+fn same_purchase(earlier: &NewPayment, agent_id: &str, service_path: &str, request: &str) -> bool {
+    (earlier.agent_id.as_str(), earlier.service_path.as_str(), earlier.request.as_str())
+        == (agent_id, service_path, request)
 }
 
 fn outcome(payment: &Payment) -> Result<Outcome, PipelineError> {
