@@ -276,7 +276,7 @@ async fn slow_clients_are_cut_off_and_cannot_hold_every_connection() {
     config.http.body_timeout = Duration::from_secs(1);
     config.http.max_connections = 2;
     let server = market.start_with(config).await;
-    let address = server.base.trim_start_matches("http://").to_owned();
+    let address = server.address();
 
     // Headers that never end: the connection is closed.
     let mut slow_headers = TcpStream::connect(&address).await.expect("connect");
@@ -335,7 +335,7 @@ async fn a_body_that_only_drips_is_cut_off_at_its_deadline() {
     config.http.body_timeout = Duration::from_secs(2);
     config.http.body_deadline = Duration::from_secs(3);
     let server = market.start_with(config).await;
-    let address = server.base.trim_start_matches("http://").to_owned();
+    let address = server.address();
 
     let socket = TcpStream::connect(&address).await.expect("connect");
     let (mut from_server, mut to_server) = socket.into_split();
@@ -370,7 +370,7 @@ async fn a_client_that_does_not_take_its_responses_is_cut_off() {
     config.http.max_connections = 1;
     config.http.response_deadline = Duration::from_secs(2);
     let server = market.start_with(config).await;
-    let address = server.base.trim_start_matches("http://").parse().expect("address");
+    let address = server.address();
 
     let socket = TcpSocket::new_v4().expect("socket");
     socket.set_recv_buffer_size(4096).expect("a small receive buffer");
@@ -403,7 +403,7 @@ async fn one_address_cannot_hold_every_connection() {
     config.http.max_connections = 4;
     config.http.max_connections_per_client = std::num::NonZeroUsize::new(2);
     let server = market.start_with(config).await;
-    let address: std::net::SocketAddr = server.base.trim_start_matches("http://").parse().expect("address");
+    let address = server.address();
 
     let _held = [
         TcpStream::connect(address).await.expect("connect"),

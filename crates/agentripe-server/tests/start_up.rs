@@ -103,7 +103,7 @@ async fn stopping_answers_and_finishes_the_purchases_in_flight() {
     let header = market.pay_v2(&market.buyer(PRICE).await);
     market.hold_blocks().await;
     let answer = purchase_in_pool(&market, &server, &header).await;
-    let address = server.base.trim_start_matches("http://").to_owned();
+    let address = server.address();
     let (finished, ()) = tokio::join!(server.running.stop(Duration::from_secs(60)), async {
         let mut refused = false;
         for _ in 0..250 {

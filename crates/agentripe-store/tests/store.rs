@@ -500,6 +500,20 @@ where
     outputs
 }
 
+/// Applies `verdict` to `result` of `task_id` under the review claim taken at `claimed_at_ms`, with no
+/// review on record and the fifth rejection refunding.
+async fn apply(
+    store: &Store,
+    task_id: &str,
+    claimed_at_ms: i64,
+    result: &str,
+    verdict: &Verdict,
+    now_ms: i64,
+) -> Option<i32> {
+    let submission = Submission { task_id, claimed_at_ms, result };
+    store.apply_verdict(submission, verdict, None, 5, now_ms).await.expect("apply a verdict")
+}
+
 async fn recorded_task(store: &Store, id: &str, nonce: &str) {
     let p = claim_held(store, &payment(nonce)).await;
     store.mark_payment_settled(held(&p), id, id, NOW).await.expect("settle");
@@ -563,35 +577,11 @@ on_both_engines!(the_task_state_machine_moves_one_way_at_a_time, |store| async m
     // Four rejections leave the money locked; the fifth decides the refund.
     for round in 1..=4 {
         assert!(store.begin_review("0xt1", NOW + 30, NOW).await.expect("review"));
-        assert_eq!(
-            store
-                .apply_verdict(
-                    Submission { task_id: "0xt1", claimed_at_ms: NOW + 30, result: "v1" },
-                    &reject,
-                    None,
-                    5,
-                    NOW + 31
-                )
-                .await
-                .expect("verdict"),
-            Some(round)
-        );
+        assert_eq!(apply(&store, "0xt1", NOW + 30, "v1", &reject, NOW + 31).await, Some(round));
         assert_eq!(status(&read("0xt1").await), (TaskStatus::Rejected, EscrowStatus::Deposited, round));
     }
     assert!(store.begin_review("0xt1", NOW + 40, NOW).await.expect("review"));
-    assert_eq!(
-        store
-            .apply_verdict(
-                Submission { task_id: "0xt1", claimed_at_ms: NOW + 40, result: "v5" },
-                &reject,
-                None,
-                5,
-                NOW + 41
-            )
-            .await
-            .expect("verdict"),
-        Some(5)
-    );
+    assert_eq!(apply(&store, "0xt1", NOW + 40, "v5", &reject, NOW + 41).await, Some(5));
     let refunding = read("0xt1").await;
     assert_eq!(status(&refunding), (TaskStatus::Rejected, EscrowStatus::Refunding, 5));
     assert_eq!(refunding.review_reason.as_deref(), Some("wrong language"));
@@ -618,30 +608,9 @@ on_both_engines!(the_task_state_machine_moves_one_way_at_a_time, |store| async m
     recorded_task(&store, "0xt2", "0x02").await;
     assert!(store.start_task("0xt2", NOW).await.expect("start"));
     assert!(store.begin_review("0xt2", NOW, NOW).await.expect("review"));
-    store
-        .apply_verdict(
-            Submission { task_id: "0xt2", claimed_at_ms: NOW, result: "v1" },
-            &reject,
-            None,
-            5,
-            NOW,
-        )
-        .await
-        .expect("reject");
+    apply(&store, "0xt2", NOW, "v1", &reject, NOW).await;
     assert!(store.begin_review("0xt2", NOW + 1, NOW).await.expect("review"));
-    assert_eq!(
-        store
-            .apply_verdict(
-                Submission { task_id: "0xt2", claimed_at_ms: NOW + 1, result: "v2" },
-                &approve,
-                None,
-                5,
-                NOW + 2
-            )
-            .await
-            .expect("approve"),
-        Some(1)
-    );
+    assert_eq!(apply(&store, "0xt2", NOW + 1, "v2", &approve, NOW + 2).await, Some(1));
     let releasing = read("0xt2").await;
     assert_eq!(
         status(&releasing),

@@ -33,6 +33,11 @@ impl Server {
         Self { running, base, http: reqwest::Client::new(), vendor, runtime: Mutex::new(Some(runtime)) }
     }
 
+    /// The address the server listens on, for tests that speak raw TCP to it.
+    pub fn address(&self) -> std::net::SocketAddr {
+        self.base.trim_start_matches("http://").parse().expect("the server's address")
+    }
+
     /// Stops the server as the death of its process would: every task it started (requests being
     /// handled, payments being advanced, batches being written, its loops) stops where it is, and only
     /// what it stored and sent remains.
